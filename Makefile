@@ -1,0 +1,35 @@
+# aisle: `make help` lists the targets.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+OUT    ?= out/demo
+
+.DEFAULT_GOAL := help
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	# torch first, pinned: a CPU build is on the local index; unpinned pulls CUDA.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv and install aisle with its test extras
+
+demo: venv ## run the ingestion job on the bundled sample data
+	$(VENV)/bin/aisle demo --out $(OUT)
+
+test: venv ## run the test suite
+	$(PY) -m pytest -q
+
+bench-ingest: venv ## ingestion benchmark on ../shared/data/retail (minutes)
+	$(PY) -m benchmarks.ingest --json benchmarks/results/ingest.json
+
+clean: ## remove outputs (keeps .venv)
+	rm -rf out .pytest_cache
+
+.PHONY: help venv demo test bench-ingest clean

@@ -1,0 +1,1 @@
+"""Reusable Beam transforms and the record definitions they share."""
