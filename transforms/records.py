@@ -23,6 +23,7 @@ Field names keep the Retail API's camelCase on purpose.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import typing
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Optional
@@ -173,6 +174,11 @@ def _is_record(tp) -> bool:
     return isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields")
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
 def _unwrap_optional(tp):
     if typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -197,7 +203,7 @@ def _arrow_type(tp) -> pa.DataType:
 
 
 def _arrow_fields(cls) -> list[pa.Field]:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = []
     for name in cls._fields:
         _, optional = _unwrap_optional(hints[name])
@@ -222,7 +228,7 @@ def _to_plain(value, tp):
     if value is None:
         return None
     if _is_record(tp):
-        hints = typing.get_type_hints(tp)
+        hints = _hints(tp)
         return {f: _to_plain(getattr(value, f), hints[f]) for f in tp._fields}
     origin = typing.get_origin(tp)
     if origin is tuple:
@@ -239,7 +245,7 @@ def _from_plain(value, tp):
     if value is None:
         return None
     if _is_record(tp):
-        hints = typing.get_type_hints(tp)
+        hints = _hints(tp)
         return tp(**{f: _from_plain(value.get(f), hints[f]) for f in tp._fields if f in value})
     origin = typing.get_origin(tp)
     if origin is tuple:
@@ -351,7 +357,7 @@ def _bq_field(name: str, tp, has_default: bool) -> dict:
 
 
 def _bq_fields(cls) -> list[dict]:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     return [_bq_field(f, hints[f], f in cls._field_defaults) for f in cls._fields]
 
 

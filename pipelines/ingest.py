@@ -1,0 +1,215 @@
+"""``aisle ingest``: catalog and event files into validated Retail-shaped Parquet.
+
+Outputs under ``--out``: ``products/``, ``events/``, ``cancellations/`` (for
+the online-retail format), ``dead_letter/`` (every rejected record with its
+source file, byte offset, raw text and reason) and ``summary.json``.
+
+    aisle ingest --format online-retail --input data/retail.csv --out out/ingest
+    aisle ingest --format retail-json --kind products --input 'gs://bucket/catalog/*.jsonl.gz' --out gs://bucket/clean \\
+        --runner DataflowRunner --project my-project --region europe-west1 --temp_location gs://bucket/tmp
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+import apache_beam as beam
+import click
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.options import is_local, make_pipeline, pipeline_options
+from pipelines.summary import ingest_summary, print_summary, write_summary
+from transforms.errors import AisleError
+from transforms.ftp import redact
+from transforms.ingest import COUNTS_FILE, FORMATS, IngestConfig, IngestFiles
+from transforms.io import expand_inputs, join_path
+from transforms.retail_json import ColumnMapping
+
+__all__ = ["build_ingest", "run_ingest", "auto_partitions", "command"]
+
+PARTITION_BYTES = 16 << 20  # input bytes per output shard: bounds a worker's memory
+
+
+def auto_partitions(uris: Sequence[str]) -> int:
+    """Output shards for these inputs: about one per 16 MB, at least 2."""
+    total = 0
+    for uri in uris:
+        if uri.startswith("ftp://"):
+            continue
+        try:
+            total += FileSystems.match([uri])[0].metadata_list[0].size_in_bytes
+        except Exception:  # sizes are a hint only
+            continue
+    return max(2, math.ceil(total / PARTITION_BYTES))
+
+
+def build_ingest(pipeline: beam.Pipeline, uris: Sequence[str], cfg: IngestConfig):
+    """Add the ingestion steps to ``pipeline``; returns the PCollection of counts."""
+    return pipeline | "Ingest" >> IngestFiles(list(uris), cfg)
+
+
+def run_ingest(
+    inputs: Sequence[str],
+    out: str,
+    *,
+    format: str,
+    kind: str = "events",
+    mapping: str | None = None,
+    currency: str = "GBP",
+    partitions: int | None = None,
+    chunk_mb: float = 4.0,
+    workers: int | None = None,
+    retail_json: bool = False,
+    catalog: str | None = None,
+    beam_args: Sequence[str] = (),
+    now: dt.datetime | None = None,
+    progress: bool = False,
+) -> dict:
+    """Run an ingestion to completion and return its summary (also written to ``out``)."""
+    t0 = time.perf_counter()
+    uris = expand_inputs(list(inputs))
+    partitions = partitions or auto_partitions(uris)
+    cfg = IngestConfig(
+        format=format,
+        out=out,
+        kind=kind,
+        mapping=ColumnMapping.parse(mapping) if mapping else None,
+        currency=currency,
+        partitions=partitions,
+        chunk_bytes=int(chunk_mb * (1 << 20)),
+        retail_json=retail_json,
+        catalog_ids_path=_catalog_products(catalog) if catalog else None,
+        now=now or dt.datetime.now(dt.timezone.utc),
+        run_id=uuid.uuid4().hex[:12],
+    )
+    if workers is None:
+        big = sum(_size(u) for u in uris) > 8 * (1 << 20)
+        workers = (os.cpu_count() or 1) if big else 1
+    options = pipeline_options(beam_args, workers=workers)
+    t_plan = time.perf_counter()
+    pipeline = make_pipeline(options)
+    build_ingest(pipeline, uris, cfg)
+    stop = threading.Event()
+    watcher = None
+    if progress and is_local(options) and "://" not in out:
+        watcher = threading.Thread(target=_show_progress, args=(cfg, uris, stop), daemon=True)
+        watcher.start()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        stop.set()
+        if watcher:
+            watcher.join()
+    t_run = time.perf_counter()
+    with FileSystems.open(join_path(out, COUNTS_FILE)) as f:
+        counts = json.loads(f.read())
+    FileSystems.delete([join_path(out, COUNTS_FILE)])
+    summary = ingest_summary(
+        counts,
+        job="ingest",
+        inputs=[redact(u) for u in uris],
+        out=out,
+        timings={"plan": t_plan - t0, "pipeline": t_run - t_plan, "total": time.perf_counter() - t0},
+        extra={
+            "format": format,
+            "partitions": partitions,
+            "workers": workers if is_local(options) else None,
+            "runner": "FnApiRunner" if is_local(options) else options.get_all_options().get("runner"),
+        },
+    )
+    write_summary(summary, out)
+    if not summary["conservation"]["ok"]:
+        raise AisleError(f"counts not conserved: {summary['conservation']} (see {join_path(out, 'summary.json')})")
+    return summary
+
+
+def _size(uri: str) -> int:
+    if uri.startswith("ftp://"):
+        return 0
+    try:
+        return FileSystems.match([uri])[0].metadata_list[0].size_in_bytes
+    except Exception:
+        return 0
+
+
+def _catalog_products(catalog: str) -> str:
+    if "://" not in catalog and os.path.isdir(os.path.join(catalog, "products")):
+        return os.path.join(catalog, "products", "*.parquet")
+    if "://" not in catalog and os.path.isdir(catalog):
+        return os.path.join(catalog, "*.parquet")
+    return catalog
+
+
+def _show_progress(cfg: IngestConfig, uris: Sequence[str], stop: threading.Event) -> None:
+    """Poll the staging folder to show how many chunks have been parsed."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    total = sum(max(1, math.ceil(_size(u) / cfg.chunk_bytes)) for u in uris)
+    shuffle = os.path.join(cfg.staging, "_shuffle")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} chunks"), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("ingesting", total=total)
+        while not stop.wait(0.5):
+            done = set()
+            if os.path.isdir(shuffle):
+                for part in os.listdir(shuffle):
+                    try:
+                        done.update(os.listdir(os.path.join(shuffle, part)))
+                    except FileNotFoundError:
+                        pass
+            bar.update(task, completed=min(len(done), total))
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--input", "inputs", multiple=True, required=True, help="File, glob, folder, gs:// or ftp://user:pass@host/path (repeatable).")
+@click.option("--out", required=True, help="Output folder (local or gs://).")
+@click.option("--format", "format_", type=click.Choice(FORMATS), required=True, help="Input format.")
+@click.option("--kind", type=click.Choice(["products", "events"]), default="events", show_default=True, help="Record kind for retail-json, csv and parquet inputs.")
+@click.option("--mapping", help="Column mapping for csv/parquet: target=column,... (priceInfo.price=price, images=image_url, ...).")
+@click.option("--currency", default="GBP", show_default=True, help="ISO 4217 currency for prices that carry none.")
+@click.option("--catalog", help="Products (ingest output folder or Parquet) to count events that name unknown products.")
+@click.option("--partitions", type=int, help="Output shards (default: one per 16 MB of input, at least 2).")
+@click.option("--chunk-mb", type=float, default=4.0, show_default=True, help="Split size for parallel reads of one file.")
+@click.option("--workers", type=int, help="Local worker processes (default: all cores for inputs over 8 MB, else 1).")
+@click.option("--retail-json/--no-retail-json", default=False, show_default=True, help="Also write the Retail API's JSON import format.")
+@click.pass_context
+def command(ctx, inputs, out, format_, kind, mapping, currency, catalog, partitions, chunk_mb, workers, retail_json):
+    """Ingest catalog/event files into validated Parquet, dead letters and a run summary.
+
+    Extra flags (--runner, --project, --region, --temp_location, ...) go to Beam.
+    """
+    summary = run_ingest(
+        inputs,
+        out,
+        format=format_,
+        kind=kind,
+        mapping=mapping,
+        currency=currency,
+        partitions=partitions,
+        chunk_mb=chunk_mb,
+        workers=workers,
+        retail_json=retail_json,
+        catalog=catalog,
+        beam_args=ctx.args,
+        progress=True,
+    )
+    print_summary(summary)
+    click.echo(join_path(out, "summary.json"))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m pipelines.ingest`` (Dataflow flex templates use it)."""
+    from pipelines.cli import main
+
+    return main(["ingest", *(argv if argv is not None else __import__("sys").argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())
