@@ -86,6 +86,27 @@ def _load(model_path: str):
         raise ModelLoadError(f"cannot load ONNX model {model_path!r}: {e}") from e
 
 
+def _carry_metadata(src_path: str, out_path: str) -> str:
+    """Copy the source model's ``metadata_props`` (e.g. a recognizer's character set) to the output.
+
+    Graph rewriters and quantizers drop or keep them inconsistently; serving
+    code that reads them must not depend on which candidate it got.
+    """
+    import onnx
+
+    src = onnx.load(src_path, load_external_data=False)
+    if not src.metadata_props:
+        return out_path
+    out = onnx.load(out_path, load_external_data=False)
+    have = {p.key for p in out.metadata_props}
+    missing = [p for p in src.metadata_props if p.key not in have]
+    if missing:
+        for p in missing:
+            out.metadata_props.add(key=p.key, value=p.value)
+        onnx.save(out, out_path)
+    return out_path
+
+
 def model_opset(model_path: str) -> int:
     """The default-domain opset version of an ONNX model."""
     model = _load(model_path)
@@ -116,7 +137,7 @@ def upgrade_opset(model_path: str, out_path: str, *, opset: int = 13) -> str:
     except Exception as e:
         raise ModelLoadError(f"cannot convert {model_path!r} from opset {current} to {opset}: {e}") from e
     onnx.save(converted, out)
-    return out
+    return _carry_metadata(model_path, out)
 
 
 def preprocess(model_path: str, out_path: str, *, skip_symbolic_shape: bool = False, skip_optimization: bool = False) -> str:
@@ -129,7 +150,7 @@ def preprocess(model_path: str, out_path: str, *, skip_symbolic_shape: bool = Fa
 
     out = _prepare_out(out_path)
     quant_pre_process(_check_in(model_path), out, skip_symbolic_shape=skip_symbolic_shape, skip_optimization=skip_optimization)
-    return out
+    return _carry_metadata(model_path, out)
 
 
 def optimize_graph(
@@ -167,7 +188,7 @@ def optimize_graph(
         except KeyError as e:
             raise ConfigError(f"model_type={model_type!r} is not known to onnxruntime.transformers.optimizer") from e
         model.save_model_to_file(out)
-        return out
+        return _carry_metadata(path, out)
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -177,7 +198,7 @@ def optimize_graph(
         ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ModelLoadError(f"onnxruntime cannot load {path!r} for optimization: {e}") from e
-    return out
+    return _carry_metadata(path, out)
 
 
 def to_fp16(model_path: str, out_path: str, *, keep_io_types: bool = True, op_block_list: Sequence[str] | None = None) -> str:
@@ -195,7 +216,7 @@ def to_fp16(model_path: str, out_path: str, *, keep_io_types: bool = True, op_bl
     converted = convert_float_to_float16(model, keep_io_types=keep_io_types, op_block_list=block)
     out = _prepare_out(out_path)
     onnx.save(converted, out)
-    return out
+    return _carry_metadata(model_path, out)
 
 
 def _quant_type(name: str):
@@ -239,7 +260,7 @@ def quantize_int8_dynamic(
         nodes_to_exclude=list(nodes_to_exclude),
         extra_options=opts,
     )
-    return out
+    return _carry_metadata(model_path, out)
 
 
 class FeedsCalibrationReader:
@@ -313,7 +334,7 @@ def quantize_int8_static(
         )
     if hasattr(calibration_reader, "rewind"):
         calibration_reader.rewind()
-    return out
+    return _carry_metadata(model_path, out)
 
 
 def quantizable_nodes(model_path: str, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[str]:

@@ -207,3 +207,19 @@ def test_mixed_precision_tight_budget_and_groups(cnn, tmp_path):
     )
     assert result.met_budget and sorted(result.excluded_nodes) == ["conv1", "conv2"]
     assert _quantized_weights(result.model_path) == {"fc"}
+
+
+def test_metadata_survives_every_candidate(tmp_path):
+    src = _tiny_cnn(tmp_path / "meta.onnx")
+    model = onnx.load(src)
+    model.metadata_props.add(key="character", value="a\nb\nc")
+    onnx.save(model, src)
+    outs = [
+        optimize_graph(src, str(tmp_path / "o.onnx")),
+        to_fp16(src, str(tmp_path / "h.onnx")),
+        quantize_int8_dynamic(src, str(tmp_path / "d.onnx")),
+        quantize_int8_static(src, str(tmp_path / "s.onnx"), _feeds(2)),
+    ]
+    for out in outs:
+        meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+        assert meta.get("character") == "a\nb\nc", out
