@@ -1,0 +1,16 @@
+output "dataset_id" {
+  description = "The dataset id (without the project)."
+  value       = google_bigquery_dataset.this.dataset_id
+}
+
+output "tables" {
+  description = "Fully qualified table ids (project.dataset.table) by table name."
+  value = {
+    for t in [
+      google_bigquery_table.products,
+      google_bigquery_table.user_events,
+      google_bigquery_table.cancellations,
+      google_bigquery_table.dead_letters,
+    ] : t.table_id => "${t.project}.${t.dataset_id}.${t.table_id}"
+  }
+}
