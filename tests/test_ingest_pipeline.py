@@ -1,0 +1,179 @@
+"""The ingestion job end to end on the local runner."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import pathlib
+import shutil
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.ingest import run_ingest
+from tests.conftest import SAMPLES, TESTDATA
+from transforms.errors import ConfigError, SourceError
+from transforms.ingest import IngestConfig, IngestFiles
+from transforms.records import PRODUCT_SCHEMA, USER_EVENT_SCHEMA, Product, UserEvent, from_arrow
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+SAMPLE = SAMPLES / "retail" / "online_retail_sample.csv"
+DATA = TESTDATA / "ingest"
+
+
+def read_output(out: pathlib.Path, name: str) -> pa.Table:
+    files = sorted((out / name).glob("*.parquet"))
+    assert files, f"no files in {out / name}"
+    return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def digest(folder: pathlib.Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.parquet"))}
+
+
+def conserved(summary: dict) -> bool:
+    return summary["read"] == sum(summary["outputs"].values()) + summary["dead_letter"] + summary["duplicates"]
+
+
+def test_online_retail_sample(tmp_path):
+    out = tmp_path / "out"
+    summary = run_ingest([str(SAMPLE)], str(out), format="online-retail", now=NOW, partitions=3, chunk_mb=0.05)
+    assert summary["read"] == 4000 and conserved(summary)
+    assert json.loads((out / "summary.json").read_text())["outputs"] == summary["outputs"]
+    events = read_output(out, "events")
+    assert events.schema.equals(USER_EVENT_SCHEMA)
+    assert events.num_rows == summary["records"]["events"]
+    # one event per purchase invoice, and each invoice exactly once across shards
+    ids = events["purchaseTransaction"].combine_chunks().field("id").to_pylist()
+    assert len(ids) == len(set(ids))
+    products = from_arrow(read_output(out, "products"), Product)
+    assert len(products) == summary["records"]["products"]
+    assert all(p.title for p in products)
+    dead = read_output(out, "dead_letter")
+    assert dead.num_rows == summary["dead_letter"]
+    assert set(dead["reason"].to_pylist()) <= set(summary["reasons"])
+    assert not list(out.glob("_staging*")), "staging must be cleaned up"
+
+
+def test_rerun_is_identical_and_chunking_does_not_matter(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    s1 = run_ingest([str(SAMPLE)], str(a), format="online-retail", now=NOW, partitions=2, chunk_mb=0.03)
+    first = digest(a)
+    s2 = run_ingest([str(SAMPLE)], str(a), format="online-retail", now=NOW, partitions=2, chunk_mb=0.03)
+    assert digest(a) == first  # a re-run replaces the output with identical bytes
+    s3 = run_ingest([str(SAMPLE)], str(b), format="online-retail", now=NOW, partitions=2, chunk_mb=8)
+    for name in ("events", "cancellations", "products"):
+        assert read_output(a, name).equals(read_output(b, name)), name
+    assert s1["outputs"] == s2["outputs"] == s3["outputs"]
+
+
+def test_gzip_and_glob_inputs(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    data = SAMPLE.read_bytes()
+    (src / "part1.csv.gz").write_bytes(gzip.compress(data))
+    shutil.copy(DATA / "bad_and_good.csv", src / "part2.csv")
+    summary = run_ingest([str(src / "*")], str(tmp_path / "out"), format="online-retail", now=NOW)
+    assert summary["read"] == 4000 + 18 and conserved(summary)
+    assert summary["reasons"]["MALFORMED_ROW"] == 2
+
+
+def test_bad_rows_are_dead_letters_with_reasons(tmp_path):
+    out = tmp_path / "out"
+    summary = run_ingest([str(DATA / "bad_and_good.csv")], str(out), format="online-retail", now=NOW)
+    assert summary["read"] == 18 and summary["dead_letter"] == 11 and summary["duplicates"] == 1
+    assert summary["outputs"] == {"cancellations": 1, "events": 5}
+    assert summary["records"] == {"cancellations": 1, "events": 3, "products": 3}
+    assert summary["flags"]["non_product"] == 1
+    dead = read_output(out, "dead_letter").to_pylist()
+    assert all(d["source_file"].endswith("bad_and_good.csv") and d["raw"] and d["detail"] for d in dead)
+
+
+def test_retail_json_products_latest_wins(tmp_path):
+    out = tmp_path / "out"
+    summary = run_ingest([str(DATA / "catalog.jsonl")], str(out), format="retail-json", kind="products", currency="EUR", now=NOW, retail_json=True)
+    assert summary["read"] == 10 and conserved(summary)
+    assert summary["outputs"] == {"products": 2} and summary["duplicates"] == 1 and summary["dead_letter"] == 7
+    assert summary["reasons"] == {
+        "BAD_AVAILABILITY": 1, "BAD_CURRENCY": 1, "MALFORMED_JSON": 1, "MISSING_FIELD": 1,
+        "MISSING_ID": 1, "NEGATIVE_PRICE": 1, "TOO_MANY_VALUES": 1,
+    }
+    products = {p.id: p for p in from_arrow(read_output(out, "products"), Product)}
+    assert products["sku-1"].title == "Oat drink 1 litre" and products["sku-1"].priceInfo.price == 2.75
+    assert products["sku-2"].priceInfo.currencyCode == "EUR"
+    assert products["sku-2"].attributes["imputed_fields"].text == ("priceInfo.currencyCode", "availability")
+    # the Retail API import file carries the same products in its JSON shape
+    lines = [json.loads(l) for f in sorted((out / "products_retail_json").glob("*.jsonl")) for l in f.read_text().splitlines()]
+    assert sorted(l["id"] for l in lines) == ["sku-1", "sku-2"]
+    assert {l["id"]: l["priceInfo"] for l in lines}["sku-1"] == {"price": 2.75, "currencyCode": "EUR"}
+
+
+def test_retail_json_events_dedupe_and_unjoined(tmp_path):
+    catalog = tmp_path / "catalog"
+    run_ingest([str(DATA / "catalog.jsonl")], str(catalog), format="retail-json", kind="products", currency="EUR", now=NOW)
+    out = tmp_path / "out"
+    summary = run_ingest([str(DATA / "events.jsonl")], str(out), format="retail-json", kind="events", now=NOW, catalog=str(catalog))
+    assert summary["read"] == 11 and conserved(summary)
+    assert summary["outputs"] == {"events": 4} and summary["duplicates"] == 1
+    assert summary["reasons"] == {
+        "BAD_QUANTITY": 1, "BAD_TIMESTAMP": 1, "MISSING_ID": 1, "MISSING_TRANSACTION": 1,
+        "TIMESTAMP_OUT_OF_RANGE": 1, "UNKNOWN_EVENT_TYPE": 1,
+    }
+    assert summary["unjoined_events"] == 1  # the purchase that names sku-9
+    events = from_arrow(read_output(out, "events"), UserEvent)
+    search = [e for e in events if e.eventType == "search"][0]
+    assert search.eventTime == dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.timezone.utc)  # +02:00 normalized to UTC
+
+
+def test_csv_with_mapping(tmp_path):
+    out = tmp_path / "out"
+    summary = run_ingest(
+        [str(DATA / "products.csv")], str(out), format="csv", kind="products", now=NOW, currency="SEK",
+        mapping="id=sku,title=name,priceInfo.price=price,categories=category,images=image",
+    )
+    assert summary["read"] == 5 and conserved(summary)
+    assert summary["outputs"] == {"products": 2} and summary["reasons"] == {"MALFORMED_ROW": 1, "MISSING_FIELD": 1}
+    products = {p.id: p for p in from_arrow(read_output(out, "products"), Product)}
+    assert products["A1"].title == "Tea, green (new)" and products["A1"].categories == ("Drinks", "Tea")
+    assert products["A1"].images[0].uri == "img/a1.jpg" and products["A1"].priceInfo.currencyCode == "SEK"
+
+
+def test_parquet_with_mapping(tmp_path):
+    src = tmp_path / "events.parquet"
+    pq.write_table(pa.table({
+        "user": ["u1", "u2", ""], "ts": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z"],
+        "item": ["p1", "p2", "p3"], "type": ["detail-page-view", "detail-page-view", "detail-page-view"],
+    }), src)
+    summary = run_ingest([str(src)], str(tmp_path / "out"), format="parquet", kind="events", now=NOW,
+                         mapping="visitorId=user,eventTime=ts,productDetails.product.id=item,eventType=type")
+    assert summary["outputs"] == {"events": 2} and summary["reasons"] == {"MISSING_ID": 1}
+
+
+def test_empty_file_and_bad_options(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    summary = run_ingest([str(empty)], str(tmp_path / "out"), format="online-retail", now=NOW)
+    assert summary["read"] == 0 and conserved(summary)
+    assert read_output(tmp_path / "out", "events").num_rows == 0
+    with pytest.raises(SourceError, match="no input files match"):
+        run_ingest([str(tmp_path / "nope-*.csv")], str(tmp_path / "o2"), format="online-retail")
+    with pytest.raises(ConfigError, match="ISO 4217"):
+        IngestConfig(format="online-retail", out="x", currency="POUNDS")
+    with pytest.raises(ConfigError, match="needs a column mapping"):
+        IngestConfig(format="csv", out="x")
+
+
+def test_ingest_transform_with_test_pipeline(tmp_path, local_runner):
+    cfg = IngestConfig(format="online-retail", out=str(tmp_path / "out"), partitions=2, now=NOW, run_id="t")
+    with TestPipeline(runner=local_runner) as p:
+        counts = p | IngestFiles([str(DATA / "bad_and_good.csv")], cfg)
+        assert_that(
+            counts | beam.Map(lambda c: (c["read"], c["dead_letter"], c["duplicates"], c["outputs"])),
+            equal_to([(18, 11, 1, {"events": 5, "cancellations": 1})]),
+        )

@@ -1,0 +1,128 @@
+"""The vectorized UCI Online Retail parser and builders, checked by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from tests.conftest import SAMPLES, TESTDATA
+from transforms import online_retail as ort
+from transforms.records import Product, from_arrow
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+BAD_AND_GOOD = TESTDATA / "ingest" / "bad_and_good.csv"
+
+
+def parse(data: bytes, first_chunk=True, base_offset=0):
+    return ort.parse_chunk(data, source_file="f.csv", base_offset=base_offset, now=NOW, first_chunk=first_chunk)
+
+
+def test_every_bad_row_gets_its_reason_and_offset():
+    data = BAD_AND_GOOD.read_bytes()
+    parsed = parse(data)
+    assert parsed.read == 18  # the header and the blank line are not records
+    assert parsed.lines.num_rows == 7
+    dead = parsed.dead.to_pylist()
+    by_raw = {d["raw"].split(",")[0] + ":" + d["raw"].split(",")[1]: d["reason"] for d in dead}
+    assert by_raw == {
+        "536368:22139": "ZERO_PRICE",
+        "536369:22140": "MALFORMED_ROW",
+        '536370:22141': "MALFORMED_ROW",
+        "536371:22142": "BAD_TIMESTAMP",
+        "536372:22143": "TIMESTAMP_OUT_OF_RANGE",
+        "536373:22144": "NEGATIVE_PRICE",
+        "536374:22145": "NEGATIVE_QUANTITY",
+        "536375:22146": "BAD_QUANTITY",
+        ":22147": "MISSING_ID",
+        "536376:22148": "ENCODING_ERROR",
+        "536377:22149": "BAD_CUSTOMER_ID",
+    }
+    for d in dead:  # the offset points at the start of the raw line in the file
+        assert data[d["source_offset"] :].startswith(d["raw"].encode("utf-8", "replace")[:6]) or d["reason"] == "ENCODING_ERROR"
+        assert d["detail"]
+    assert sum(parsed.reasons.values()) == len(dead)
+
+
+def test_chunks_split_anywhere_see_every_line_once():
+    data = BAD_AND_GOOD.read_bytes()
+    whole = parse(data)
+    for cut in range(1, len(data) - 1, 37):
+        # emulate two chunks: the line crossing `cut` belongs to the first
+        nl = data.index(b"\n", cut - 1) + 1 if b"\n" in data[cut - 1 :] else len(data)
+        a, b = parse(data[:nl]), parse(data[nl:], first_chunk=False, base_offset=nl)
+        assert a.read + b.read == whole.read
+        assert a.lines.num_rows + b.lines.num_rows == whole.lines.num_rows
+        offsets = sorted(a.dead["source_offset"].to_pylist() + b.dead["source_offset"].to_pylist())
+        assert offsets == sorted(whole.dead["source_offset"].to_pylist())
+
+
+def test_events_dedupe_guests_and_cancellations():
+    parsed = parse(BAD_AND_GOOD.read_bytes())
+    built = ort.build_events(parsed.lines, currency="GBP")
+    assert built["duplicates"] == 1
+    assert built["rows"] == {"events": 5, "cancellations": 1}
+    events = {e["purchaseTransaction"]["id"]: e for e in built["events"].to_pylist()}
+    assert set(events) == {"536365", "536366", "536378"}
+    e = events["536365"]
+    assert e["visitorId"] == "17850" and e["userInfo"] == {"userId": "17850"}
+    assert [(d["product"]["id"], d["quantity"]) for d in e["productDetails"]] == [("85123A", 6), ("71053", 6)]
+    assert e["purchaseTransaction"]["revenue"] == pytest.approx(6 * 2.55 + 6 * 3.39)
+    guest = events["536366"]
+    assert guest["visitorId"] == "guest-536366" and guest["userInfo"] is None
+    assert dict(guest["attributes"])["country"]["text"] == ["France"]
+    (c,) = built["cancellations"].to_pylist()
+    assert c["eventType"] == "cancellation"
+    assert c["productDetails"] == [{"product": {"id": "71053"}, "quantity": 1}]
+    assert c["purchaseTransaction"]["revenue"] == pytest.approx(-3.39)
+
+
+def test_products_title_price_and_flags():
+    parsed = parse(BAD_AND_GOOD.read_bytes())
+    built = ort.build_events(parsed.lines, currency="GBP")
+    products = {p.id: p for p in from_arrow(ort.build_products(ort.product_partials(built["lines"]), currency="GBP"), Product)}
+    assert set(products) == {"85123A", "71053", "POST"}
+    heart = products["85123A"]
+    assert heart.title == "WHITE HANGING HEART"  # tie 1-1 after dedupe: the smaller text wins
+    assert heart.priceInfo.price == 2.95 and heart.priceInfo.currencyCode == "GBP"  # the latest purchase
+    assert heart.attributes["first_seen"].text == ("2010-12-01T08:26:00Z",)
+    assert heart.attributes["last_seen"].text == ("2010-12-02T10:00:00Z",)
+    lantern = products["71053"]
+    assert lantern.title == "WHITE METAL LANTERN" and lantern.priceInfo.price == 3.50
+    assert "non_product" in products["POST"].attributes and "non_product" not in heart.attributes
+
+
+def test_missing_description_is_imputed_and_flagged():
+    lines = parse(
+        b"1,999X,,2,2011-01-01 10:00:00,1.5,,UK\n"
+    ).lines
+    (p,) = from_arrow(ort.build_products(ort.product_partials(lines), currency="GBP"), Product)
+    assert p.title == "999X" and p.attributes["imputed_fields"].text == ("title",)
+
+
+@pytest.mark.parametrize("code, product", [("85123A", True), ("22423", True), ("POST", False), ("BANK CHARGES", False), ("gift_0001_20", False), ("M", False)])
+def test_product_codes(code, product):
+    assert ort.is_product_code(code) is product
+
+
+def test_real_sample_conserves_counts():
+    parsed = parse((SAMPLES / "retail" / "online_retail_sample.csv").read_bytes())
+    built = ort.build_events(parsed.lines, currency="GBP")
+    assert parsed.read == 4000
+    assert parsed.dead.num_rows + built["duplicates"] + sum(built["rows"].values()) == parsed.read
+    assert built["events"].num_rows > 100 and built["cancellations"].num_rows > 5
+    # every event's revenue is the sum of its lines and positive
+    assert min(built["events"]["purchaseTransaction"].combine_chunks().field("revenue").to_pylist()) > 0
+
+
+def test_partitions_are_stable_and_complete():
+    parsed = parse((SAMPLES / "retail" / "online_retail_sample.csv").read_bytes())
+    parts = ort.partition_ids(parsed.lines, "invoice", 3)
+    again = ort.partition_ids(parsed.lines, "invoice", 3)
+    assert [(k, t.num_rows) for k, t in parts] == [(k, t.num_rows) for k, t in again]
+    assert sum(t.num_rows for _, t in parts) == parsed.lines.num_rows
+    seen = {}
+    for k, t in parts:  # an invoice lives in exactly one partition
+        for inv in set(t["invoice"].to_pylist()):
+            assert seen.setdefault(inv, k) == k
