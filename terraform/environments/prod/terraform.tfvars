@@ -11,9 +11,8 @@ labels = {
   cost-center = "retail-ml"
 }
 
-# Customer-managed encryption: uncomment with a key in europe-west1 (a
-# regional key also serves the EU BigQuery dataset only if bigquery_location
-# is set to europe-west1).
+# Customer-managed encryption: a key is used only in its own location, so
+# with a key in europe-west1 set bigquery_location = "europe-west1" too.
 # kms_key_name = "projects/<kms-project>/locations/europe-west1/keyRings/aisle/cryptoKeys/aisle-prod"
 
 private_dataflow_network = true
