@@ -506,7 +506,12 @@ def test_dead_letter_schema():
     }
 
 
-FLEX_PARAMETERS = {"ingest": {"input", "format", "out"}, "batch": {"catalog", "events", "out"}}
+# The entry points' options: python -m pipelines.ingest / python -m pipelines.batch.
+FLEX_PARAMETERS = {
+    "ingest": {"job", "input", "format", "out", "kind", "mapping", "currency", "catalog"},
+    "batch": {"job", "catalog", "events", "out"},
+}
+FLEX_REQUIRED = {"ingest": {"job", "input", "format", "out"}, "batch": {"job", "catalog", "events", "out"}}
 
 
 @pytest.mark.parametrize("job", sorted(FLEX_PARAMETERS))
@@ -514,6 +519,7 @@ def test_flex_template_metadata(job):
     meta = json.loads((FLEX_TEMPLATES / f"{job}.json").read_text())
     assert meta["name"] == f"aisle-{job}"
     assert {p["name"] for p in meta["parameters"]} == FLEX_PARAMETERS[job]
+    assert {p["name"] for p in meta["parameters"] if not p.get("isOptional")} == FLEX_REQUIRED[job]
     for p in meta["parameters"]:
         assert p["label"] and p["helpText"], p["name"]
         for regex in p.get("regexes", []):
@@ -549,7 +555,7 @@ def test_tfvars_set_declared_variables_and_valid_schedules(path):
         if job["target"] == "flex_template":
             meta = json.loads((FLEX_TEMPLATES / f"{job['template']}.json").read_text())
             params = {p["name"]: p for p in meta["parameters"]}
-            given = set(job.get("parameters", {}))
+            given = set(job.get("parameters", {})) | {"job"}  # the scheduler module adds job
             assert given <= set(params), f"{key}: unknown parameters {given - set(params)}"
             required = {n for n, p in params.items() if not p.get("isOptional")}
             assert required <= given, f"{key}: missing parameters {required - given}"

@@ -36,9 +36,11 @@ schedules = {
     description = "Nightly ingest of the user event files that landed."
     max_workers = 50
     parameters = {
-      input  = "{landing}/events/incoming/*"
-      format = "retail-json"
-      out    = "{processed}/events"
+      input   = "{landing}/events/incoming/*"
+      format  = "retail-json"
+      kind    = "events"
+      catalog = "{processed}/catalog"
+      out     = "{processed}/events"
     }
   }
 
@@ -53,6 +55,7 @@ schedules = {
     parameters = {
       input  = "{landing}/catalog/incoming/*"
       format = "retail-json"
+      kind   = "products"
       out    = "{processed}/catalog"
     }
   }

@@ -15,21 +15,28 @@ locals {
   flex_uri   = "https://dataflow.googleapis.com/v1b3/projects/${var.project_id}/locations/${var.region}/flexTemplates:launch"
 
   parameters = {
-    for name, job in var.jobs : name => {
-      for k, v in job.parameters : k => replace(replace(replace(replace(replace(v,
-        "{landing}", "gs://${var.buckets.landing}"),
-        "{processed}", "gs://${var.buckets.processed}"),
-        "{models}", "gs://${var.buckets.models}"),
-        "{pipeline_root}", "gs://${var.buckets.pipeline_root}"),
-      "{dataflow}", "gs://${var.buckets.dataflow}")
-    }
+    for name, job in var.jobs : name => merge(
+      # One image serves every aisle flex template; its launcher reads the
+      # job to run from the `job` parameter (see flex_templates/*.json).
+      job.target == "flex_template" && !local.is_uri[name] ? { job = job.template } : {},
+      {
+        for k, v in job.parameters : k => replace(replace(replace(replace(replace(v,
+          "{landing}", "gs://${var.buckets.landing}"),
+          "{processed}", "gs://${var.buckets.processed}"),
+          "{models}", "gs://${var.buckets.models}"),
+          "{pipeline_root}", "gs://${var.buckets.pipeline_root}"),
+        "{dataflow}", "gs://${var.buckets.dataflow}")
+      },
+    )
   }
+
+  is_uri = { for name, job in var.jobs : name => can(regex("^(gs|https)://", job.template)) }
 
   # A bare name is a template published by this platform; a gs:// or
   # https:// URI is used as it is.
   template = {
     for name, job in var.jobs : name => (
-      can(regex("^(gs|https)://", job.template)) ? job.template :
+      local.is_uri[name] ? job.template :
       job.target == "vertex_pipeline" ? "gs://${var.buckets.pipeline_root}/templates/${job.template}.yaml" :
       "gs://${var.buckets.dataflow}/templates/${job.template}.json"
     )
