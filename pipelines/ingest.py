@@ -30,6 +30,7 @@ from transforms.errors import AisleError
 from transforms.ftp import redact
 from transforms.ingest import COUNTS_FILE, FORMATS, IngestConfig, IngestFiles
 from transforms.io import expand_inputs, join_path
+from transforms.records import DeadLetter, Product, UserEvent, bigquery_rows, bigquery_schema
 from transforms.retail_json import ColumnMapping
 
 __all__ = ["build_ingest", "run_ingest", "auto_partitions", "command"]
@@ -50,9 +51,42 @@ def auto_partitions(uris: Sequence[str]) -> int:
     return max(2, math.ceil(total / PARTITION_BYTES))
 
 
-def build_ingest(pipeline: beam.Pipeline, uris: Sequence[str], cfg: IngestConfig):
-    """Add the ingestion steps to ``pipeline``; returns the PCollection of counts."""
-    return pipeline | "Ingest" >> IngestFiles(list(uris), cfg)
+# output name -> (BigQuery table, record class); the tables Terraform creates
+BIGQUERY_TABLES = {
+    "products": ("products", Product),
+    "events": ("user_events", UserEvent),
+    "cancellations": ("cancellations", UserEvent),
+    "dead_letter": ("dead_letters", DeadLetter),
+}
+
+
+def build_ingest(pipeline: beam.Pipeline, uris: Sequence[str], cfg: IngestConfig, *, bigquery_dataset: str | None = None):
+    """Add the ingestion steps to ``pipeline``; returns the PCollection of counts.
+
+    With ``bigquery_dataset`` (``project:dataset`` or ``dataset``) every
+    output is also loaded into BigQuery with an explicit schema
+    (``WriteToBigQuery`` file loads, replacing the table's content).
+    """
+    result = pipeline | "Ingest" >> IngestFiles(list(uris), cfg)
+    if bigquery_dataset:
+        from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
+
+        for name in (*cfg.outputs, "dead_letter"):
+            table, cls = BIGQUERY_TABLES[name]
+            _ = (
+                result["tables"]
+                | f"Select_{name}" >> beam.Filter(lambda nt, n=name: nt[0] == n)
+                | f"ToBigQueryRows_{name}" >> beam.FlatMap(lambda nt: bigquery_rows(nt[1]))
+                | f"WriteToBigQuery_{name}"
+                >> WriteToBigQuery(
+                    table=f"{bigquery_dataset}.{table}",
+                    schema=bigquery_schema(cls),
+                    method=WriteToBigQuery.Method.FILE_LOADS,
+                    create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+                    write_disposition=BigQueryDisposition.WRITE_TRUNCATE,
+                )
+            )
+    return result["counts"]
 
 
 def run_ingest(
@@ -66,8 +100,10 @@ def run_ingest(
     partitions: int | None = None,
     chunk_mb: float = 4.0,
     workers: int | None = None,
+    worker_mode: str = "processes",
     retail_json: bool = False,
     catalog: str | None = None,
+    bigquery_dataset: str | None = None,
     beam_args: Sequence[str] = (),
     now: dt.datetime | None = None,
     progress: bool = False,
@@ -88,14 +124,15 @@ def run_ingest(
         catalog_ids_path=_catalog_products(catalog) if catalog else None,
         now=now or dt.datetime.now(dt.timezone.utc),
         run_id=uuid.uuid4().hex[:12],
+        emit_tables=bool(bigquery_dataset),
     )
     if workers is None:
         big = sum(_size(u) for u in uris) > 8 * (1 << 20)
         workers = (os.cpu_count() or 1) if big else 1
-    options = pipeline_options(beam_args, workers=workers)
+    options = pipeline_options(beam_args, workers=workers, worker_mode=worker_mode)
     t_plan = time.perf_counter()
     pipeline = make_pipeline(options)
-    build_ingest(pipeline, uris, cfg)
+    build_ingest(pipeline, uris, cfg, bigquery_dataset=bigquery_dataset)
     stop = threading.Event()
     watcher = None
     if progress and is_local(options) and "://" not in out:
@@ -178,9 +215,10 @@ def _show_progress(cfg: IngestConfig, uris: Sequence[str], stop: threading.Event
 @click.option("--partitions", type=int, help="Output shards (default: one per 16 MB of input, at least 2).")
 @click.option("--chunk-mb", type=float, default=4.0, show_default=True, help="Split size for parallel reads of one file.")
 @click.option("--workers", type=int, help="Local worker processes (default: all cores for inputs over 8 MB, else 1).")
+@click.option("--bigquery-dataset", help="Also load every output into BigQuery: project:dataset (tables products, user_events, cancellations, dead_letters).")
 @click.option("--retail-json/--no-retail-json", default=False, show_default=True, help="Also write the Retail API's JSON import format.")
 @click.pass_context
-def command(ctx, inputs, out, format_, kind, mapping, currency, catalog, partitions, chunk_mb, workers, retail_json):
+def command(ctx, inputs, out, format_, kind, mapping, currency, catalog, partitions, chunk_mb, workers, bigquery_dataset, retail_json):
     """Ingest catalog/event files into validated Parquet, dead letters and a run summary.
 
     Extra flags (--runner, --project, --region, --temp_location, ...) go to Beam.
@@ -197,6 +235,7 @@ def command(ctx, inputs, out, format_, kind, mapping, currency, catalog, partiti
         workers=workers,
         retail_json=retail_json,
         catalog=catalog,
+        bigquery_dataset=bigquery_dataset,
         beam_args=ctx.args,
         progress=True,
     )

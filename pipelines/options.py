@@ -25,19 +25,25 @@ def pipeline_options(
     beam_args: Sequence[str] = (),
     *,
     workers: int = 1,
+    worker_mode: str = "processes",
     **overrides,
 ) -> PipelineOptions:
     """Pipeline options from Beam command-line flags.
 
-    ``workers`` sets the local runner's parallelism: 1 runs in-process,
-    more uses ``direct_running_mode=multi_processing`` with that many worker
-    processes. It is ignored by remote runners.
+    ``workers`` sets the local runner's parallelism: 1 runs in-process; more
+    runs that many workers, as processes (``direct_running_mode=
+    multi_processing``: for per-element Python work) or as threads of this
+    process (``multi_threading``: enough when the work is in Arrow/numpy
+    kernels that release the GIL, and it starts instantly). Remote runners
+    ignore both.
     """
+    if worker_mode not in ("processes", "threads"):
+        raise ValueError(f"worker_mode must be 'processes' or 'threads', got {worker_mode!r}")
     options = PipelineOptions(list(beam_args), **overrides)
     if is_local(options):
         direct = options.view_as(DirectOptions)
         if workers > 1:
-            direct.direct_running_mode = "multi_processing"
+            direct.direct_running_mode = "multi_processing" if worker_mode == "processes" else "multi_threading"
             direct.direct_num_workers = workers
         else:
             direct.direct_running_mode = "in_memory"

@@ -172,8 +172,44 @@ def test_empty_file_and_bad_options(tmp_path):
 def test_ingest_transform_with_test_pipeline(tmp_path, local_runner):
     cfg = IngestConfig(format="online-retail", out=str(tmp_path / "out"), partitions=2, now=NOW, run_id="t")
     with TestPipeline(runner=local_runner) as p:
-        counts = p | IngestFiles([str(DATA / "bad_and_good.csv")], cfg)
+        counts = (p | IngestFiles([str(DATA / "bad_and_good.csv")], cfg))["counts"]
         assert_that(
             counts | beam.Map(lambda c: (c["read"], c["dead_letter"], c["duplicates"], c["outputs"])),
             equal_to([(18, 11, 1, {"events": 5, "cancellations": 1})]),
         )
+
+
+def test_bigquery_sink_graph_has_explicit_schemas(tmp_path):
+    """The BigQuery branch is built (not run: no cloud account here)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.ingest import BIGQUERY_TABLES, build_ingest
+    from transforms.records import bigquery_rows, bigquery_schema
+
+    cfg = IngestConfig(format="online-retail", out=str(tmp_path), now=NOW, emit_tables=True)
+    p = beam.Pipeline(options=PipelineOptions(["--project", "demo-project", "--temp_location", "gs://demo-bucket/tmp"]))
+    build_ingest(p, [str(SAMPLE)], cfg, bigquery_dataset="demo-project:aisle_dev")
+    labels = {t.full_label for t in p.transforms_stack[0].parts for t in [t]}
+    for name in ("products", "events", "cancellations", "dead_letter"):
+        assert f"WriteToBigQuery_{name}" in labels
+    writes = {}
+
+    def visit(node):
+        if type(node.transform).__name__ == "WriteToBigQuery":
+            writes[node.transform.table_reference.tableId if node.transform.table_reference else str(node.transform._table)] = node.transform.schema
+        for part in node.parts:
+            visit(part)
+
+    visit(p.transforms_stack[0])
+    assert set(writes) == {"products", "user_events", "cancellations", "dead_letters"}
+    assert writes["user_events"] == bigquery_schema(UserEvent)
+    fields = {f["name"]: f for f in writes["products"]["fields"]}
+    assert fields["attributes"]["mode"] == "REPEATED" and [f["name"] for f in fields["attributes"]["fields"]] == ["key", "value"]
+    # rows the sink would load match that schema's shape
+    from transforms import online_retail as ort
+
+    parsed = ort.parse_chunk(SAMPLE.read_bytes(), source_file="s", base_offset=0, now=NOW, first_chunk=True)
+    row = next(iter(bigquery_rows(ort.build_events(parsed.lines, currency="GBP")["events"])))
+    assert row["attributes"] == [{"key": "country", "value": {"text": ["United Kingdom"], "numbers": []}}]
+    assert row["eventTime"].endswith("Z")
+    assert set(BIGQUERY_TABLES) == {"products", "events", "cancellations", "dead_letter"}

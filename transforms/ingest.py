@@ -66,6 +66,7 @@ class IngestConfig:
     catalog_ids_path: str | None = None  # products Parquet whose ids decide "unjoined"
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     run_id: str = "run"
+    emit_tables: bool = False  # also yield (output name, Arrow table) for sinks such as BigQuery
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -191,6 +192,8 @@ class _ParseChunkFn(beam.DoFn):
         if dead.num_rows:
             for path in _write_output(cfg, "dead_letter", dead, f"part-{chunk.name}"):
                 yield beam.pvalue.TaggedOutput("written", path)
+            if cfg.emit_tables:
+                yield beam.pvalue.TaggedOutput("tables", ("dead_letter", dead))
         yield beam.pvalue.TaggedOutput(
             "counts", {"read": read, "dead_letter": dead.num_rows, "reasons": dict(reasons), "chunks": 1}
         )
@@ -240,7 +243,7 @@ class _BuildPartitionFn(beam.DoFn):
             counts["outputs"] = dict(built["rows"])
             for name in ("events", "cancellations"):
                 counts["records"][name] = built[name].num_rows
-                yield from (beam.pvalue.TaggedOutput("written", p) for p in _write_output(cfg, name, built[name], shard))
+                yield from self._emit(name, built[name], shard)
             partials = online_retail.product_partials(built["lines"])
             for ppart, rows in online_retail.partition_ids(partials, "stock", cfg.partitions):
                 yield beam.pvalue.TaggedOutput("partials", (ppart, rows))
@@ -251,20 +254,27 @@ class _BuildPartitionFn(beam.DoFn):
             counts["records"][cfg.kind] = records.num_rows
             if cfg.kind == "events" and self._catalog_ids is not None:
                 counts["unjoined_events"] = unjoined_events(records, self._catalog_ids)
-            yield from (beam.pvalue.TaggedOutput("written", p) for p in _write_output(cfg, cfg.kind, records, shard))
+            yield from self._emit(cfg.kind, records, shard)
         yield beam.pvalue.TaggedOutput("counts", counts)
+
+    def _emit(self, name, table, shard):
+        yield from (beam.pvalue.TaggedOutput("written", p) for p in _write_output(self.cfg, name, table, shard))
+        if self.cfg.emit_tables:
+            yield beam.pvalue.TaggedOutput("tables", (name, table))
 
 
 class _BuildProductsFn(beam.DoFn):
     def __init__(self, cfg: IngestConfig):
         self.cfg = cfg
 
+    _emit = _BuildPartitionFn._emit
+
     def process(self, element):
         part, tables = element
         partials = pa.concat_tables(list(tables))
         products = online_retail.build_products(partials, currency=self.cfg.currency)
         shard = _shard_name(part, self.cfg.partitions).removesuffix(".parquet")
-        yield from (beam.pvalue.TaggedOutput("written", p) for p in _write_output(self.cfg, "products", products, shard))
+        yield from self._emit("products", products, shard)
         flagged = sum(1 for a in products["attributes"].to_pylist() if any(k == "non_product" for k, _ in a or []))
         imputed = sum(1 for a in products["attributes"].to_pylist() if any(k == "imputed_fields" for k, _ in a or []))
         yield beam.pvalue.TaggedOutput(
@@ -291,8 +301,10 @@ def _commit(_, cfg: IngestConfig, counts: dict, written: list[str]) -> dict:
 class IngestFiles(beam.PTransform):
     """Ingest input files into ``cfg.out`` (see the module docstring).
 
-    Applied to the pipeline root; yields one element, the counts dict, once
-    the outputs are committed.
+    Applied to the pipeline root. Returns ``{"counts": ..., "tables": ...}``:
+    one element, the counts dict, once the outputs are committed; and, when
+    ``cfg.emit_tables`` is set, ``(output name, Arrow table)`` pairs for
+    further sinks.
 
     >>> # p | IngestFiles(["data/*.csv"], IngestConfig("online-retail", "out/"))
     """
@@ -318,27 +330,30 @@ class IngestFiles(beam.PTransform):
             | "SpreadChunks" >> beam.Reshuffle()
         )
         parsed = chunks | "ParseChunks" >> beam.ParDo(_ParseChunkFn(cfg, self.headers)).with_outputs(
-            "counts", "written", main="parts"
+            "counts", "written", "tables", main="parts"
         )
         built = (
             parsed.parts
             | "GroupPartitions" >> beam.GroupByKey()
-            | "BuildPartitions" >> beam.ParDo(_BuildPartitionFn(cfg)).with_outputs("counts", "written", "partials")
+            | "BuildPartitions" >> beam.ParDo(_BuildPartitionFn(cfg)).with_outputs("counts", "written", "partials", "tables")
         )
         counts = [parsed.counts, built.counts]
         written = [parsed.written, built.written]
+        tables = [parsed.tables, built.tables]
         if cfg.format == "online-retail":
             products = (
                 built.partials
                 | "GroupProductPartials" >> beam.GroupByKey()
-                | "BuildProducts" >> beam.ParDo(_BuildProductsFn(cfg)).with_outputs("counts", "written")
+                | "BuildProducts" >> beam.ParDo(_BuildProductsFn(cfg)).with_outputs("counts", "written", "tables")
             )
             counts.append(products.counts)
             written.append(products.written)
+            tables.append(products.tables)
         total = counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(_MergeCounts())
         paths = written | "FlattenWritten" >> beam.Flatten()
-        return (
+        committed = (
             pbegin
             | "CommitTrigger" >> beam.Create([None])
             | "Commit" >> beam.Map(_commit, cfg, beam.pvalue.AsSingleton(total), beam.pvalue.AsList(paths))
         )
+        return {"counts": committed, "tables": tables | "FlattenTables" >> beam.Flatten()}

@@ -52,6 +52,7 @@ __all__ = [
     "to_retail_json",
     "retail_json_rows",
     "bigquery_schema",
+    "bigquery_rows",
     "format_time",
 ]
 
@@ -320,6 +321,24 @@ def retail_json_rows(table: pa.Table) -> Iterable[dict]:
 # --------------------------------------------------------------------------
 # BigQuery
 # --------------------------------------------------------------------------
+
+
+def _bq_value(value):
+    if isinstance(value, dict):
+        return {k: _bq_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):  # a map
+            return [{"key": k, "value": _bq_value(v)} for k, v in value]
+        return [_bq_value(v) for v in value]
+    if isinstance(value, _dt.datetime):
+        return format_time(value)
+    return value
+
+
+def bigquery_rows(table: pa.Table) -> Iterable[dict]:
+    """Rows of an Arrow table in the JSON shape BigQuery loads for :func:`bigquery_schema`."""
+    for row in table.to_pylist():
+        yield _bq_value(row)
 
 _BQ_SCALARS = {
     str: "STRING",

@@ -1,0 +1,679 @@
+"""Text extraction (OCR): the PP-OCRv4 ONNX models of rapidocr-onnxruntime in RunInference.
+
+Three models: a DB text detector, a text-line orientation classifier
+(upright vs 180 degrees) and a CTC text recognizer. The package's own pre-
+and post-processing (detector resize/normalise, DB box extraction) is
+reused; the orchestration is ours because product photos and receipts need
+what the stock engine does not do:
+
+* vertical text: a crop at least ``vertical_ratio`` times taller than wide is
+  read both rotated by 90 and by 270 degrees and the more confident reading
+  is kept (the shipped classifier only tells 0 from 180);
+* tall images (receipts) are cut into overlapping tiles so the detector keeps
+  its resolution, and the boxes are merged back;
+* recognition crops of every image in a batch are recognized together,
+  sorted by aspect ratio, in batches of ``rec_batch_size``;
+* spaces the recognizer drops between words are restored from the gaps
+  between the CTC columns that emitted characters (``space_gap_cols``);
+* models load from any path Beam's FileSystems reads (local, ``gs://``), so a
+  quantized or retrained model is a path away.
+
+``angle`` of an :class:`OcrLine` is the counter-clockwise rotation (0, 90,
+180, 270 degrees) applied to the line's crop to read it.
+
+>>> from transforms.inference.ocr import OcrEngine, OcrModelPaths
+>>> engine = OcrEngine.load(OcrModelPaths.default(), threads=1)  # doctest: +SKIP
+>>> [l.text for l in engine.read_image(image_bgr)]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import math
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from transforms.errors import AisleError, ConfigError, ModelLoadError
+
+__all__ = [
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "ImageError",
+    "OcrConfig",
+    "OcrEngine",
+    "OcrLine",
+    "OcrModelHandler",
+    "OcrModelPaths",
+    "OcrResult",
+    "decode_image",
+    "full_text",
+    "reading_order",
+]
+
+_LOG = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "aisle_ocr"
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # ~ 8000 x 5000; decompression bombs are far larger
+DEFAULT_MAX_IMAGE_BYTES = 50 * 2**20
+
+
+class ImageError(AisleError, ValueError):
+    """An image that cannot become OCR input; ``reason`` is the dead-letter code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class OcrLine(NamedTuple):
+    """One recognized text line: its box is 4 ``(x, y)`` points (clockwise from top-left) in image pixels."""
+
+    text: str
+    confidence: float
+    box: tuple[tuple[float, float], ...]
+    angle: int = 0
+
+
+class OcrResult(NamedTuple):
+    """The lines of one image in reading order, and the image's size in pixels."""
+
+    lines: tuple[OcrLine, ...]
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class OcrConfig:
+    """Tuning of the OCR engine; every size is in pixels.
+
+    Detection resizes an image so its shorter side is ``det_min_side``
+    (never above ``det_max_side`` on the longer side), rounded to multiples
+    of 32. Images taller than ``tile_aspect`` times their width are tiled
+    into windows of that aspect with ``tile_overlap`` (fraction) overlap.
+    """
+
+    det_min_side: int = 736
+    det_max_side: int = 2000
+    det_thresh: float = 0.3
+    box_thresh: float = 0.5
+    unclip_ratio: float = 1.6
+    use_dilation: bool = True
+    tile_aspect: float = 0.0  # 0 = no tiling
+    tile_overlap: float = 0.15
+    cls_thresh: float = 0.9
+    use_cls: bool = True
+    vertical_ratio: float = 1.5
+    rec_height: int = 48
+    rec_batch_size: int = 16
+    text_score: float = 0.5
+    space_gap_cols: int = 0  # 0 = keep the recognizer's own spaces only
+    min_box_side: int = 4
+
+    def replace(self, **changes) -> "OcrConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _package_model_dir() -> pathlib.Path:
+    try:
+        import rapidocr_onnxruntime
+    except ImportError as e:  # pragma: no cover - the package is a core dependency
+        raise ModelLoadError("rapidocr-onnxruntime is not installed; it ships the default OCR models") from e
+    return pathlib.Path(rapidocr_onnxruntime.__file__).parent / "models"
+
+
+class OcrModelPaths(NamedTuple):
+    """Locations of the three OCR models (local paths or anything FileSystems reads)."""
+
+    det: str
+    rec: str
+    cls: Optional[str] = None
+
+    @classmethod
+    def default(cls) -> "OcrModelPaths":
+        d = _package_model_dir()
+        return cls(
+            det=str(d / "ch_PP-OCRv4_det_infer.onnx"),
+            rec=str(d / "ch_PP-OCRv4_rec_infer.onnx"),
+            cls=str(d / "ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+        )
+
+    @classmethod
+    def from_dir(cls, model_dir: str) -> "OcrModelPaths":
+        """``det.onnx``, ``rec.onnx`` and (optional) ``cls.onnx`` in ``model_dir``."""
+        from apache_beam.io.filesystems import FileSystems
+
+        base = model_dir.rstrip("/")
+        paths = {name: FileSystems.join(base, f"{name}.onnx") for name in ("det", "rec", "cls")}
+        for name in ("det", "rec"):
+            if not FileSystems.exists(paths[name]):
+                raise ModelLoadError(f"{paths[name]} does not exist: an OCR model folder needs det.onnx and rec.onnx (cls.onnx optional)")
+        return cls(det=paths["det"], rec=paths["rec"], cls=paths["cls"] if FileSystems.exists(paths["cls"]) else None)
+
+
+def _read_bytes(path: str) -> bytes:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as f:
+            return f.read()
+    except Exception as e:
+        raise ModelLoadError(f"cannot read model {path!r}: {e}") from e
+
+
+def _session(path: str, threads: int | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(_read_bytes(path), so, providers=["CPUExecutionProvider"])
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"onnxruntime cannot load OCR model {path!r}: {e}") from e
+
+
+# ---------------------------------------------------------------------------
+# Image decoding with limits
+# ---------------------------------------------------------------------------
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> np.ndarray:
+    """Encoded image bytes -> BGR uint8 array (EXIF orientation applied).
+
+    The header is read first and the image refused before decoding when it
+    has more than ``max_pixels`` pixels (a decompression bomb costs little
+    as bytes and a lot as pixels). Raises :class:`ImageError` with reason
+    ``IMAGE_TOO_LARGE`` or ``IMAGE_DECODE_ERROR``.
+    """
+    from PIL import Image, ImageOps
+
+    if len(data) > max_bytes:
+        raise ImageError("IMAGE_TOO_LARGE", f"image is {len(data)} bytes, over the limit of {max_bytes}; raise max_image_bytes to accept it")
+    if not data:
+        raise ImageError("IMAGE_DECODE_ERROR", "image is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+    except Image.DecompressionBombError as e:
+        raise ImageError("IMAGE_TOO_LARGE", f"image refused by the decoder's bomb check: {e}") from e
+    except Exception as e:
+        raise ImageError("IMAGE_DECODE_ERROR", f"not a decodable image ({type(e).__name__}: {e})") from e
+    if w * h > max_pixels:
+        raise ImageError("IMAGE_TOO_LARGE", f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}; raise max_image_pixels to accept it")
+    if w < 1 or h < 1:
+        raise ImageError("IMAGE_DECODE_ERROR", f"image has no pixels ({w}x{h})")
+    try:
+        with _bomb_limit(max_pixels):
+            img = ImageOps.exif_transpose(img)
+            rgb = np.asarray(img.convert("RGB"))
+    except Exception as e:
+        raise ImageError("IMAGE_DECODE_ERROR", f"image data is corrupt ({type(e).__name__}: {e})") from e
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+class _bomb_limit:
+    """Temporarily set PIL's decompression-bomb limit (process global) to ``max_pixels``."""
+
+    def __init__(self, max_pixels: int):
+        self.max_pixels = max_pixels
+
+    def __enter__(self):
+        from PIL import Image
+
+        self.saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = self.max_pixels
+
+    def __exit__(self, *exc):
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = self.saved
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Geometry
+# ---------------------------------------------------------------------------
+
+
+def _order_clockwise(pts: np.ndarray) -> np.ndarray:
+    """4 points -> top-left, top-right, bottom-right, bottom-left."""
+    by_x = pts[np.argsort(pts[:, 0], kind="stable")]
+    left = by_x[:2][np.argsort(by_x[:2, 1], kind="stable")]
+    right = by_x[2:][np.argsort(by_x[2:, 1], kind="stable")]
+    return np.array([left[0], right[0], right[1], left[1]], dtype=np.float32)
+
+
+def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The quadrilateral ``box`` of ``image`` warped to an upright rectangle."""
+    import cv2
+
+    w = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
+    h = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+    w, h = max(w, 1), max(h, 1)
+    target = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    m = cv2.getPerspectiveTransform(box.astype(np.float32), target)
+    return cv2.warpPerspective(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
+
+
+def _rect(box: np.ndarray) -> tuple[float, float, float, float]:
+    return float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 0].max()), float(box[:, 1].max())
+
+
+def _overlap_of_smaller(a, b) -> float:
+    """Intersection area over the smaller rectangle's area."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return inter / smaller if smaller > 0 else 0.0
+
+
+def reading_order(boxes: Sequence[np.ndarray]) -> list[int]:
+    """Indices of ``boxes`` top-to-bottom, left-to-right, grouping boxes that share a row.
+
+    Two boxes share a row when their vertical centres are closer than half
+    the smaller box height.
+    """
+    if not len(boxes):
+        return []
+    rects = [_rect(np.asarray(b)) for b in boxes]
+    order = sorted(range(len(rects)), key=lambda i: (rects[i][1] + rects[i][3]) / 2)
+    rows: list[list[int]] = []
+    row_centre = None
+    row_height = None
+    for i in order:
+        x0, y0, x1, y1 = rects[i]
+        c, h = (y0 + y1) / 2, max(y1 - y0, 1.0)
+        if rows and abs(c - row_centre) < 0.5 * min(h, row_height):
+            rows[-1].append(i)
+        else:
+            rows.append([i])
+            row_centre, row_height = c, h
+    return [i for row in rows for i in sorted(row, key=lambda j: rects[j][0])]
+
+
+def full_text(lines: Iterable[OcrLine]) -> str:
+    """The lines' text joined with newlines (lines are expected in reading order)."""
+    return "\n".join(line.text for line in lines)
+
+
+# ---------------------------------------------------------------------------
+# Engine
+# ---------------------------------------------------------------------------
+
+
+class OcrEngine:
+    """Detection + orientation + recognition over three ONNX Runtime sessions.
+
+    Build with :meth:`load`; call :meth:`read_images` for a batch of BGR
+    images (recognition crops are batched across images).
+    """
+
+    def __init__(self, det_session, rec_session, cls_session=None, *, characters: Sequence[str], config: OcrConfig = OcrConfig()):
+        from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
+
+        self.det = det_session
+        self.rec = rec_session
+        self.cls = cls_session
+        self.config = config
+        # CTC classes: blank, the model's characters, then a space.
+        self.characters = ["", *characters, " "]
+        self._det_post = DBPostProcess(
+            thresh=config.det_thresh,
+            box_thresh=config.box_thresh,
+            max_candidates=1000,
+            unclip_ratio=config.unclip_ratio,
+            score_mode="fast",
+            use_dilation=config.use_dilation,
+        )
+        self._det_in = det_session.get_inputs()[0].name
+        self._rec_in = rec_session.get_inputs()[0].name
+        self._cls_in = cls_session.get_inputs()[0].name if cls_session is not None else None
+        n_out = rec_session.get_outputs()[0].shape[-1]
+        if isinstance(n_out, int) and n_out != len(self.characters):
+            raise ModelLoadError(
+                f"recognizer has {n_out} output classes but its character set gives {len(self.characters)}; "
+                "pass the character list that belongs to this recognizer"
+            )
+        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "images": 0}
+
+    @classmethod
+    def load(
+        cls,
+        paths: OcrModelPaths | None = None,
+        *,
+        config: OcrConfig = OcrConfig(),
+        threads: int | None = None,
+        characters: Sequence[str] | None = None,
+    ) -> "OcrEngine":
+        """Load the three models (``paths`` default: the package's PP-OCRv4 models).
+
+        The recognizer's character set comes from its ``character`` metadata
+        unless ``characters`` is given.
+        """
+        paths = paths or OcrModelPaths.default()
+        det = _session(paths.det, threads)
+        rec = _session(paths.rec, threads)
+        clsf = _session(paths.cls, threads) if (paths.cls and config.use_cls) else None
+        if characters is None:
+            meta = rec.get_modelmeta().custom_metadata_map
+            if "character" not in meta:
+                raise ModelLoadError(
+                    f"recognizer {paths.rec!r} carries no 'character' metadata; pass characters= explicitly"
+                )
+            characters = meta["character"].splitlines()
+        return cls(det, rec, clsf, characters=characters, config=config)
+
+    # -- detection --------------------------------------------------------
+
+    def _det_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        import cv2
+
+        c = self.config
+        h, w = image.shape[:2]
+        scale = c.det_min_side / min(h, w)
+        scale = min(scale, c.det_max_side / max(h, w))
+        rh = max(32, int(round(h * scale / 32)) * 32)
+        rw = max(32, int(round(w * scale / 32)) * 32)
+        resized = cv2.resize(image, (rw, rh))
+        x = (resized.astype(np.float32) * (1 / 127.5) - 1.0).transpose(2, 0, 1)[None]
+        return np.ascontiguousarray(x), (h, w)
+
+    def _detect_one(self, image: np.ndarray) -> list[np.ndarray]:
+        x, shape = self._det_input(image)
+        prob = self.det.run(None, {self._det_in: x})[0]
+        boxes, _scores = self._det_post(prob, shape)
+        out = []
+        h, w = shape
+        for b in boxes:
+            b = _order_clockwise(np.asarray(b, dtype=np.float32))
+            b[:, 0] = np.clip(b[:, 0], 0, w - 1)
+            b[:, 1] = np.clip(b[:, 1], 0, h - 1)
+            if np.linalg.norm(b[0] - b[1]) < self.config.min_box_side or np.linalg.norm(b[0] - b[3]) < self.config.min_box_side:
+                continue
+            out.append(b)
+        return out
+
+    def _tiles(self, h: int, w: int) -> list[tuple[int, int]]:
+        c = self.config
+        if c.tile_aspect <= 0 or h <= c.tile_aspect * w:
+            return [(0, h)]
+        tile_h = int(c.tile_aspect * w)
+        step = max(1, int(tile_h * (1 - c.tile_overlap)))
+        starts = list(range(0, max(h - tile_h, 0) + 1, step))
+        if starts[-1] + tile_h < h:
+            starts.append(h - tile_h)
+        return [(s, s + tile_h) for s in starts]
+
+    def detect(self, image: np.ndarray) -> list[np.ndarray]:
+        """Text boxes (4x2 float32, clockwise from top-left) of one BGR image, tiling tall images."""
+        h, w = image.shape[:2]
+        tiles = self._tiles(h, w)
+        if len(tiles) == 1:
+            return self._detect_one(image)
+        boxes: list[np.ndarray] = []
+        margin = self.config.tile_overlap * (tiles[0][1] - tiles[0][0]) / 2
+        for k, (y0, y1) in enumerate(tiles):
+            for b in self._detect_one(image[y0:y1]):
+                # drop boxes cut by a tile edge that the neighbouring tile sees whole
+                top, bottom = float(b[:, 1].min()), float(b[:, 1].max())
+                if k > 0 and top < margin * 0.5:
+                    continue
+                if k < len(tiles) - 1 and bottom > (y1 - y0) - margin * 0.5:
+                    continue
+                b = b.copy()
+                b[:, 1] += y0
+                boxes.append(b)
+        # remove duplicates from the overlaps
+        rects = [_rect(b) for b in boxes]
+        keep: list[int] = []
+        for i in sorted(range(len(boxes)), key=lambda i: -(rects[i][2] - rects[i][0]) * (rects[i][3] - rects[i][1])):
+            if all(_overlap_of_smaller(rects[i], rects[j]) < 0.6 for j in keep):
+                keep.append(i)
+        return [boxes[i] for i in sorted(keep)]
+
+    # -- orientation ------------------------------------------------------
+
+    def _cls_batch(self, crops: Sequence[np.ndarray]) -> list[tuple[bool, float]]:
+        """(is upside down, score) for each crop."""
+        import cv2
+
+        out: list[tuple[bool, float]] = []
+        ih, iw = 48, 192
+        for start in range(0, len(crops), 32):
+            chunk = crops[start : start + 32]
+            batch = np.zeros((len(chunk), 3, ih, iw), dtype=np.float32)
+            for k, crop in enumerate(chunk):
+                h, w = crop.shape[:2]
+                rw = min(iw, int(math.ceil(ih * w / max(h, 1))))
+                r = cv2.resize(crop, (max(rw, 1), ih)).astype(np.float32) * (1 / 127.5) - 1.0
+                batch[k, :, :, : r.shape[1]] = r.transpose(2, 0, 1)
+            prob = self.cls.run(None, {self._cls_in: batch})[0]
+            for p in prob:
+                idx = int(np.argmax(p))
+                out.append((idx == 1, float(p[idx])))
+        return out
+
+    # -- recognition ------------------------------------------------------
+
+    def _decode(self, probs: np.ndarray, width_cols: int) -> tuple[str, float]:
+        idx = probs[:width_cols].argmax(axis=1)
+        conf = probs[:width_cols].max(axis=1)
+        keep = np.ones(len(idx), dtype=bool)
+        keep[1:] = idx[1:] != idx[:-1]
+        keep &= idx != 0
+        cols = np.nonzero(keep)[0]
+        if not len(cols):
+            return "", 0.0
+        gap = self.config.space_gap_cols
+        chars = []
+        space = len(self.characters) - 1
+        for n, col in enumerate(cols):
+            if gap and n and idx[col] != space and idx[cols[n - 1]] != space and col - cols[n - 1] > gap:
+                chars.append(" ")
+            chars.append(self.characters[idx[col]])
+        return "".join(chars).strip(), float(conf[cols].mean())
+
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """Text and mean character confidence of each upright line crop (BGR)."""
+        import cv2
+
+        c = self.config
+        ih = c.rec_height
+        ratios = [cr.shape[1] / max(cr.shape[0], 1) for cr in crops]
+        order = np.argsort(ratios, kind="stable")
+        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        for start in range(0, len(order), c.rec_batch_size):
+            ids = order[start : start + c.rec_batch_size]
+            max_ratio = max(max(ratios[i] for i in ids), 320 / 48)
+            iw = int(math.ceil(ih * max_ratio / 8)) * 8
+            batch = np.zeros((len(ids), 3, ih, iw), dtype=np.float32)
+            widths = []
+            for k, i in enumerate(ids):
+                rw = min(iw, max(1, int(math.ceil(ih * ratios[i]))))
+                r = cv2.resize(crops[i], (rw, ih)).astype(np.float32) * (1 / 127.5) - 1.0
+                batch[k, :, :, :rw] = r.transpose(2, 0, 1)
+                widths.append(rw)
+            probs = self.rec.run(None, {self._rec_in: batch})[0]
+            cols_per_px = probs.shape[1] / iw
+            for k, i in enumerate(ids):
+                # columns past the crop's own width only see padding
+                used = min(probs.shape[1], int(math.ceil(widths[k] * cols_per_px)) + 1)
+                results[i] = self._decode(probs[k], used)
+        return results
+
+    # -- whole images -----------------------------------------------------
+
+    def read_image(self, image: np.ndarray) -> OcrResult:
+        return self.read_images([image])[0]
+
+    def read_images(self, images: Sequence[np.ndarray]) -> list[OcrResult]:
+        """OCR a batch of BGR uint8 images; lines come back in reading order."""
+        import time
+
+        c = self.config
+        t0 = time.perf_counter()
+        per_image_boxes = [self.detect(img) for img in images]
+        t1 = time.perf_counter()
+        # (image index, box, crop, angle)
+        items: list[tuple[int, np.ndarray, np.ndarray, int]] = []
+        vertical: list[int] = []
+        for n, (img, boxes) in enumerate(zip(images, per_image_boxes)):
+            for b in boxes:
+                crop = _crop(img, b)
+                h, w = crop.shape[:2]
+                if h >= c.vertical_ratio * w:
+                    vertical.append(len(items))
+                    items.append((n, b, np.ascontiguousarray(np.rot90(crop, 1)), 90))
+                else:
+                    items.append((n, b, crop, 0))
+        if self.cls is not None and items:
+            horizontal = [k for k in range(len(items)) if items[k][3] == 0]
+            flips = self._cls_batch([items[k][2] for k in horizontal])
+            for k, (flip, score) in zip(horizontal, flips):
+                if flip and score > c.cls_thresh:
+                    n, b, crop, _ = items[k]
+                    items[k] = (n, b, np.ascontiguousarray(np.rot90(crop, 2)), 180)
+        t2 = time.perf_counter()
+        crops = [it[2] for it in items] + [np.ascontiguousarray(np.rot90(items[k][2], 2)) for k in vertical]
+        texts = self.recognize(crops) if crops else []
+        for j, k in enumerate(vertical):
+            alt = texts[len(items) + j]
+            if alt[1] > texts[k][1]:
+                texts[k] = alt
+                n, b, crop, _ = items[k]
+                items[k] = (n, b, crop, 270)
+        t3 = time.perf_counter()
+        self.stats["det_s"] += t1 - t0
+        self.stats["cls_s"] += t2 - t1
+        self.stats["rec_s"] += t3 - t2
+        self.stats["crops"] += len(crops)
+        self.stats["images"] += len(images)
+
+        lines_by_image: list[list[OcrLine]] = [[] for _ in images]
+        for (n, b, _crop_img, angle), (text, conf) in zip(items, texts[: len(items)]):
+            if conf < c.text_score or not text:
+                continue
+            box = tuple((round(float(x), 1), round(float(y), 1)) for x, y in b)
+            lines_by_image[n].append(OcrLine(text, round(conf, 5), box, angle))
+        out = []
+        for img, lines in zip(images, lines_by_image):
+            order = reading_order([np.asarray(l.box) for l in lines])
+            out.append(OcrResult(tuple(lines[i] for i in order), int(img.shape[1]), int(img.shape[0])))
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Beam ModelHandler
+# ---------------------------------------------------------------------------
+
+
+def _handler_base():
+    from apache_beam.ml.inference.base import ModelHandler
+
+    return ModelHandler
+
+
+class OcrModelHandler(_handler_base()):
+    """RunInference handler: an image (encoded bytes or a BGR array) -> :class:`OcrResult`.
+
+    Wrap with ``KeyedModelHandler`` to keep results joined to product ids,
+    and use ``RunInference(...).with_exception_handling()``: a corrupt or
+    oversized image raises :class:`ImageError` (reason ``IMAGE_DECODE_ERROR``
+    / ``IMAGE_TOO_LARGE``) and fails its batch, so decode before batching
+    (as ``pipelines.enrich`` does) when one bad image must not take its
+    batch-mates with it.
+
+    >>> handler = OcrModelHandler(None, threads=2, max_batch_size=4)  # package models
+    >>> handler.get_metrics_namespace()
+    'aisle_ocr'
+    """
+
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        *,
+        det_model: str | None = None,
+        rec_model: str | None = None,
+        cls_model: str | None = None,
+        use_cls: bool = True,
+        config: OcrConfig | None = None,
+        threads: int | None = None,
+        min_batch_size: int = 1,
+        max_batch_size: int = 4,
+        max_batch_duration_secs: float | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        share_model_across_processes: bool = False,
+    ):
+        if min_batch_size < 1 or max_batch_size < min_batch_size:
+            raise ConfigError(f"batch sizes min={min_batch_size}, max={max_batch_size}: need 1 <= min <= max")
+        self._model_dir = model_dir
+        self._overrides = {"det": det_model, "rec": rec_model, "cls": cls_model}
+        self._use_cls = use_cls
+        self._config = (config or OcrConfig()).replace(use_cls=use_cls)
+        self._threads = threads
+        self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+        if max_batch_duration_secs is not None:
+            self._batch["max_batch_duration_secs"] = max_batch_duration_secs
+        self._max_pixels = max_image_pixels
+        self._max_bytes = max_image_bytes
+        self._share = share_model_across_processes
+
+    def model_paths(self) -> OcrModelPaths:
+        base = OcrModelPaths.from_dir(self._model_dir) if self._model_dir else OcrModelPaths.default()
+        o = self._overrides
+        return OcrModelPaths(det=o["det"] or base.det, rec=o["rec"] or base.rec, cls=(o["cls"] or base.cls) if self._use_cls else None)
+
+    def load_model(self) -> OcrEngine:
+        return OcrEngine.load(self.model_paths(), config=self._config, threads=self._threads)
+
+    def run_inference(self, batch: Sequence[Any], model: OcrEngine, inference_args: Optional[dict[str, Any]] = None):
+        from apache_beam.ml.inference.base import PredictionResult
+
+        images = [self._as_image(x) for x in batch]
+        results = model.read_images(images)
+        return [PredictionResult(example=x, inference=r, model_id=self._model_id()) for x, r in zip(batch, results)]
+
+    def _as_image(self, x) -> np.ndarray:
+        if isinstance(x, np.ndarray):
+            if x.ndim != 3 or x.shape[2] != 3 or x.dtype != np.uint8:
+                raise ImageError("IMAGE_DECODE_ERROR", f"array input must be HxWx3 uint8 BGR, got shape {x.shape} dtype {x.dtype}")
+            if x.shape[0] * x.shape[1] > self._max_pixels:
+                raise ImageError("IMAGE_TOO_LARGE", f"image is {x.shape[1]}x{x.shape[0]}, over {self._max_pixels} pixels")
+            return x
+        if isinstance(x, (bytes, bytearray, memoryview)):
+            return decode_image(bytes(x), max_pixels=self._max_pixels, max_bytes=self._max_bytes)
+        raise ImageError("IMAGE_DECODE_ERROR", f"OCR input must be image bytes or a BGR array, got {type(x).__name__}")
+
+    def _model_id(self) -> str:
+        p = self.model_paths()
+        return f"det={p.det};rec={p.rec};cls={p.cls}"
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        return sum(x.nbytes if isinstance(x, np.ndarray) else len(x) for x in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return METRICS_NAMESPACE
+
+    def batch_elements_kwargs(self) -> Mapping[str, Any]:
+        return dict(self._batch)
+
+    def share_model_across_processes(self) -> bool:
+        return self._share
