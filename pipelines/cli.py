@@ -50,6 +50,8 @@ def cli(verbose: int) -> None:
     """aisle: retail catalog and event pipelines on Apache Beam."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose == 0:  # Beam relays every worker's start-up chatter as warnings
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
 def main(argv=None) -> int:
