@@ -11,7 +11,7 @@ locals {
     managed-by = "terraform"
   })
   image             = "${module.artifact_registry.image}:${var.image_tag}"
-  dataflow_subnet   = var.private_dataflow_network ? module.network[0].subnetwork : null
+  dataflow_subnet   = one(module.network[*].subnetwork) # null without the private network
   scheduler_targets = toset([for j in values(var.schedules) : j.target])
 }
 

@@ -42,8 +42,9 @@ locals {
     )
   }
 
-  vertex_body = {
-    for name, job in var.jobs : name => merge(
+  # The request body of each job, as JSON.
+  vertex_requests = {
+    for name, job in var.jobs : name => jsonencode(merge(
       {
         displayName    = "${var.name_prefix}-${name}"
         templateUri    = local.template[name]
@@ -55,11 +56,11 @@ locals {
         }
       },
       var.kms_key_name == null ? {} : { encryptionSpec = { kmsKeyName = var.kms_key_name } },
-    ) if job.target == "vertex_pipeline"
+    )) if job.target == "vertex_pipeline"
   }
 
-  flex_body = {
-    for name, job in var.jobs : name => {
+  flex_requests = {
+    for name, job in var.jobs : name => jsonencode({
       launchParameter = {
         jobName              = "${var.name_prefix}-${name}"
         containerSpecGcsPath = local.template[name]
@@ -76,8 +77,10 @@ locals {
           var.kms_key_name == null ? {} : { kmsKeyName = var.kms_key_name },
         )
       }
-    } if job.target == "flex_template"
+    }) if job.target == "flex_template"
   }
+
+  requests = merge(local.vertex_requests, local.flex_requests)
 }
 
 resource "google_cloud_scheduler_job" "this" {
@@ -102,9 +105,7 @@ resource "google_cloud_scheduler_job" "this" {
     http_method = "POST"
     uri         = each.value.target == "vertex_pipeline" ? local.vertex_uri : local.flex_uri
     headers     = { "Content-Type" = "application/json" }
-    body = base64encode(
-      each.value.target == "vertex_pipeline" ? jsonencode(local.vertex_body[each.key]) : jsonencode(local.flex_body[each.key])
-    )
+    body        = base64encode(local.requests[each.key])
 
     oauth_token {
       service_account_email = var.scheduler_service_account
