@@ -26,10 +26,23 @@ demo: venv ## run the ingestion job on the bundled sample data
 test: venv ## run the test suite
 	$(PY) -m pytest -q
 
+CHECKOV_VENV ?= .venv-checkov
+
+$(CHECKOV_VENV)/.installed: tools/checkov/requirements.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV) || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q -r tools/checkov/requirements.txt
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed ## create .venv-checkov with checkov (kept apart from Beam's pins)
+
+tf-check: venv checkov-venv ## offline Terraform checks: structure tests (python-hcl2) and checkov
+	$(CHECKOV_VENV)/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
+	$(PY) -m pytest -q tests/test_terraform.py tests/test_terraform_checkov.py
+
 bench-ingest: venv ## ingestion benchmark on ../shared/data/retail (minutes)
 	$(PY) -m benchmarks.ingest --json benchmarks/results/ingest.json
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf out .pytest_cache
 
-.PHONY: help venv demo test bench-ingest clean
+.PHONY: help venv demo test checkov-venv tf-check bench-ingest clean
