@@ -343,13 +343,13 @@ def partition_ids(table: pa.Table, column: str, partitions: int) -> list[tuple[i
     if table.num_rows == 0:
         return []
     bucket = _stable_bucket(table[column], partitions)
+    if partitions == 1 or (bucket == bucket[0]).all():
+        return [(int(bucket[0]), table)]
     order = np.argsort(bucket, kind="stable")
     sorted_b = bucket[order]
-    cuts = np.flatnonzero(np.diff(sorted_b)) + 1
-    out = []
-    for idx in np.split(order, cuts):
-        out.append((int(bucket[idx[0]]), table.take(pa.array(idx, pa.int64()))))
-    return out
+    cuts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_b)) + 1, [len(order)]))
+    ordered = table.take(pa.array(order, pa.int64()))  # one gather, then zero-copy slices
+    return [(int(sorted_b[a]), ordered.slice(a, b - a)) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 # --------------------------------------------------------------------------
@@ -362,13 +362,32 @@ def dedupe_lines(lines: pa.Table) -> tuple[pa.Table, int]:
     if lines.num_rows == 0:
         return lines, 0
     lines = lines.sort_by([("source_file", "ascending"), ("source_offset", "ascending")])
-    grouped = lines.group_by(_KEY_COLUMNS, use_threads=False).aggregate(
-        [("source_file", "first"), ("source_offset", "first"), ("cancelled", "first")]
-    )
-    grouped = grouped.rename_columns(
-        [c.replace("_first", "") if c.endswith("_first") else c for c in grouped.column_names]
-    )
-    return grouped.select(LINE_SCHEMA.names).cast(LINE_SCHEMA), lines.num_rows - grouped.num_rows
+    codes = _row_codes(lines, _KEY_COLUMNS)
+    order = np.lexsort(codes.T[::-1])  # stable: equal rows stay in input order
+    ranked = codes[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (ranked[1:] != ranked[:-1]).any(axis=1)
+    first = np.sort(order[starts])
+    if len(first) == lines.num_rows:
+        return lines, 0
+    return lines.take(pa.array(first, pa.int64())), lines.num_rows - len(first)
+
+
+def _row_codes(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """An (rows, columns) int64 matrix equal where and only where the values are equal."""
+    out = []
+    for name in columns:
+        col = table[name].combine_chunks()
+        if pa.types.is_string(col.type):
+            codes = pc.fill_null(pc.dictionary_encode(col).indices, -1)
+            out.append(codes.to_numpy(zero_copy_only=False).astype(np.int64))
+        elif pa.types.is_timestamp(col.type):
+            out.append(pc.fill_null(col.cast(pa.int64()), np.iinfo(np.int64).min).to_numpy())
+        elif pa.types.is_floating(col.type):
+            out.append(pc.fill_null(col, np.nan).to_numpy().astype(np.float64).view(np.int64))
+        else:
+            out.append(pc.fill_null(col, np.iinfo(np.int64).min).to_numpy().astype(np.int64))
+    return np.column_stack(out)
 
 
 def _group_runs(sorted_keys: pa.Array) -> np.ndarray:

@@ -218,27 +218,50 @@ def arrow_schema(cls) -> pa.Schema:
     return pa.schema(_arrow_fields(cls))
 
 
+@functools.lru_cache(maxsize=None)
+def _schema_of(cls) -> pa.Schema:
+    return arrow_schema(cls)
+
+
 PRODUCT_SCHEMA = arrow_schema(Product)
 USER_EVENT_SCHEMA = arrow_schema(UserEvent)
 DEAD_LETTER_SCHEMA = arrow_schema(DeadLetter)
 
 
-def _to_plain(value, tp):
-    """A record value as the plain Python structure pyarrow builds arrays from."""
+@functools.lru_cache(maxsize=None)
+def _plain_converter(tp):
+    """A function turning a value of type ``tp`` into what pyarrow builds arrays from.
+
+    Built once per type, so converting many records costs no type
+    introspection; ``None`` means the value passes unchanged.
+    """
     tp, _ = _unwrap_optional(tp)
-    if value is None:
-        return None
     if _is_record(tp):
         hints = _hints(tp)
-        return {f: _to_plain(getattr(value, f), hints[f]) for f in tp._fields}
+        fields = tuple((f, _plain_converter(hints[f])) for f in tp._fields)
+
+        def record(value):
+            if value is None:
+                return None
+            return {f: (conv(v) if conv is not None else v) for (f, conv), v in zip(fields, value)}
+
+        return record
     origin = typing.get_origin(tp)
     if origin is tuple:
-        (item,) = typing.get_args(tp)[:1]
-        return [_to_plain(v, item) for v in value]
+        item = _plain_converter(typing.get_args(tp)[0])
+        if item is None:
+            return lambda value: None if value is None else list(value)
+        return lambda value: None if value is None else [item(v) for v in value]
     if origin in (Mapping, dict, typing.Mapping):
-        _, vt = typing.get_args(tp)
-        return [(k, _to_plain(v, vt)) for k, v in sorted(value.items())]
-    return value
+        vc = _plain_converter(typing.get_args(tp)[1])
+        return lambda value: None if value is None else [(k, vc(v) if vc else v) for k, v in sorted(value.items())]
+    return None
+
+
+def _to_plain(value, tp):
+    """A record value as the plain Python structure pyarrow builds arrays from."""
+    conv = _plain_converter(tp)
+    return value if conv is None else conv(value)
 
 
 def _from_plain(value, tp):
@@ -263,8 +286,8 @@ def _from_plain(value, tp):
 
 def to_arrow(records: Iterable[tuple], cls) -> pa.Table:
     """Records of class ``cls`` as an Arrow table with ``arrow_schema(cls)``."""
-    rows = [_to_plain(r, cls) for r in records]
-    return pa.Table.from_pylist(rows, schema=arrow_schema(cls))
+    conv = _plain_converter(cls)
+    return pa.Table.from_pylist([conv(r) for r in records], schema=_schema_of(cls))
 
 
 def from_arrow(table: pa.Table | pa.RecordBatch, cls) -> list:
