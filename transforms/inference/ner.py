@@ -261,7 +261,14 @@ def load_tagger(
     with open(config_path) as f:
         config = json.load(f)
     id2label = config.get("id2label") or {}
+    if not id2label or any(not (v == "O" or v[:2] in ("B-", "I-")) for v in id2label.values()):
+        raise ModelLoadError(
+            f"{model_uri!r}: config.json has no IOB2 label map (id2label={id2label!r}); "
+            "train the model with components.ner_train, which saves one"
+        )
     scheme = LabelScheme.from_labels([id2label[str(i)] for i in range(len(id2label))])
+    # A window may not be longer than the model's position table.
+    max_length = min(max_length, int(config.get("max_position_embeddings", max_length)))
     try:
         tokenizer = AutoTokenizer.from_pretrained(local, local_files_only=True)
     except Exception as exc:  # noqa: BLE001
