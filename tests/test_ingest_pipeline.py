@@ -213,3 +213,16 @@ def test_bigquery_sink_graph_has_explicit_schemas(tmp_path):
     assert row["attributes"] == [{"key": "country", "value": {"text": ["United Kingdom"], "numbers": []}}]
     assert row["eventTime"].endswith("Z")
     assert set(BIGQUERY_TABLES) == {"products", "events", "cancellations", "dead_letter"}
+
+
+def test_corrupt_gzip_is_one_dead_letter_not_a_failed_job(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    good = gzip.compress(SAMPLE.read_bytes())
+    (src / "a.csv.gz").write_bytes(good)
+    (src / "b.csv.gz").write_bytes(good[: len(good) // 2])  # truncated in transit
+    summary = run_ingest([str(src)], str(tmp_path / "out"), format="online-retail", now=NOW)
+    assert conserved(summary) and summary["read"] == 4000 + 1
+    assert summary["reasons"]["UNREADABLE_FILE"] == 1
+    dead = [d for d in read_output(tmp_path / "out", "dead_letter").to_pylist() if d["reason"] == "UNREADABLE_FILE"]
+    assert dead[0]["source_file"].endswith("b.csv.gz") and "gzip" in dead[0]["detail"]
