@@ -113,6 +113,7 @@ class OcrConfig:
     rec_batch_size: int = 16
     text_score: float = 0.5
     space_gap_cols: int = 0  # 0 = keep the recognizer's own spaces only
+    space_gap_factor: float = 1.8
     min_box_side: int = 4
 
     def replace(self, **changes) -> "OcrConfig":
@@ -484,6 +485,11 @@ class OcrEngine:
         gap = self.config.space_gap_cols
         chars = []
         space = len(self.characters) - 1
+        if gap and len(cols) > 2:
+            # a gap counts as a word break when it is wider than the absolute
+            # minimum and clearly wider than this line's usual character pitch
+            # (letter-spaced print has wide gaps everywhere, and no spaces)
+            gap = max(gap, self.config.space_gap_factor * float(np.median(np.diff(cols))))
         for n, col in enumerate(cols):
             if gap and n and idx[col] != space and idx[cols[n - 1]] != space and col - cols[n - 1] > gap:
                 chars.append(" ")

@@ -1,0 +1,274 @@
+"""OCR evaluation on folders in the SROIE layout, for any OCR system (ours or Tesseract).
+
+Layout: ``img/<id>.jpg``; ``box/<id>.csv`` one line per row as
+``x1,y1,...,x4,y4,transcript`` (the transcript may contain commas);
+``text/<id>.txt`` optional.
+
+Metrics (all micro-averaged over pages, i.e. totals first, then ratios):
+
+* ``det_recall`` / ``det_precision``: a predicted line matches a ground-truth
+  line when the IoU of their axis-aligned bounding rectangles is >=
+  ``iou_threshold`` (greedy, highest IoU first, one-to-one);
+* ``line_cer``: character error rate (edit distance / reference length) over
+  matched lines;
+* ``cer``: page-level, whitespace-free, reading-order CER: every line of a
+  page joined in reading order with all whitespace removed, compared with
+  the ground-truth lines joined in annotation order the same way;
+* ``word_f1`` (with ``word_precision``/``word_recall``): page-level bag of
+  whitespace-separated words (multiset intersection), case-sensitive. It
+  counts a word as right only when its spaces are right, so it punishes a
+  recognizer that drops spaces between words;
+* ``word_f1_nospace``: the same bag-of-words F1 over tokens that ignore
+  whitespace at letter/digit/punctuation boundaries: both sides are split
+  into maximal runs of letters, of digits and of punctuation
+  (``"TOTAL:9.00"`` -> ``TOTAL``, ``:``, ``9``, ``.``, ``00``). It forgives
+  a missing space between a word and a number, not between two words.
+
+Text is compared upper-cased (SROIE's annotators wrote every transcript in
+upper case whatever the print's case, so case differences are annotation
+artefacts); ``cer_cased`` and ``word_f1_cased`` are the case-sensitive
+figures, reported beside them.
+
+The metric code takes plain predicted lines ``(text, box)`` so the same
+code scores every candidate and Tesseract.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+import re
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from transforms.errors import ConfigError, SourceError
+
+__all__ = [
+    "Page",
+    "PredLine",
+    "aggregate",
+    "levenshtein",
+    "load_sroie",
+    "page_counts",
+    "split_pages",
+    "tesseract_lines",
+]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A ground-truth page: id, image path and its lines as (text, 4x2 box)."""
+
+    id: str
+    image_path: str
+    lines: tuple[tuple[str, tuple[tuple[float, float], ...]], ...]
+
+
+# A predicted line: (text, box as 4 (x, y) points).
+PredLine = tuple[str, Sequence[Sequence[float]]]
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions of one character)."""
+    if a == b:
+        return 0
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return len(a)
+    bv = np.frombuffer(b.encode("utf-32-le"), dtype=np.uint32)
+    prev = np.arange(len(b) + 1, dtype=np.int32)
+    offs = np.arange(len(b) + 1, dtype=np.int32)
+    for i, ch in enumerate(a, start=1):
+        code = ord(ch)
+        sub = prev[:-1] + (bv != code)
+        t = np.empty_like(prev)
+        t[0] = i
+        t[1:] = np.minimum(prev[1:] + 1, sub)
+        # horizontal (insertion) moves: d[j] = min_k<=j (t[k] + j - k)
+        prev = np.minimum.accumulate(t - offs) + offs
+    return int(prev[-1])
+
+
+def _parse_box_line(line: str, path: pathlib.Path, n: int):
+    parts = line.rstrip("\r\n").split(",", 8)
+    if len(parts) < 9:
+        raise SourceError(f"{path}:{n}: expected 8 coordinates and a transcript, got {line!r}")
+    xy = [float(v) for v in parts[:8]]
+    return parts[8], tuple((xy[i], xy[i + 1]) for i in range(0, 8, 2))
+
+
+def load_sroie(data_dir: str, *, ids: Iterable[str] | None = None, limit: int | None = None) -> list[Page]:
+    """Pages of a SROIE-layout folder, sorted by id (``limit`` first ones, or ``ids``)."""
+    root = pathlib.Path(data_dir)
+    img_dir, box_dir = root / "img", root / "box"
+    if not img_dir.is_dir() or not box_dir.is_dir():
+        raise SourceError(f"{root} is not in the SROIE layout: it needs img/ and box/ folders")
+    wanted = set(ids) if ids is not None else None
+    pages = []
+    for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+        if wanted is not None and img.stem not in wanted:
+            continue
+        box = box_dir / f"{img.stem}.csv"
+        if not box.exists():
+            continue
+        with open(box, encoding="utf-8", errors="replace") as f:
+            lines = tuple(_parse_box_line(l, box, n) for n, l in enumerate(f, 1) if l.strip())
+        pages.append(Page(img.stem, str(img), lines))
+        if limit is not None and wanted is None and len(pages) >= limit:
+            break
+    if not pages:
+        raise SourceError(f"no annotated images under {root}")
+    return pages
+
+
+def split_pages(data_dir: str, *, n_eval: int | None, n_calibration: int) -> tuple[list[Page], list[Page]]:
+    """(evaluation, calibration) pages from one folder, disjoint.
+
+    Evaluation takes the first ``n_eval`` ids (all but the calibration ones
+    when None); calibration the last ``n_calibration`` ids.
+    """
+    pages = load_sroie(data_dir)
+    if n_calibration >= len(pages):
+        raise ConfigError(f"n_calibration={n_calibration} leaves no evaluation pages out of {len(pages)}")
+    calib = pages[len(pages) - n_calibration :] if n_calibration else []
+    rest = pages[: len(pages) - n_calibration]
+    ev = rest if n_eval is None else rest[:n_eval]
+    return ev, calib
+
+
+def _rect(box) -> tuple[float, float, float, float]:
+    a = np.asarray(box, dtype=np.float64).reshape(-1, 2)
+    return a[:, 0].min(), a[:, 1].min(), a[:, 0].max(), a[:, 1].max()
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+_WS = re.compile(r"\s+")
+_RUNS = re.compile(r"[^\W\d_]+|\d+|[^\w\s]+", re.UNICODE)
+
+
+def _nospace_tokens(text: str) -> list[str]:
+    return [t for t in _RUNS.findall(text)]
+
+
+def page_counts(pred: Sequence[PredLine], truth: Page, *, iou_threshold: float = 0.5) -> dict[str, int]:
+    """Counts for one page (summed over pages by :func:`aggregate`); ``pred`` in reading order."""
+    gt = [(t, _rect(b)) for t, b in truth.lines]
+    pr = [(t, _rect(b)) for t, b in pred]
+    pairs = sorted(
+        ((_iou(pr[i][1], gt[j][1]), i, j) for i in range(len(pr)) for j in range(len(gt))),
+        reverse=True,
+    )
+    used_p, used_g, matches = set(), set(), []
+    for iou, i, j in pairs:
+        if iou < iou_threshold:
+            break
+        if i in used_p or j in used_g:
+            continue
+        used_p.add(i)
+        used_g.add(j)
+        matches.append((i, j))
+    line_edits = sum(levenshtein(pr[i][0].upper(), gt[j][0].upper()) for i, j in matches)
+    line_chars = sum(len(gt[j][0]) for _, j in matches)
+
+    gt_page = "".join(_WS.sub("", t) for t, _ in gt)
+    pr_page = "".join(_WS.sub("", t) for t, _ in pr)
+    gt_cased = Counter(w for t, _ in gt for w in t.split())
+    pr_cased = Counter(w for t, _ in pr for w in t.split())
+    gt_words = Counter(w.upper() for t, _ in gt for w in t.split())
+    pr_words = Counter(w.upper() for t, _ in pr for w in t.split())
+    gt_runs = Counter(w.upper() for t, _ in gt for w in _nospace_tokens(t))
+    pr_runs = Counter(w.upper() for t, _ in pr for w in _nospace_tokens(t))
+    return {
+        "pages": 1,
+        "n_gt_lines": len(gt),
+        "n_pred_lines": len(pr),
+        "n_matched": len(matches),
+        "line_edits": line_edits,
+        "line_chars": line_chars,
+        "page_edits": levenshtein(pr_page.upper(), gt_page.upper()),
+        "page_edits_cased": levenshtein(pr_page, gt_page),
+        "page_chars": len(gt_page),
+        "words_cased_tp": sum((gt_cased & pr_cased).values()),
+        "words_tp": sum((gt_words & pr_words).values()),
+        "words_gt": sum(gt_words.values()),
+        "words_pred": sum(pr_words.values()),
+        "runs_tp": sum((gt_runs & pr_runs).values()),
+        "runs_gt": sum(gt_runs.values()),
+        "runs_pred": sum(pr_runs.values()),
+    }
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def aggregate(counts: Iterable[dict[str, int]]) -> dict[str, float]:
+    """Micro-averaged metrics from :func:`page_counts` of many pages."""
+    tot: Counter = Counter()
+    for c in counts:
+        tot.update(c)
+    if not tot["pages"]:
+        raise ConfigError("aggregate got no pages")
+
+    def ratio(a, b):
+        return tot[a] / tot[b] if tot[b] else 0.0
+
+    wp, wr = ratio("words_tp", "words_pred"), ratio("words_tp", "words_gt")
+    rp, rr = ratio("runs_tp", "runs_pred"), ratio("runs_tp", "runs_gt")
+    return {
+        "pages": float(tot["pages"]),
+        "det_recall": ratio("n_matched", "n_gt_lines"),
+        "det_precision": ratio("n_matched", "n_pred_lines"),
+        "line_cer": ratio("line_edits", "line_chars"),
+        "cer": ratio("page_edits", "page_chars"),
+        "word_precision": wp,
+        "word_recall": wr,
+        "word_f1": _f1(wp, wr),
+        "word_f1_nospace": _f1(rp, rr),
+        "cer_cased": ratio("page_edits_cased", "page_chars"),
+        "word_f1_cased": _f1(ratio("words_cased_tp", "words_pred"), ratio("words_cased_tp", "words_gt")),
+    }
+
+
+def tesseract_lines(image_path: str, *, lang: str = "eng", psm: int = 3, threads: int = 1, binary: str = "tesseract") -> list[PredLine]:
+    """Tesseract's text lines (words grouped by block/paragraph/line) with their bounding boxes."""
+    try:
+        proc = subprocess.run(
+            [binary, image_path, "stdout", "-l", lang, "--psm", str(psm), "tsv"],
+            capture_output=True,
+            check=True,
+            env={"OMP_THREAD_LIMIT": str(threads), "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        )
+    except FileNotFoundError as e:
+        raise SourceError(f"{binary!r} not found: install Debian's tesseract-ocr to run the baseline") from e
+    except subprocess.CalledProcessError as e:
+        raise SourceError(f"tesseract failed on {image_path}: {e.stderr.decode(errors='replace')[:300]}") from e
+    rows = csv.DictReader(io.StringIO(proc.stdout.decode("utf-8", errors="replace")), delimiter="\t", quoting=csv.QUOTE_NONE)
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get("level") != "5" or not (row.get("text") or "").strip():
+            continue
+        key = (row["page_num"], row["block_num"], row["par_num"], row["line_num"])
+        groups.setdefault(key, []).append(row)
+    out: list[PredLine] = []
+    for words in groups.values():
+        x0 = min(int(w["left"]) for w in words)
+        y0 = min(int(w["top"]) for w in words)
+        x1 = max(int(w["left"]) + int(w["width"]) for w in words)
+        y1 = max(int(w["top"]) + int(w["height"]) for w in words)
+        text = " ".join(w["text"].strip() for w in words)
+        out.append((text, ((x0, y0), (x1, y0), (x1, y1), (x0, y1))))
+    return out
