@@ -226,3 +226,13 @@ def test_corrupt_gzip_is_one_dead_letter_not_a_failed_job(tmp_path):
     assert summary["reasons"]["UNREADABLE_FILE"] == 1
     dead = [d for d in read_output(tmp_path / "out", "dead_letter").to_pylist() if d["reason"] == "UNREADABLE_FILE"]
     assert dead[0]["source_file"].endswith("b.csv.gz") and "gzip" in dead[0]["detail"]
+
+
+def test_local_run_never_tries_prism(tmp_path, caplog):
+    """Beam's DirectRunner would try to download the Prism runner; aisle's local runs never do."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    summary = run_ingest([str(DATA / "bad_and_good.csv")], str(tmp_path / "out"), format="online-retail", now=NOW, beam_args=["--runner", "DirectRunner"])
+    assert summary["runner"] == "FnApiRunner"
+    assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
