@@ -1,0 +1,461 @@
+"""``aisle enrich``: read the text on every product image (OCR), joined to the product id.
+
+Steps (fixed labels)::
+
+    ReadCatalog -> LoadImages -> OCR (RunInference, keyed by product/image)
+        -> OcrLines      -> <out>/ocr_lines/*.parquet
+        -> OcrText       -> <out>/ocr_text/*.parquet   (one row per product)
+        -> OcrDeadLetter -> <out>/dead_letter_ocr/*.parquet
+
+``add_ocr_steps`` adds the OCR half to any PCollection of image references
+and returns its outputs, so other enrichment steps (attribute extraction
+from the text) chain on ``outputs["text"]``; ``build_enrich`` wires the
+whole job onto a Pipeline it is given. Every image ends in exactly one
+place: an OCR result (possibly with no lines) or a dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import click
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.errors import ConfigError, SourceError
+from transforms.inference.ocr import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageError,
+    OcrConfig,
+    OcrModelHandler,
+    OcrResult,
+    decode_image,
+)
+from transforms.records import DEAD_LETTER_SCHEMA
+
+__all__ = [
+    "OCR_LINES_SCHEMA",
+    "OCR_TEXT_SCHEMA",
+    "ImageRef",
+    "add_ocr_steps",
+    "build_enrich",
+    "catalog_files",
+    "command",
+    "image_refs",
+    "run_enrich",
+]
+
+OCR_LINES_SCHEMA = pa.schema(
+    [
+        pa.field("product_id", pa.string(), nullable=False),
+        pa.field("image_uri", pa.string(), nullable=False),
+        pa.field("line_index", pa.int32(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("box", pa.list_(pa.list_(pa.float32(), 2), 4), nullable=False),
+        pa.field("angle", pa.int16(), nullable=False),
+    ]
+)
+OCR_TEXT_SCHEMA = pa.schema(
+    [
+        pa.field("product_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("n_lines", pa.int32(), nullable=False),
+        pa.field("mean_confidence", pa.float32(), nullable=True),
+        pa.field("n_images", pa.int32(), nullable=False),
+    ]
+)
+OUTPUTS = ("ocr_lines", "ocr_text", "dead_letter_ocr")
+
+
+class ImageRef(NamedTuple):
+    """One image of one product: ``uri`` already resolved; ``index`` its position in ``images``."""
+
+    product_id: str
+    uri: str
+    index: int
+
+
+# ---------------------------------------------------------------------------
+# Catalog
+# ---------------------------------------------------------------------------
+
+
+def catalog_files(catalog: str) -> tuple[list[str], str]:
+    """The product files of ``catalog`` and the folder relative image paths resolve against.
+
+    ``catalog`` is an ingest output folder (``<dir>/products/*.parquet``), a
+    folder of Parquet/JSONL files, or one Parquet/JSONL file (local or any
+    FileSystems scheme).
+    """
+    base = catalog.rstrip("/")
+    candidates = [
+        (FileSystems.join(base, "products", "*.parquet"), base),
+        (FileSystems.join(base, "*.parquet"), base),
+        (FileSystems.join(base, "*.jsonl"), base),
+    ]
+    if base.endswith((".parquet", ".jsonl", ".json", ".ndjson")):
+        candidates = [(base, base.rsplit("/", 1)[0] if "/" in base else ".")]
+    for pattern, root in candidates:
+        try:
+            found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        except Exception:
+            found = []
+        if found:
+            return found, root
+    raise SourceError(
+        f"no products found at {catalog!r}: pass an ingest output folder (with products/*.parquet), "
+        "a folder of .parquet/.jsonl files, or one such file"
+    )
+
+
+def _resolve(uri: str, root: str) -> str:
+    if "://" in uri or os.path.isabs(uri):
+        return uri
+    return FileSystems.join(root, uri) if "://" in root else os.path.normpath(os.path.join(root, uri))
+
+
+def image_refs(path: str, root: str) -> Iterator[ImageRef]:
+    """Every ``images[].uri`` of every product in one catalog file (Parquet or JSON lines)."""
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path) as f:
+            table = pq.read_table(f, columns=["id", "images"])
+        for row in table.to_pylist():
+            for i, img in enumerate(row.get("images") or []):
+                if img and img.get("uri"):
+                    yield ImageRef(str(row["id"]), _resolve(img["uri"], root), i)
+        return
+    with FileSystems.open(path) as f:
+        for n, raw in enumerate(f.read().decode("utf-8").splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise SourceError(f"{path}:{n}: not JSON ({e}); the catalog must be one product object per line") from e
+            for i, img in enumerate(rec.get("images") or []):
+                uri = img.get("uri") if isinstance(img, Mapping) else None
+                if uri:
+                    yield ImageRef(str(rec["id"]), _resolve(uri, root), i)
+
+
+# ---------------------------------------------------------------------------
+# DoFns
+# ---------------------------------------------------------------------------
+
+DEAD = "dead_letter"
+
+
+def _dead(ref: ImageRef, reason: str, detail: str) -> dict:
+    return {
+        "source_file": ref.uri,
+        "source_offset": ref.index,
+        "source_format": "image",
+        "raw": json.dumps({"product_id": ref.product_id, "image_uri": ref.uri, "image_index": ref.index}),
+        "reason": reason,
+        "detail": detail[:2000],
+    }
+
+
+class LoadImage(beam.DoFn):
+    """ImageRef -> (ImageRef, BGR array); unreadable images go to the ``dead_letter`` output."""
+
+    def __init__(self, *, max_pixels: int, max_bytes: int):
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
+
+    def process(self, ref: ImageRef):
+        try:
+            meta = FileSystems.match([ref.uri])[0].metadata_list
+        except Exception:
+            meta = []
+        if not meta:
+            yield beam.pvalue.TaggedOutput(DEAD, _dead(ref, "IMAGE_NOT_FOUND", f"no file at {ref.uri}"))
+            return
+        if meta[0].size_in_bytes > self.max_bytes:
+            yield beam.pvalue.TaggedOutput(
+                DEAD, _dead(ref, "IMAGE_TOO_LARGE", f"{meta[0].size_in_bytes} bytes, over the limit of {self.max_bytes}")
+            )
+            return
+        try:
+            with FileSystems.open(ref.uri) as f:
+                data = f.read()
+        except Exception as e:
+            yield beam.pvalue.TaggedOutput(DEAD, _dead(ref, "IMAGE_READ_ERROR", f"{type(e).__name__}: {e}"))
+            return
+        try:
+            image = decode_image(data, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
+        except ImageError as e:
+            yield beam.pvalue.TaggedOutput(DEAD, _dead(ref, e.reason, str(e)))
+            return
+        yield ref, image
+
+
+def _line_rows(item: tuple[ImageRef, Any]) -> Iterator[dict]:
+    ref, prediction = item
+    result: OcrResult = prediction.inference
+    for k, line in enumerate(result.lines):
+        yield {
+            "product_id": ref.product_id,
+            "image_uri": ref.uri,
+            "line_index": k,
+            "text": line.text,
+            "confidence": float(line.confidence),
+            "box": [[float(x), float(y)] for x, y in line.box],
+            "angle": int(line.angle),
+        }
+
+
+def _image_summary(item: tuple[ImageRef, Any]) -> tuple[str, tuple[int, list[tuple[str, float]]]]:
+    ref, prediction = item
+    return ref.product_id, (ref.index, [(l.text, float(l.confidence)) for l in prediction.inference.lines])
+
+
+def _text_row(kv: tuple[str, Iterable[tuple[int, list[tuple[str, float]]]]]) -> dict:
+    product_id, images = kv
+    lines = [line for _, ls in sorted(images, key=lambda t: t[0]) for line in ls]
+    n_images = len(list(images))
+    return {
+        "product_id": product_id,
+        "text": "\n".join(t for t, _ in lines),
+        "n_lines": len(lines),
+        "mean_confidence": float(np.mean([c for _, c in lines])) if lines else None,
+        "n_images": n_images,
+    }
+
+
+def _failed_rows(failure) -> Iterator[dict]:
+    """A RunInference failure ``(batch, exception)``: one dead letter per image of the batch."""
+    batch, error = failure[0], failure[1]
+    reason = getattr(error, "reason", None) or "OCR_INFERENCE_ERROR"
+    elements = batch if isinstance(batch, list) else [batch]
+    for element in elements:
+        ref = element[0] if isinstance(element, tuple) and isinstance(element[0], ImageRef) else ImageRef("", repr(element)[:200], -1)
+        yield _dead(ref, reason, f"{type(error).__name__}: {error}")
+
+
+# ---------------------------------------------------------------------------
+# Wiring
+# ---------------------------------------------------------------------------
+
+
+def add_ocr_steps(
+    refs: beam.PCollection,
+    *,
+    handler: OcrModelHandler | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> dict[str, beam.PCollection]:
+    """Add OCR to a PCollection of :class:`ImageRef`.
+
+    Returns ``{"lines": dict rows (OCR_LINES_SCHEMA), "text": dict rows
+    (OCR_TEXT_SCHEMA), "dead_letter": dict rows (DEAD_LETTER_SCHEMA)}``.
+    """
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+    handler = handler or OcrModelHandler(max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes)
+    loaded = refs | "LoadImages" >> beam.ParDo(LoadImage(max_pixels=max_image_pixels, max_bytes=max_image_bytes)).with_outputs(
+        DEAD, main="images"
+    )
+    results, failures = loaded.images | "OCR" >> RunInference(KeyedModelHandler(handler)).with_exception_handling()
+    lines = results | "OcrLines" >> beam.FlatMap(_line_rows)
+    text = results | "OcrImageText" >> beam.Map(_image_summary) | "GroupByProduct" >> beam.GroupByKey() | "OcrText" >> beam.Map(_text_row)
+    failed = failures.failed_inferences | "OcrFailures" >> beam.FlatMap(_failed_rows)
+    dead = (loaded[DEAD], failed) | "OcrDeadLetter" >> beam.Flatten()
+    return {"lines": lines, "text": text, "dead_letter": dead}
+
+
+class _WriteParquet(beam.PTransform):
+    """Dict rows -> one Parquet file per bundle-free write (rows gathered, sorted, written once)."""
+
+    def __init__(self, uri: str, schema: pa.Schema, sort_keys: Sequence[str]):
+        super().__init__()
+        self.uri = uri
+        self.schema = schema
+        self.sort_keys = list(sort_keys)
+
+    def expand(self, rows):
+        from transforms.io import write_parquet
+
+        uri, schema, keys = self.uri, self.schema, self.sort_keys
+
+        def write(_, batch):
+            batch = sorted(batch, key=lambda r: tuple(r[k] for k in keys))
+            write_parquet(pa.Table.from_pylist(batch, schema=schema), uri)
+            return len(batch)
+
+        return (
+            rows
+            | "Key" >> beam.Map(lambda r: (None, r))
+            | "Gather" >> beam.GroupByKey()
+            | "Write" >> beam.MapTuple(write)
+        )
+
+
+def build_enrich(
+    pipeline: beam.Pipeline,
+    catalog: str,
+    out: str,
+    *,
+    handler: OcrModelHandler | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> dict[str, beam.PCollection]:
+    """Add the enrichment job to ``pipeline``: products of ``catalog`` -> Parquet under ``out``.
+
+    Returns the PCollections of :func:`add_ocr_steps` so further steps can
+    chain on them (e.g. attribute extraction on ``["text"]``).
+    """
+    files, root = catalog_files(catalog)
+    refs = (
+        pipeline
+        | "ListCatalog" >> beam.Create(files)
+        | "ReadCatalog" >> beam.FlatMap(image_refs, root)
+        | "Reshuffle" >> beam.Reshuffle()
+    )
+    outputs = add_ocr_steps(refs, handler=handler, max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes)
+    outputs["lines"] | "WriteOcrLines" >> _WriteParquet(
+        FileSystems.join(out, "ocr_lines", "part-00000.parquet"), OCR_LINES_SCHEMA, ("product_id", "image_uri", "line_index")
+    )
+    outputs["text"] | "WriteOcrText" >> _WriteParquet(FileSystems.join(out, "ocr_text", "part-00000.parquet"), OCR_TEXT_SCHEMA, ("product_id",))
+    outputs["dead_letter"] | "WriteOcrDeadLetter" >> _WriteParquet(
+        FileSystems.join(out, "dead_letter_ocr", "part-00000.parquet"), DEAD_LETTER_SCHEMA, ("source_file", "source_offset")
+    )
+    return outputs
+
+
+def _count(out: str, name: str, column: str | None = None) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    total = 0
+    for m in FileSystems.match([FileSystems.join(out, name, "*.parquet")])[0].metadata_list:
+        with FileSystems.open(m.path) as f:
+            t = pq.read_table(f)
+        total += int(pc.sum(t[column]).as_py() or 0) if column else t.num_rows
+    return total
+
+
+def run_enrich(
+    catalog: str,
+    out: str,
+    *,
+    model_dir: str | None = None,
+    threads: int | None = None,
+    batch_size: int = 4,
+    config: OcrConfig | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    workers: int = 1,
+    beam_args: Sequence[str] = (),
+) -> dict:
+    """Run the enrichment to completion; returns its summary (also ``<out>/summary_enrich.json``)."""
+    from pipelines.options import make_pipeline, pipeline_options
+    from pipelines.summary import ingest_summary
+    from transforms.io import commit_outputs, join_path, write_text
+
+    t0 = time.perf_counter()
+    staging = join_path(out, f"_staging-{uuid.uuid4().hex[:12]}")
+    handler = OcrModelHandler(
+        model_dir,
+        threads=threads or os.cpu_count(),
+        max_batch_size=batch_size,
+        config=config,
+        max_image_pixels=max_image_pixels,
+        max_image_bytes=max_image_bytes,
+    )
+    files, root = catalog_files(catalog)
+    n_images = sum(1 for f in files for _ in image_refs(f, root))
+    pipeline = make_pipeline(pipeline_options(beam_args, workers=workers))
+    build_enrich(pipeline, catalog, staging, handler=handler, max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes)
+    result = pipeline.run()
+    result.wait_until_finish()
+    t_run = time.perf_counter()
+    for name in OUTPUTS:  # empty outputs still get their (empty) Parquet file
+        if not FileSystems.match([FileSystems.join(staging, name, "*.parquet")])[0].metadata_list:
+            from transforms.io import write_parquet
+
+            schema = {"ocr_lines": OCR_LINES_SCHEMA, "ocr_text": OCR_TEXT_SCHEMA, "dead_letter_ocr": DEAD_LETTER_SCHEMA}[name]
+            write_parquet(schema.empty_table(), FileSystems.join(staging, name, "part-00000.parquet"))
+    images_ok = _count(staging, "ocr_text", "n_images")
+    import pyarrow.parquet as pq
+
+    reasons: dict[str, int] = {}
+    for m in FileSystems.match([FileSystems.join(staging, "dead_letter_ocr", "*.parquet")])[0].metadata_list:
+        with FileSystems.open(m.path) as f:
+            for r in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
+                reasons[r] = reasons.get(r, 0) + 1
+    counts = {
+        "read": n_images,
+        "dead_letter": sum(reasons.values()),
+        "outputs": {"ocr_images": images_ok},
+        "records": {"ocr_lines": _count(staging, "ocr_lines"), "ocr_text": _count(staging, "ocr_text")},
+        "reasons": reasons,
+    }
+    commit_outputs(staging, out, OUTPUTS)
+    if "://" not in staging:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    summary = ingest_summary(
+        counts,
+        job="enrich",
+        inputs=files,
+        out=out,
+        timings={"pipeline": t_run - t0, "total": time.perf_counter() - t0, "secs_per_image": (t_run - t0) / max(n_images, 1)},
+        extra={"models": handler.model_paths()._asdict(), "threads": threads or os.cpu_count(), "batch_size": batch_size},
+    )
+    write_text(json.dumps(summary, indent=2, default=str) + "\n", join_path(out, "summary_enrich.json"))
+    if not summary["conservation"]["ok"]:
+        raise ConfigError(f"image counts not conserved: {summary['conservation']}")
+    return summary
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--catalog", required=True, help="Products: ingest output folder, a folder of .parquet/.jsonl, or one such file.")
+@click.option("--out", required=True, help="Output folder (local or gs://).")
+@click.option("--ocr-models", "model_dir", help="Folder with det.onnx, rec.onnx (and cls.onnx): e.g. a chosen quantized candidate. Default: the models of rapidocr-onnxruntime.")
+@click.option("--threads", type=int, help="onnxruntime threads per model (default: all cores).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Images per RunInference batch (their text crops are recognized together).")
+@click.option("--tile-aspect", type=float, default=OcrConfig().tile_aspect, show_default=True, help="Tile images taller than this many widths (0: never).")
+@click.option("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, show_default=True, help="Refuse larger images (decompression bombs).")
+@click.pass_context
+def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_image_pixels):
+    """Read the text on product images into <out>/ocr_lines, <out>/ocr_text and dead letters.
+
+    Extra flags (--runner, --project, --region, --temp_location, ...) go to Beam.
+    """
+    from pipelines.summary import print_summary
+
+    summary = run_enrich(
+        catalog,
+        out,
+        model_dir=model_dir,
+        threads=threads,
+        batch_size=batch_size,
+        config=OcrConfig().replace(tile_aspect=tile_aspect),
+        max_image_pixels=max_image_pixels,
+        beam_args=ctx.args,
+    )
+    print_summary(summary)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m pipelines.enrich``."""
+    from pipelines.cli import main
+
+    return main(["enrich", *(argv if argv is not None else __import__("sys").argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())
