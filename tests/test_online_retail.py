@@ -126,3 +126,17 @@ def test_partitions_are_stable_and_complete():
     for k, t in parts:  # an invoice lives in exactly one partition
         for inv in set(t["invoice"].to_pylist()):
             assert seen.setdefault(inv, k) == k
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\xef\xbb\xbfInvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",  # with a BOM
+        b"Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country",  # the "Online Retail II" names
+        b'"InvoiceNo","StockCode","Description","Quantity","InvoiceDate","UnitPrice","CustomerID","Country"',
+    ],
+)
+def test_header_spellings_and_excel_dates(header):
+    parsed = parse(header + b"\r\n536365,85123A,HEART,6,12/1/2010 8:26,2.55,17850.0,United Kingdom\r\n")
+    assert parsed.read == 1 and parsed.lines.num_rows == 1
+    assert parsed.lines["time"].to_pylist()[0] == dt.datetime(2010, 12, 1, 8, 26, tzinfo=dt.timezone.utc)

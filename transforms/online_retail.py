@@ -197,7 +197,7 @@ def parse_chunk(
     header = np.zeros(len(starts), dtype=bool)
     if first_chunk:
         first = np.flatnonzero(~blank)
-        if len(first) and data[starts[first[0]] : ends[first[0]]].decode("utf-8", "replace").replace('"', "").strip().lower() == _HEADER:
+        if len(first) and _is_header(data[starts[first[0]] : ends[first[0]]]):
             header[first[0]] = True
             reason[first[0]] = None
     try:
@@ -241,6 +241,12 @@ def parse_chunk(
         dead_detail += [_detail(r, row) for r, row in zip(rejected["reason"], rows)]
     dead = _dead_table(source_file, dead_offsets, dead_raw, dead_reason, dead_detail)
     return ParsedChunk(lines=lines, dead=dead, read=read, reasons=collections.Counter(dead_reason))
+
+
+def _is_header(line: bytes) -> bool:
+    """The column-name line, in the UCI spelling or the "Online Retail II" one (Invoice, Price, Customer ID)."""
+    text = line.decode("utf-8", "replace").lstrip("\ufeff").replace('"', "").replace(" ", "").lower()
+    return text == _HEADER or (text.startswith("invoice") and "stockcode" in text and "quantity" in text)
 
 
 def _without_lines(data: bytes, starts: np.ndarray, drop: np.ndarray) -> bytes:
