@@ -19,9 +19,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from transforms.errors import ConfigError
 
-__all__ = ["NON_PRODUCT_CODES", "is_product_code", "ItemVocab"]
+__all__ = ["NON_PRODUCT_CODES", "is_product_code", "ItemVocab", "encode_queries"]
 
 # Stock codes of the UCI Online Retail data that are fees, postage,
 # adjustments or vouchers rather than products. Most of them are caught by
@@ -125,3 +127,27 @@ class ItemVocab:
                 f"item vocabulary JSON must hold 'ids' and 'counts' lists ({exc!r}); "
                 "write it with ItemVocab.to_json"
             ) from exc
+
+
+def encode_queries(queries: Sequence[Sequence[int]], max_query_items: int, *, weights: Sequence[Sequence[float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Queries of vocabulary rows as the model's (ids, weights) inputs.
+
+    A query longer than ``max_query_items`` keeps its last items (the most
+    recent, for a history in time order). Weights default to uniform; they
+    are normalized to sum to 1 per query (all zero for an empty query).
+    """
+    n = len(queries)
+    ids = np.zeros((n, max_query_items), np.int32)
+    w = np.zeros((n, max_query_items), np.float32)
+    for r, q in enumerate(queries):
+        q = list(q)[-max_query_items:]
+        if not q:
+            continue
+        ids[r, : len(q)] = np.asarray(q, np.int32) + 1
+        if weights is None:
+            w[r, : len(q)] = 1.0 / len(q)
+        else:
+            qw = np.asarray(list(weights[r])[-max_query_items:], np.float32)
+            total = float(qw.sum())
+            w[r, : len(q)] = qw / total if total > 0 else 1.0 / len(q)
+    return ids, w

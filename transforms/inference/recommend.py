@@ -1,0 +1,238 @@
+"""ModelHandlers for the recommender: SavedModel and TFLite, query in, top-k items out.
+
+Both handlers take a query, a tuple of vocabulary rows (the items of a
+basket, a visitor's history, or one item), run the model
+``(ids, weights) -> scores`` on a batch of queries and return, per query,
+the ``top_k`` best rows and their scores with the query's own items
+excluded: post-processing happens inside the handler so a 100k-item score
+vector never travels between Beam steps. Wrap them in
+``KeyedModelHandler`` to keep the product or visitor id alongside::
+
+    handler = KeyedModelHandler(SavedModelQueryHandler("out/model/saved_model", top_k=10))
+    results = keyed_queries | RunInference(handler)   # (key, PredictionResult(query, (rows, scores)))
+
+Why not Beam's ``tensorflow_inference.TFModelHandlerNumpy``: in Beam 2.77
+that module imports ``tensorflow_hub`` at import time, which in turn needs
+``tf-keras`` and ``pkg_resources``; neither comes with ``tensorflow-cpu``
+2.21 and Keras 3, and its loader (``tf.keras.models.load_model``) cannot read
+a Keras 3 ``model.export()`` SavedModel anyway. The handler below loads the
+SavedModel with ``tf.saved_model.load`` and calls its serving endpoint.
+Beam has no TFLite handler; :class:`TFLiteQueryHandler` fills that gap with
+``tf.lite.Interpreter``.
+
+Models load through Beam's ``FileSystems``, so ``gs://`` works like a local
+path (a SavedModel folder is copied to a local temporary folder first).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from transforms.errors import ModelLoadError
+from transforms.recommend_vocab import encode_queries
+
+__all__ = [
+    "QueryModel",
+    "SavedModelQueryHandler",
+    "TFLiteQueryHandler",
+    "load_tflite_predict",
+    "load_saved_model_predict",
+    "top_k_excluding",
+]
+
+METRICS_NAMESPACE = "aisle_recommend"
+
+
+class QueryModel:
+    """A loaded model: ``predict(ids, weights) -> scores`` and its ``max_query_items``."""
+
+    def __init__(self, predict, max_query_items: int, name: str):
+        self.predict, self.max_query_items, self.name = predict, max_query_items, name
+
+
+def top_k_excluding(scores: np.ndarray, queries: Sequence[Sequence[int]], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per row: the ``k`` best (rows, scores), the query's own rows excluded, best first."""
+    scores = np.array(scores, np.float32, copy=True)
+    for r, q in enumerate(queries):
+        if len(q):
+            scores[r, np.asarray(q, np.int64)] = -np.inf
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    out = []
+    for i, v in zip(idx, vals):
+        keep = np.isfinite(v)
+        out.append((i[keep], v[keep]))
+    return out
+
+
+def _read_bytes(path: str) -> bytes:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as fh:
+            return fh.read()
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read model file {path!r}: {exc}") from exc
+
+
+def _localize_dir(path: str) -> str:
+    """A local folder with the content of ``path`` (itself when it is already local)."""
+    if os.path.isdir(path):
+        return path
+    from apache_beam.io.filesystems import FileSystems
+
+    root = path.rstrip("/") + "/"
+    try:
+        files = [m.path for m in FileSystems.match([root + "**"])[0].metadata_list]
+    except Exception as exc:
+        raise ModelLoadError(f"cannot list SavedModel folder {path!r}: {exc}") from exc
+    if not files:
+        raise ModelLoadError(f"SavedModel folder {path!r} is empty or missing; export it with components.recommend_model.export_model")
+    local = tempfile.mkdtemp(prefix="aisle-savedmodel-")
+    for f in files:
+        target = os.path.join(local, f[len(root) :])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as out:
+            out.write(_read_bytes(f))
+    return local
+
+
+def load_tflite_predict(model_content: bytes, *, num_threads: int = 2) -> QueryModel:
+    """A :class:`QueryModel` over a TFLite flatbuffer held in memory."""
+    import tensorflow as tf
+
+    try:
+        interpreter = tf.lite.Interpreter(model_content=model_content, num_threads=num_threads)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the TFLite model: {exc}") from exc
+    details = interpreter.get_input_details()
+    by_role = {("ids" if np.dtype(d["dtype"]) == np.int32 else "weights"): d for d in details}
+    if set(by_role) != {"ids", "weights"} or len(details) != 2:
+        raise ModelLoadError(
+            f"TFLite model inputs {[d['name'] for d in details]} are not (ids int32, weights float); "
+            "convert it with components.recommend_quantize.convert_tflite"
+        )
+    out = interpreter.get_output_details()[0]
+    state = {"shape": None}
+
+    def predict(ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        if state["shape"] != ids.shape:
+            interpreter.resize_tensor_input(by_role["ids"]["index"], ids.shape)
+            interpreter.resize_tensor_input(by_role["weights"]["index"], weights.shape)
+            interpreter.allocate_tensors()
+            state["shape"] = ids.shape
+        wd = by_role["weights"]
+        w = weights.astype(np.float32)
+        if np.dtype(wd["dtype"]) != np.float32:
+            scale, zero = wd["quantization"]
+            w = np.clip(np.round(w / scale + zero), np.iinfo(wd["dtype"]).min, np.iinfo(wd["dtype"]).max).astype(wd["dtype"])
+        interpreter.set_tensor(by_role["ids"]["index"], ids.astype(np.int32))
+        interpreter.set_tensor(wd["index"], w)
+        interpreter.invoke()
+        scores = interpreter.get_tensor(out["index"])
+        if np.dtype(out["dtype"]) != np.float32:
+            scale, zero = out["quantization"]
+            scores = (scores.astype(np.float32) - zero) * scale
+        return np.array(scores, np.float32, copy=True)
+
+    return QueryModel(predict, int(by_role["ids"]["shape"][1]), "tflite")
+
+
+def load_saved_model_predict(path: str) -> QueryModel:
+    """A :class:`QueryModel` over a SavedModel folder written by ``keras.Model.export``."""
+    import tensorflow as tf
+
+    local = _localize_dir(path)
+    try:
+        loaded = tf.saved_model.load(local)
+        fn = loaded.signatures["serving_default"]
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load SavedModel {path!r}: {exc}") from exc
+    spec = fn.structured_input_signature[1]
+    if set(spec) != {"ids", "weights"}:
+        raise ModelLoadError(f"SavedModel {path!r} takes {sorted(spec)}, expected ids and weights")
+    (out_name,) = list(fn.structured_outputs)[:1]
+
+    def predict(ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        result = fn(ids=tf.constant(ids, tf.int32), weights=tf.constant(weights, tf.float32))
+        return result[out_name].numpy()
+
+    model = QueryModel(predict, int(spec["ids"].shape[1]), "saved_model")
+    model._keep_alive = loaded  # the signature holds weak references to the loaded object
+    return model
+
+
+class _QueryHandler(ModelHandler[Sequence[int], tuple[np.ndarray, np.ndarray], QueryModel]):
+    def __init__(
+        self,
+        model_uri: str,
+        *,
+        top_k: int = 10,
+        exclude_query_items: bool = True,
+        min_batch_size: int = 1,
+        max_batch_size: int = 256,
+        max_batch_duration_secs: Optional[int] = None,
+        share_across_processes: bool = False,
+    ):
+        super().__init__()
+        self.model_uri = model_uri
+        self.top_k = top_k
+        self.exclude_query_items = exclude_query_items
+        self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+        if max_batch_duration_secs is not None:
+            self._batching["max_batch_duration_secs"] = max_batch_duration_secs
+        self._share = share_across_processes
+
+    def run_inference(
+        self,
+        batch: Sequence[Sequence[int]],
+        model: QueryModel,
+        inference_args: Optional[dict[str, Any]] = None,
+    ) -> Iterable[PredictionResult]:
+        queries = [tuple(int(r) for r in q) for q in batch]
+        weights = (inference_args or {}).get("weights")
+        ids, w = encode_queries(queries, model.max_query_items, weights=weights)
+        scores = model.predict(ids, w)
+        excluded = queries if self.exclude_query_items else [()] * len(queries)
+        top = top_k_excluding(scores, excluded, self.top_k)
+        return [PredictionResult(q, t, model_id=self.model_uri) for q, t in zip(batch, top)]
+
+    def get_num_bytes(self, batch: Sequence[Sequence[int]]) -> int:
+        return sum(4 * len(q) for q in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return METRICS_NAMESPACE
+
+    def batch_elements_kwargs(self):
+        return dict(self._batching)
+
+    def share_model_across_processes(self) -> bool:
+        return self._share
+
+
+class SavedModelQueryHandler(_QueryHandler):
+    """RunInference over the recommender's SavedModel (``tf.saved_model.load``, serving signature)."""
+
+    def load_model(self) -> QueryModel:
+        return load_saved_model_predict(self.model_uri)
+
+
+class TFLiteQueryHandler(_QueryHandler):
+    """RunInference over a ``.tflite`` recommender (FP32, FP16, INT8 dynamic or full INT8)."""
+
+    def __init__(self, model_uri: str, *, num_threads: int = 2, **kwargs):
+        super().__init__(model_uri, **kwargs)
+        self.num_threads = num_threads
+
+    def load_model(self) -> QueryModel:
+        return load_tflite_predict(_read_bytes(self.model_uri), num_threads=self.num_threads)
