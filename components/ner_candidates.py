@@ -1,0 +1,280 @@
+"""NER model candidates: export, fuse, quantize, measure and choose (with the shared toolkit).
+
+From a trained PyTorch token classifier (:mod:`components.ner_train`) this
+builds one folder per candidate, each loadable by
+``transforms.inference.ner.load_tagger`` (model + tokenizer + label map):
+
+* ``torch_fp32``: the PyTorch model itself, eager mode (the baseline);
+* ``fp32``: the ONNX export, unfused (the accuracy reference);
+* ``fp32_fused``: onnxruntime's transformers optimizer (Attention,
+  SkipLayerNormalization, EmbedLayerNormalization, BiasGelu fusion);
+* ``int8_dynamic``: dynamic INT8 of the fused graph (weights INT8,
+  activations quantized at run time);
+* ``int8_static``: static QDQ INT8 of every quantizable op of the unfused
+  graph, calibrated on real sentences (the naive recipe);
+* ``int8_mixed``: static QDQ INT8 with the op groups that measurement
+  finds most sensitive kept in FP32 until the F1 drop fits the budget
+  (:func:`components.quantize.mixed_precision`; groups are op types, so
+  the result says which kinds of op, e.g. LayerNormalization or Softmax,
+  must stay in FP32).
+
+:func:`evaluate_ner_candidates` measures entity F1 (overall and LOC),
+sentences/s, p50/p95 latency per batch and size on the same held-out
+sentences with :func:`components.candidates.evaluate_candidates`;
+:func:`components.candidates.choose_candidate` and ``write_report`` do the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from components.candidates import CandidateResult, evaluate_candidates
+from components.ner_data import Sentence
+from components.ner_export import copy_serving_files, export_onnx, model_shape
+from components.quantize import (
+    FeedsCalibrationReader,
+    mixed_precision,
+    optimize_graph,
+    quantize_int8_dynamic,
+    quantize_int8_static,
+)
+from transforms.errors import ConfigError
+from transforms.ner_labels import encode_words, entity_f1, window_features
+
+__all__ = [
+    "STATIC_OP_TYPES",
+    "build_candidates",
+    "calibration_feeds",
+    "evaluate_ner_candidates",
+    "make_tagger",
+    "op_type_groups",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+# Every op type of a BERT-style graph that a static QDQ quantizer can wrap:
+# the "quantize everything" starting point that mixed precision prunes.
+STATIC_OP_TYPES = (
+    "MatMul",
+    "Gemm",
+    "Gather",
+    "Add",
+    "Mul",
+    "Div",
+    "Sub",
+    "Softmax",
+    "Erf",
+    "LayerNormalization",
+    "Tanh",
+)
+
+
+def make_tagger(model_dir: str, *, backend: str = "auto", threads: int = 1, onnx_file: str = "model.onnx", max_length: int = 128):
+    """A :class:`~transforms.inference.ner.NerTagger` for a candidate folder at a fixed thread count."""
+    from transforms.inference.ner import load_tagger
+
+    return load_tagger(model_dir, backend=backend, onnx_file=onnx_file, intra_op_threads=threads, max_length=max_length)
+
+
+def calibration_feeds(tokenizer_dir: str, sentences: Sequence[Sentence], *, max_length: int = 128, batch_size: int = 8) -> list[dict]:
+    """Real model inputs (padded batches of word windows) for static-quantization calibration."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    pieces = encode_words(tokenizer, [s.words for s in sentences])
+    windows = window_features(pieces, max_length=max_length, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id)
+    feeds = []
+    for b in range(0, len(windows), batch_size):
+        batch = windows[b : b + batch_size]
+        width = max(len(w.input_ids) for w in batch)
+        ids = np.full((len(batch), width), tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, w in enumerate(batch):
+            ids[row, : len(w.input_ids)] = w.input_ids
+            mask[row, : len(w.input_ids)] = 1
+        feeds.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+    return feeds
+
+
+def op_type_groups(model_path: str, op_types: Sequence[str] = STATIC_OP_TYPES) -> dict[str, list[str]]:
+    """Node names of a graph grouped by op type (the mixed-precision search groups)."""
+    import onnx
+
+    model = onnx.load(model_path, load_external_data=False)
+    groups: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.op_type in op_types and node.name:
+            groups.setdefault(node.op_type, []).append(node.name)
+    return groups
+
+
+def _f1_of(tagger, sentences: Sequence[Sentence]) -> dict[str, float]:
+    predicted = [tags for tags, _ in tagger.tag_words([s.words for s in sentences])]
+    return entity_f1([s.tags for s in sentences], predicted)
+
+
+def build_candidates(
+    torch_dir: str,
+    out_dir: str,
+    *,
+    calibration: Sequence[Sentence],
+    tuning: Sequence[Sentence],
+    max_f1_drop: float = 1.0,
+    max_length: int = 128,
+    include: Sequence[str] = ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_static", "int8_mixed"),
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """Build every candidate folder under ``out_dir``; returns ``({name: folder}, {name: build notes})``.
+
+    ``calibration`` sentences calibrate static INT8; ``tuning`` sentences
+    (held out from training, not the final evaluation set where possible)
+    score mixed-precision trials; ``max_f1_drop`` is in F1 points.
+    """
+    say = progress or (lambda msg: LOGGER.info("ner candidates: %s", msg))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    folders: dict[str, str] = {}
+    notes: dict[str, dict] = {}
+    if "torch_fp32" in include:
+        folders["torch_fp32"] = torch_dir
+
+    def folder(name: str) -> Path:
+        path = out / name
+        path.mkdir(parents=True, exist_ok=True)
+        copy_serving_files(torch_dir, str(path))
+        return path
+
+    say("exporting to ONNX")
+    fp32 = export_onnx(torch_dir, str(folder("fp32")))
+    folders["fp32"] = str(out / "fp32")
+    shape = model_shape(torch_dir)
+
+    fused = None
+    if {"fp32_fused", "int8_dynamic"} & set(include):
+        say("fusing the graph (onnxruntime transformers optimizer)")
+        fused = optimize_graph(fp32, str(folder("fp32_fused") / "model.onnx"), **shape)
+        notes["fp32_fused"] = {"fused_ops": dict(_op_counts(fused, ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "Gelu", "FastGelu", "LayerNormalization")))}
+        if "fp32_fused" in include:
+            folders["fp32_fused"] = str(out / "fp32_fused")
+    if "int8_dynamic" in include:
+        say("dynamic INT8")
+        quantize_int8_dynamic(fused, str(folder("int8_dynamic") / "model.onnx"))
+        folders["int8_dynamic"] = str(out / "int8_dynamic")
+
+    if {"int8_static", "int8_mixed"} & set(include):
+        feeds = calibration_feeds(torch_dir, calibration, max_length=max_length)
+        groups = op_type_groups(fp32)
+        all_nodes = [n for ns in groups.values() for n in ns]
+        op_types = sorted(groups)
+
+        def quantize(exclude: Sequence[str], path: str) -> str:
+            return quantize_int8_static(
+                fp32, path, FeedsCalibrationReader(feeds), per_channel=True, nodes_to_exclude=exclude, op_types=op_types
+            )
+
+        if "int8_static" in include:
+            say(f"static INT8 of every quantizable op ({', '.join(op_types)})")
+            quantize([], str(folder("int8_static") / "model.onnx"))
+            folders["int8_static"] = str(out / "int8_static")
+        if "int8_mixed" in include:
+            say(f"mixed precision: sensitivity of {len(groups)} op-type groups on {len(tuning)} sentences")
+            reference = make_tagger(folders["fp32"], max_length=max_length)
+            ref_f1 = _f1_of(reference, tuning)["f1"]
+
+            def score(path: str) -> float:
+                f1 = _f1_of(make_tagger(str(out / "fp32"), onnx_file=os.path.abspath(path), max_length=max_length), tuning)["f1"]
+                say(f"  trial {os.path.basename(path)}: F1 {f1:.2f} (reference {ref_f1:.2f})")
+                return f1
+
+            mixed_dir = folder("int8_mixed")
+            result = mixed_precision(
+                fp32,
+                str(mixed_dir / "model.onnx"),
+                quantize=quantize,
+                score=score,
+                candidate_nodes=all_nodes,
+                reference_score=ref_f1,
+                max_drop=max_f1_drop,
+                groups=groups,
+                work_dir=str(out / "_mixed_work"),
+            )
+            shutil.rmtree(out / "_mixed_work", ignore_errors=True)
+            kept = sorted({g for g, ns in groups.items() if set(ns) & set(result.excluded_nodes)})
+            notes["int8_mixed"] = {
+                "kept_fp32_op_types": kept,
+                "tuning_f1": result.score,
+                "tuning_f1_reference": result.reference_score,
+                "tuning_f1_all_quantized": result.quantized_score,
+                "met_budget": result.met_budget,
+                "sensitivity": [{k: r[k] for k in ("group", "score", "sensitivity")} for r in result.sensitivity],
+            }
+            folders["int8_mixed"] = str(mixed_dir)
+    (out / "build_notes.json").write_text(json.dumps(notes, indent=2))
+    return folders, notes
+
+
+def _op_counts(model_path: str, op_types: Sequence[str]) -> Counter:
+    import onnx
+
+    model = onnx.load(model_path, load_external_data=False)
+    return Counter(n.op_type for n in model.graph.node if n.op_type in op_types)
+
+
+def evaluate_ner_candidates(
+    folders: dict[str, str],
+    sentences: Sequence[Sentence],
+    *,
+    threads: int = 1,
+    batch_sentences: int = 64,
+    repeats: int = 10,
+    warmup: int = 2,
+    max_length: int = 128,
+    notes: dict[str, str] | None = None,
+) -> list[CandidateResult]:
+    """Entity F1 (overall, LOC) on ``sentences`` and batch latency/throughput for every candidate.
+
+    Latency is one call tagging ``batch_sentences`` sentences end to end
+    (tokenization, bucketing, model, decoding) at ``threads`` threads;
+    ``throughput_per_s`` is sentences per second.
+    """
+    if not sentences:
+        raise ConfigError("evaluate_ner_candidates got no sentences")
+    taggers: dict[str, object] = {}
+
+    def tagger(path: str):
+        if path not in taggers:
+            backend = "torch" if not os.path.exists(os.path.join(path, "model.onnx")) else "onnx"
+            if backend == "torch":
+                import torch
+
+                torch.set_num_threads(threads)
+            taggers[path] = make_tagger(path, backend=backend, threads=threads, max_length=max_length)
+        return taggers[path]
+
+    def score(path: str) -> dict[str, float]:
+        f1 = _f1_of(tagger(path), sentences)
+        return {"f1": f1["f1"], "f1_LOC": f1.get("f1_LOC", 0.0), "precision": f1["precision"], "recall": f1["recall"]}
+
+    batch = [s.words for s in sentences[:batch_sentences]]
+
+    def make_runner(path: str):
+        t = tagger(path)
+        return lambda: t.tag_words(batch)
+
+    return evaluate_candidates(
+        folders,
+        score=score,
+        make_runner=make_runner,
+        items_per_call=len(batch),
+        warmup=warmup,
+        repeats=repeats,
+        notes=notes,
+    )
