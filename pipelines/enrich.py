@@ -38,6 +38,7 @@ from transforms.inference.ocr import (
     OcrModelHandler,
     OcrResult,
     decode_image,
+    failure_reason,
 )
 from transforms.records import DEAD_LETTER_SCHEMA
 
@@ -237,11 +238,11 @@ def _text_row(kv: tuple[str, Iterable[tuple[int, list[tuple[str, float]]]]]) -> 
 def _failed_rows(failure) -> Iterator[dict]:
     """A RunInference failure ``(batch, exception)``: one dead letter per image of the batch."""
     batch, error = failure[0], failure[1]
-    reason = getattr(error, "reason", None) or "OCR_INFERENCE_ERROR"
+    reason, detail = failure_reason(error)
     elements = batch if isinstance(batch, list) else [batch]
     for element in elements:
         ref = element[0] if isinstance(element, tuple) and isinstance(element[0], ImageRef) else ImageRef("", repr(element)[:200], -1)
-        yield _dead(ref, reason, f"{type(error).__name__}: {error}")
+        yield _dead(ref, reason, detail)
 
 
 # ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import io
 import logging
 import math
 import pathlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
@@ -52,6 +53,7 @@ __all__ = [
     "OcrModelPaths",
     "OcrResult",
     "decode_image",
+    "failure_reason",
     "full_text",
     "reading_order",
 ]
@@ -64,11 +66,34 @@ DEFAULT_MAX_IMAGE_BYTES = 50 * 2**20
 
 
 class ImageError(AisleError, ValueError):
-    """An image that cannot become OCR input; ``reason`` is the dead-letter code."""
+    """An image that cannot become OCR input; ``reason`` is the dead-letter code.
+
+    The message starts with the reason (``"IMAGE_TOO_LARGE: ..."``) so the
+    code survives RunInference's failure output, which carries the
+    exception as text.
+    """
 
     def __init__(self, reason: str, message: str):
-        super().__init__(message)
+        super().__init__(f"{reason}: {message}")
         self.reason = reason
+
+
+_REASON = re.compile(r"\b(IMAGE_[A-Z_]+): ")
+
+
+def failure_reason(error) -> tuple[str, str]:
+    """(reason code, detail) of an exception or of RunInference's ``(type, repr, traceback)`` failure."""
+    if isinstance(error, BaseException):
+        return getattr(error, "reason", "OCR_INFERENCE_ERROR"), f"{type(error).__name__}: {error}"
+    if isinstance(error, tuple) and error:
+        kind = error[0]
+        text = str(error[1]) if len(error) > 1 else ""
+        name = getattr(kind, "__name__", str(kind))
+        m = _REASON.search(text)
+        if m and isinstance(kind, type) and issubclass(kind, ImageError):
+            return m.group(1), f"{name}: {text}"
+        return "OCR_INFERENCE_ERROR", f"{name}: {text}"
+    return "OCR_INFERENCE_ERROR", str(error)
 
 
 class OcrLine(NamedTuple):
@@ -581,6 +606,8 @@ class OcrEngine:
         out = []
         for img, lines in zip(images, lines_by_image):
             order = reading_order([np.asarray(l.box) for l in lines])
+            if lines and sum(l.angle == 180 for l in lines) * 2 > len(lines):
+                order = order[::-1]  # an upside-down image reads from its bottom-right
             out.append(OcrResult(tuple(lines[i] for i in order), int(img.shape[1]), int(img.shape[0])))
         return out
 

@@ -1,0 +1,208 @@
+"""OCR handler and engine on images drawn in the test with known text."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from components.ocr_eval import levenshtein
+from transforms.inference.ocr import (
+    ImageError,
+    OcrConfig,
+    OcrEngine,
+    OcrModelHandler,
+    decode_image,
+    failure_reason,
+    full_text,
+    reading_order,
+)
+
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+
+
+def _font(size):
+    try:
+        return ImageFont.truetype(FONT, size)
+    except OSError:
+        pytest.skip(f"{FONT} is absent (Debian fonts-dejavu-core draws the test text)")
+
+
+def text_image(lines, size=36, width=None, gap=30) -> Image.Image:
+    """White image with the given lines drawn in black, one under the other."""
+    font = _font(size)
+    boxes = [font.getbbox(t) for t in lines]
+    w = width or max(b[2] - b[0] for b in boxes) + 40
+    h = sum(b[3] - b[1] + gap for b in boxes) + 40
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    y = 20
+    for t, b in zip(lines, boxes):
+        draw.text((20 - b[0], y - b[1]), t, fill="black", font=font)
+        y += b[3] - b[1] + gap
+    return img
+
+
+def bgr(img: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return OcrEngine.load(threads=1)
+
+
+def _close(a: str, b: str, max_edits: int = 1) -> bool:
+    """Equal up to case, whitespace (the stock recognizer drops spaces) and ``max_edits`` characters."""
+    return levenshtein("".join(a.upper().split()), "".join(b.upper().split())) <= max_edits
+
+
+def test_upright_text(engine):
+    result = engine.read_image(bgr(text_image(["ORGANIC OAT DRINK"])))
+    assert len(result.lines) >= 1
+    assert _close(" ".join(l.text for l in result.lines), "ORGANIC OAT DRINK")
+    assert all(l.angle == 0 for l in result.lines)
+    assert all(0.5 <= l.confidence <= 1.0 for l in result.lines)
+
+
+def test_upside_down_text_is_turned_by_the_classifier(engine):
+    img = text_image(["NET WEIGHT 500G"]).rotate(180, expand=True)
+    result = engine.read_image(bgr(img))
+    assert result.lines and all(l.angle == 180 for l in result.lines)
+    assert _close(" ".join(l.text for l in result.lines), "NET WEIGHT 500G")
+
+
+@pytest.mark.parametrize("pil_rotation, expected_angle", [(90, 270), (270, 90)])
+def test_vertical_text_keeps_the_better_of_90_and_270(engine, pil_rotation, expected_angle):
+    img = text_image(["PRODUCT OF SWEDEN"]).rotate(pil_rotation, expand=True)
+    result = engine.read_image(bgr(img))
+    assert len(result.lines) == 1
+    line = result.lines[0]
+    assert line.angle == expected_angle
+    assert _close(line.text, "PRODUCT OF SWEDEN")
+    xs = [p[0] for p in line.box]
+    ys = [p[1] for p in line.box]
+    assert max(ys) - min(ys) > 3 * (max(xs) - min(xs))  # the box stays in image coordinates
+
+
+def test_boxes_lie_on_their_lines_in_reading_order(engine):
+    img = text_image(["FIRST LINE", "SECOND LINE", "THIRD LINE"], gap=40)
+    result = engine.read_image(bgr(img))
+    # the detector may split a line at a wide space: compare the text in reading order
+    assert _close("".join(l.text for l in result.lines), "FIRSTLINESECONDLINETHIRDLINE", 0)
+    tops = [min(p[1] for p in l.box) for l in result.lines]
+    assert tops == sorted(tops)
+    assert full_text(result.lines) == "\n".join(l.text for l in result.lines)
+    assert (result.width, result.height) == img.size
+
+
+def test_tall_image_tiling_finds_every_line_once():
+    words = [f"ITEM {i:02d} PRICE {i * 3}.50" for i in range(14)]
+    img = text_image(words, size=22, gap=120)  # tall and narrow, like a receipt
+    assert img.size[1] > 5 * img.size[0]
+    tiled = OcrEngine.load(threads=1, config=OcrConfig(tile_aspect=1.5))
+    assert len(tiled._tiles(img.size[1], img.size[0])) > 3
+    result = tiled.read_image(bgr(img))
+    texts = [l.text.upper() for l in result.lines]
+    assert len(texts) == len(words)
+    assert sum(_close(t, w) for t, w in zip(texts, words)) >= len(words) - 1
+
+
+def test_space_restoration_from_ctc_gaps(engine):
+    # Two words drawn far apart on one line: the recognizer may or may not emit
+    # the space itself; with space restoration it must be there.
+    font = _font(34)
+    img = Image.new("RGB", (520, 80), "white")
+    d = ImageDraw.Draw(img)
+    d.text((20, 20), "SUGAR", font=font, fill="black")
+    d.text((175, 20), "FREE", font=font, fill="black")
+    spaced = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(space_gap_cols=3))
+    lines = spaced.read_image(bgr(img)).lines
+    assert " ".join(l.text for l in lines).upper().split() == ["SUGAR", "FREE"]
+
+
+def test_reading_order_groups_rows():
+    def box(x, y, w=50, h=20):
+        return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float32)
+
+    boxes = [box(200, 102), box(10, 100), box(10, 10), box(120, 12)]
+    assert reading_order(boxes) == [2, 3, 1, 0]
+    assert reading_order([]) == []
+
+
+def test_decode_image_limits():
+    with pytest.raises(ImageError, match="not a decodable image") as e:
+        decode_image(b"this is not an image")
+    assert e.value.reason == "IMAGE_DECODE_ERROR"
+    big = png_bytes(Image.new("RGB", (3000, 2000), "white"))  # small file, many pixels
+    with pytest.raises(ImageError, match="3000x2000") as e:
+        decode_image(big, max_pixels=1_000_000)
+    assert e.value.reason == "IMAGE_TOO_LARGE"
+    with pytest.raises(ImageError) as e:
+        decode_image(big, max_bytes=100)
+    assert e.value.reason == "IMAGE_TOO_LARGE"
+    jpeg = io.BytesIO()
+    text_image(["CUT"]).save(jpeg, format="JPEG")
+    with pytest.raises(ImageError) as e:
+        decode_image(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    assert e.value.reason == "IMAGE_DECODE_ERROR"
+    arr = decode_image(png_bytes(text_image(["OK"])))
+    assert arr.dtype == np.uint8 and arr.shape[2] == 3
+
+
+def test_handler_in_run_inference_dead_letters_bad_images(local_runner):
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    good = png_bytes(text_image(["FRESH BREAD"]))
+    huge = png_bytes(Image.new("RGB", (2500, 2500), "white"))
+    handler = OcrModelHandler(None, threads=1, max_batch_size=1, max_image_pixels=4_000_000)
+    with TestPipeline(runner=local_runner) as p:
+        results, failures = (
+            p
+            | beam.Create([("p1", good), ("p2", b"\x89PNG\r\n\x1a\ngarbage"), ("p3", huge)])
+            | RunInference(KeyedModelHandler(handler)).with_exception_handling()
+        )
+        texts = results | "Text" >> beam.MapTuple(lambda k, r: (k, "".join(l.text.upper() for l in r.inference.lines).replace(" ", "")))
+        reasons = failures.failed_inferences | beam.Map(lambda f: (f[0][0][0], failure_reason(f[1])[0]))
+        assert_that(texts, equal_to([("p1", "FRESHBREAD")]), label="good")
+        assert_that(reasons, equal_to([("p2", "IMAGE_DECODE_ERROR"), ("p3", "IMAGE_TOO_LARGE")]), label="dead")
+
+
+def test_handler_contract():
+    handler = OcrModelHandler(None, threads=1, max_batch_size=3)
+    assert handler.get_metrics_namespace() == "aisle_ocr"
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 3}
+    assert handler.model_paths().det.endswith("det_infer.onnx")
+    with pytest.raises(Exception, match="batch sizes"):
+        OcrModelHandler(None, min_batch_size=4, max_batch_size=2)
+
+
+def test_handler_loads_models_from_a_folder(tmp_path):
+    import shutil
+
+    from transforms.errors import ModelLoadError
+    from transforms.inference.ocr import OcrModelPaths
+
+    stock = OcrModelPaths.default()
+    with pytest.raises(ModelLoadError, match="det.onnx"):
+        OcrModelPaths.from_dir(str(tmp_path))
+    shutil.copy(stock.det, tmp_path / "det.onnx")
+    shutil.copy(stock.rec, tmp_path / "rec.onnx")
+    handler = OcrModelHandler(str(tmp_path), threads=1)
+    paths = handler.model_paths()
+    assert paths.det == str(tmp_path / "det.onnx") and paths.cls is None
+    engine = handler.load_model()
+    assert engine.cls is None
+    out = handler.run_inference([png_bytes(text_image(["SALT"]))], engine)
+    assert [l.text.upper() for l in out[0].inference.lines] == ["SALT"]
