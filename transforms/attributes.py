@@ -191,12 +191,15 @@ class Evidence(NamedTuple):
 
 
 _CUE = (
-    r"made\s+in|product\s+of|produce\s+of|produced\s+in|grown\s+in|manufactured\s+in|packed\s+in|"
+    r"made\s+in|product\s+of|produce\s+of|produced\s+in|grown\s+in|manufactured\s+in|imported\s+from|"
     r"country\s+of\s+origin|origin|origins?\s+country|manufacturing\s+country|country(?:\s+and\s+volume)?|"
     r"ursprung(?:sland)?|ursprungsland|tillverkad\s+i|producerad\s+i|framställd\s+i|odlad\s+i|"
     r"hergestellt\s+in|herkunft(?:sland)?|herkunftsland|hecho\s+en|producto\s+de|origen|fabriqué\s+en|"
-    r"produit\s+de|origine|prodotto\s+in|fabbricato\s+in|feito\s+em|made\s+by\s+\w+\s+in"
+    r"produit\s+de|origine|prodotto\s+in|fabbricato\s+in|feito\s+em|"
+    # weaker: where it was packed, not where it comes from
+    r"packed\s+in|packad\s+i|verpackt\s+in"
 )
+_WEAK_CUE = re.compile(r"^(?:packed|packad|verpackt)\b", re.IGNORECASE)
 _CUE_RE = re.compile(rf"\b(?:{_CUE})\b\s*[:\-–]?\s*", re.IGNORECASE)
 # A country name: one to four capitalised or lower-case words (letters, spaces, dots, apostrophes, hyphens).
 _NAME_RE = re.compile(r"(?:the\s+)?[^\W\d_][\w.'’\-]*(?:\s+[^\W\d_][\w.'’\-]*){0,3}", re.IGNORECASE)
@@ -235,7 +238,8 @@ def country_evidence(
         found = _country_after_cue(text, cue.end())
         if found:
             code, name = found
-            out.append(Evidence(code, 1.0 * source_weight, source, text[cue.start() : cue.end()] + name))
+            weight = 0.5 if _WEAK_CUE.match(cue.group()) else 1.0
+            out.append(Evidence(code, weight * source_weight, source, text[cue.start() : cue.end()] + name))
     for ent in entities:
         if ent.label != "LOC":
             continue

@@ -1,0 +1,110 @@
+"""The NER ModelHandler in a Beam pipeline (FnApiRunner): entities, enriched catalog, dead letters."""
+
+from __future__ import annotations
+
+import glob
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from components.ner_export import export_onnx
+from components.ner_train import TrainConfig, train_ner
+from tests.ner_support import SENTENCES, build_tiny_base
+from transforms.inference.ner import NerInputError, NerModelHandler, load_tagger
+from transforms.ner_enrich import add_ner_steps
+from transforms.records import Product
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """A tiny model trained on the support sentences, exported to ONNX (a serving folder)."""
+    root = tmp_path_factory.mktemp("ner_handler")
+    base = build_tiny_base(root / "base")
+    cfg = TrainConfig(epochs=25, learning_rate=5e-3, batch_size=4, patience=100, max_length=32, seed=7)
+    result = train_ner(SENTENCES, str(root / "torch"), eval_data=SENTENCES, base_model=base, config=cfg, progress=lambda e: None)
+    assert result.best_f1 >= 90.0
+    export_onnx(str(root / "torch"), str(root / "onnx"))
+    return str(root / "onnx")
+
+
+def test_handler_entities_keyed_with_character_offsets(tiny_onnx, local_runner):
+    texts = [("p1", "Made in Portugal."), ("p2", "John Smith visited Italy."), ("p3", "Product of Spain")]
+    handler = KeyedModelHandler(NerModelHandler(tiny_onnx, max_batch_size=2))
+    with TestPipeline(runner=local_runner) as p:
+        found = (
+            p
+            | beam.Create(texts)
+            | RunInference(handler)
+            | beam.FlatMap(lambda kv: [(kv[0], e.label, e.text, e.start, e.end) for e in kv[1].inference])
+        )
+        assert_that(
+            found,
+            equal_to(
+                [
+                    ("p1", "LOC", "Portugal", 8, 16),
+                    ("p2", "PER", "John Smith", 0, 10),
+                    ("p2", "LOC", "Italy", 19, 24),
+                    ("p3", "LOC", "Spain", 11, 16),
+                ]
+            ),
+        )
+
+
+def test_long_text_is_tagged_in_windows(tiny_onnx):
+    tagger = load_tagger(tiny_onnx)  # window: 32 tokens (the tiny model's position table)
+    sentence = "Grown in Peru and packed in Sweden. "
+    text = sentence * 12  # about 100 words: several windows
+    entities = tagger.entities([text])[0]
+    assert tagger.model_calls == 1  # all windows in one bucketed batch
+    locs = [e for e in entities if e.label == "LOC"]
+    assert len(locs) == 24  # nothing truncated: both places in every repetition
+    assert all(text[e.start : e.end] == e.text for e in locs)
+    assert locs[-1].text == "Sweden" and locs[-1].end > len(text) - 10
+
+
+def test_handler_rejects_unusable_text(tiny_onnx):
+    handler = NerModelHandler(tiny_onnx, max_chars=50)
+    model = handler.load_model()
+    with pytest.raises(NerInputError, match="empty"):
+        handler.run_inference(["  "], model)
+    with pytest.raises(NerInputError, match="over max_chars=50"):
+        handler.run_inference(["x" * 51], model)
+
+
+def test_enrich_step_writes_entities_catalog_and_dead_letters(tiny_onnx, local_runner, tmp_path):
+    products = [
+        Product(id="a", title="Olive oil", description="Product of Spain. Net volume 750 ml"),
+        Product(id="b", title="Apples", description="Grown in Peru and packed in Sweden."),
+        Product(id="c", title="Soap", description=" "),
+    ]
+    ocr = [
+        {"product_id": "a", "text": "Made in Portugal."},
+        {"product_id": "b", "text": "x" * 300},
+    ]
+    out = str(tmp_path / "out")
+    with TestPipeline(runner=local_runner) as p:
+        add_ner_steps(p | "Products" >> beam.Create(products), p | "Ocr" >> beam.Create(ocr), out, tiny_onnx, max_chars=200)
+
+    entities = pq.read_table(glob.glob(f"{out}/entities/*.parquet")).to_pylist()
+    spans = {(e["product_id"], e["source"], e["label"], e["text"], e["start"], e["end"]) for e in entities}
+    assert ("a", "description", "LOC", "Spain", 11, 16) in spans
+    assert ("a", "ocr", "LOC", "Portugal", 8, 16) in spans
+    assert ("b", "description", "LOC", "Peru", 9, 13) in spans
+
+    catalog = {r["id"]: r for r in pq.read_table(glob.glob(f"{out}/catalog_enriched/*.parquet")).to_pylist()}
+    assert set(catalog) == {"a", "b", "c"}
+    attrs_a = dict(catalog["a"]["attributes"])
+    # "Product of Spain" in the catalog text outweighs "Made in Portugal" read from a photo
+    assert attrs_a["country_of_origin"]["text"] == ["ES"]
+    assert attrs_a["net_volume_ml"]["numbers"] == [750.0]
+    assert dict(catalog["b"]["attributes"])["country_of_origin"]["text"] == ["PE"]
+
+    dead = pq.read_table(glob.glob(f"{out}/dead_letter/ner*.parquet")).to_pylist()
+    assert sorted((d["source_file"], d["source_format"], d["reason"]) for d in dead) == [
+        ("product:b", "ner:ocr", "NER_TEXT_TOO_LONG"),
+        ("product:c", "ner:description", "NER_EMPTY_TEXT"),
+    ]
