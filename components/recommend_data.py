@@ -184,28 +184,20 @@ def read_event_baskets(location: str) -> list[Basket]:
     merged. Product details with a non-positive quantity or a non-product id
     are dropped, and so is a purchase with a negative revenue.
     """
+    from transforms.recommend import purchase_from_event
+
     table = _read_parquet(location, ["eventType", "visitorId", "eventTime", "productDetails", "purchaseTransaction"])
     invoices, codes, visitors, times = [], [], [], []
     for row in table.to_pylist():
-        if row.get("eventType") != "purchase-complete":
+        purchase = purchase_from_event(row)
+        if purchase is None:
             continue
-        tx = row.get("purchaseTransaction") or {}
-        if tx.get("revenue") is not None and tx["revenue"] < 0:
-            continue
-        t = row["eventTime"]
+        basket_id, visitor, t, items = purchase
         if t is not None and t.tzinfo is None:
             t = t.replace(tzinfo=_dt.timezone.utc)
-        visitor = row.get("visitorId") or None
-        basket_id = tx.get("id") or f"{visitor}@{t.isoformat() if t else ''}"
-        for detail in row.get("productDetails") or ():
-            pid = ((detail or {}).get("product") or {}).get("id")
-            qty = detail.get("quantity")
-            if qty is not None and qty <= 0:
-                continue
-            if not is_product_code(pid):
-                continue
+        for pid in items:
             invoices.append(basket_id)
-            codes.append(pid.strip())
+            codes.append(pid)
             visitors.append(visitor)
             times.append(t)
     return _group_baskets(invoices, codes, visitors, times)

@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.errors import ConfigError
+from transforms.recommend_vocab import is_product_code
 
 __all__ = [
     "MODEL_TYPES",
@@ -55,6 +56,7 @@ __all__ = [
     "blend_lists",
     "cosine_normalize",
     "popular_items",
+    "purchase_from_event",
     "NeighbourCountsFn",
     "CooccurrenceCounts",
     "ItemCounts",
@@ -107,6 +109,33 @@ def retail_prediction(rec: Recommendation, model_type: str) -> dict:
     if rec.fallback:
         out["fallback"] = rec.fallback
     return out
+
+
+def purchase_from_event(row: Mapping) -> Optional[tuple[str, Optional[str], object, tuple[str, ...]]]:
+    """``(basket_id, visitor, event_time, product ids)`` of a purchase-complete event row, else None.
+
+    ``row`` is a UserEvent as a plain dict (an Arrow ``to_pylist`` row).
+    The basket id is ``purchaseTransaction.id`` (the visitor and time when it
+    has none). Product details with a non-positive quantity or a
+    non-product id are dropped; a negative revenue (a refund) drops the event.
+    """
+    if row.get("eventType") != "purchase-complete":
+        return None
+    tx = row.get("purchaseTransaction") or {}
+    if tx.get("revenue") is not None and tx["revenue"] < 0:
+        return None
+    t = row.get("eventTime")
+    visitor = row.get("visitorId") or None
+    basket_id = tx.get("id") or f"{visitor}@{t.isoformat() if t is not None else ''}"
+    items: dict[str, None] = {}
+    for detail in row.get("productDetails") or ():
+        detail = detail or {}
+        pid = (detail.get("product") or {}).get("id")
+        qty = detail.get("quantity")
+        if (qty is not None and qty <= 0) or not is_product_code(pid):
+            continue
+        items[pid.strip()] = None
+    return basket_id, visitor, t, tuple(items)
 
 
 # --------------------------------------------------------------------------
@@ -331,8 +360,8 @@ class ApplyFallback(beam.PTransform):
             key, grouped = kv
             found = [lst for lst in grouped["lists"] if lst]
             if not grouped["keys"]:
-                return  # a list for a key nobody asked for
-            if found:
+                pass  # a list for a key nobody asked for
+            elif found:
                 yield Recommendation(key, tuple(found[0])[:k], None)
             else:
                 yield Recommendation(key, tuple((i, s) for i, s in fallback if i != key)[:k], name)

@@ -89,11 +89,18 @@ class ItemVocab:
         object.__setattr__(self, "_index", index)
 
     @classmethod
-    def build(cls, baskets: Iterable[Sequence[str]], *, min_count: int = 1) -> "ItemVocab":
-        """The vocabulary of every item seen in at least ``min_count`` baskets."""
+    def build(cls, baskets: Iterable[Sequence[str]], *, min_count: int = 1, min_basket_size: int = 2) -> "ItemVocab":
+        """The vocabulary of every item seen in at least ``min_count`` baskets of ``min_basket_size``+ distinct items.
+
+        An item bought only on its own teaches a co-purchase model nothing
+        (its embedding would stay at its random start), so by default it is
+        left out and served by the cold-start fallback instead.
+        """
         counter: Counter[str] = Counter()
         for items in baskets:
-            counter.update(set(items))
+            distinct = set(items)
+            if len(distinct) >= min_basket_size:
+                counter.update(distinct)
         ids = sorted(item for item, n in counter.items() if n >= min_count)
         return cls(tuple(ids), tuple(counter[i] for i in ids))
 

@@ -44,6 +44,8 @@ __all__ = [
     "load_tflite_predict",
     "load_saved_model_predict",
     "top_k_excluding",
+    "load_vocab",
+    "load_item_embeddings",
 ]
 
 METRICS_NAMESPACE = "aisle_recommend"
@@ -236,3 +238,27 @@ class TFLiteQueryHandler(_QueryHandler):
 
     def load_model(self) -> QueryModel:
         return load_tflite_predict(_read_bytes(self.model_uri), num_threads=self.num_threads)
+
+
+def load_vocab(model_dir: str):
+    """The :class:`~transforms.recommend_vocab.ItemVocab` saved beside a model (``vocab.json``)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.recommend_vocab import ItemVocab
+
+    return ItemVocab.from_json(_read_bytes(FileSystems.join(model_dir, "vocab.json")).decode("utf-8"))
+
+
+def load_item_embeddings(model_dir: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """(item ids, embedding matrix) saved beside a model (``vocab.json``, ``item_embeddings.npy``)."""
+    import io
+
+    from apache_beam.io.filesystems import FileSystems
+
+    vocab = load_vocab(model_dir)
+    emb = np.load(io.BytesIO(_read_bytes(FileSystems.join(model_dir, "item_embeddings.npy"))))
+    if emb.shape[0] != len(vocab):
+        raise ModelLoadError(
+            f"{model_dir!r}: item_embeddings.npy has {emb.shape[0]} rows but vocab.json {len(vocab)} ids; re-export the model"
+        )
+    return vocab.ids, emb

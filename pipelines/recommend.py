@@ -1,0 +1,376 @@
+"""``aisle recommend``: similar items, frequently bought together and recommended-for-you, in Beam.
+
+Reads the ingest output (``<dir>/events``: purchase-complete UserEvents,
+``<dir>/products``: Products, Parquet; single ``.parquet`` files work too)
+and a trained model folder (``--model``; when none is given, one is trained
+from the events first), and writes under ``--out``:
+
+* ``similar_items/``: for every product, its ``k`` nearest items by cosine
+  over the learned item embeddings (Retail API model type ``similar-items``);
+* ``frequently_bought_together/``: for every product, the model's
+  basket-completion scores for the product alone, blended with cosine
+  co-occurrence counted over the events (``frequently-bought-together``);
+* ``recommended_for_you/``: for every visitor with purchases, the model's
+  scores for their purchase history, items already bought excluded
+  (``recommended-for-you``);
+* ``dead_letter/``: queries the model failed on, as DeadLetter rows;
+* ``summary.json``: counts per output, fallbacks, the model used, seconds.
+
+Each output folder holds ``part-*.parquet`` (``RECOMMENDATION_SCHEMA``:
+key, model_type, results[{id, score}], fallback) and
+``predictions-*.jsonl`` (one Retail-API-style prediction per line).
+Products unknown to the model and visitors whose history holds no known
+product get the most popular items instead, with ``fallback="popularity"``.
+Every product of the catalog and of the events gets exactly one row in
+each product output, and every visitor one row in ``recommended_for_you``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import apache_beam as beam
+import click
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+from transforms.errors import ConfigError
+from transforms.inference.recommend import (
+    SavedModelQueryHandler,
+    TFLiteQueryHandler,
+    load_item_embeddings,
+    load_vocab,
+)
+from transforms.records import DEAD_LETTER_SCHEMA
+from transforms.recommend import (
+    RECOMMENDATION_SCHEMA,
+    ApplyFallback,
+    CooccurrenceCounts,
+    ItemCounts,
+    NearestNeighboursFn,
+    blend_lists,
+    purchase_from_event,
+    recommendation_row,
+    retail_prediction,
+)
+
+__all__ = ["OUTPUTS", "add_recommend_steps", "train_model_from_events", "run", "command"]
+
+# output folder -> Retail API model type
+OUTPUTS = {
+    "similar_items": "similar-items",
+    "frequently_bought_together": "frequently-bought-together",
+    "recommended_for_you": "recommended-for-you",
+}
+
+
+def _parquet_pattern(location: str) -> str:
+    if location.endswith(".parquet") or any(ch in location for ch in "*?["):
+        return location
+    return location.rstrip("/") + "/*.parquet"
+
+
+def _purchases(batch):
+    for row in batch.to_pylist():
+        purchase = purchase_from_event(row)
+        if purchase is not None and purchase[3]:
+            yield purchase[0], purchase[1:]
+
+
+def _merge_basket(kv):
+    """Events of one transaction id -> (visitor, time, items)."""
+    _, parts = kv
+    parts = list(parts)
+    items: dict[str, None] = {}
+    for _, _, its in parts:
+        items.update(dict.fromkeys(its))
+    visitor = next((v for v, _, _ in parts if v), None)
+    times = [t for _, t, _ in parts if t is not None]
+    return visitor, (min(times) if times else None), tuple(items)
+
+
+def _history(kv, vocab, max_items: int):
+    """(visitor, [(time, items)]) -> (visitor, query rows), most recent purchases last, each item once."""
+    visitor, purchases = kv
+    ordered = sorted(purchases, key=lambda p: (p[0] is None, p[0]))
+    last: dict[int, None] = {}
+    for _, items in ordered:
+        for row in vocab.encode(items):
+            last.pop(row, None)
+            last[row] = None
+    rows = tuple(last)[-max_items:]
+    return visitor, rows
+
+
+def _to_ranked(kv, ids):
+    key, result = kv
+    rows, scores = result.inference
+    return key, tuple((ids[int(r)], float(s)) for r, s in zip(rows, scores))
+
+
+def _blend(kv, alpha: float, k: int):
+    key, grouped = kv
+    learned = next(iter(grouped["learned"]), ())
+    cooc = next(iter(grouped["cooccurrence"]), ())
+    return key, tuple(blend_lists(learned, cooc, alpha=alpha, k=k))
+
+
+def _dead_letter(failed, stage: str):
+    batch, exc = failed
+    for element in batch:
+        key = element[0] if isinstance(element, tuple) and element else ""
+        yield {
+            "source_file": stage,
+            "source_offset": -1,
+            "source_format": "recommend-query",
+            "raw": json.dumps([str(key), [int(r) for r in element[1]]] if isinstance(element, tuple) else str(element)),
+            "reason": "INFERENCE_FAILED",
+            "detail": f"{type(exc).__name__}: {exc}"[:2000],
+        }
+
+
+def _write(pcoll, out_dir: str, name: str, model_type: str):
+    folder = os.path.join(out_dir, name)
+    (
+        pcoll
+        | f"{name}/Rows" >> beam.Map(recommendation_row, model_type)
+        | f"{name}/Parquet"
+        >> beam.io.WriteToParquet(os.path.join(folder, "part"), RECOMMENDATION_SCHEMA, file_name_suffix=".parquet")
+    )
+    (
+        pcoll
+        | f"{name}/Json" >> beam.Map(lambda rec: json.dumps(retail_prediction(rec, model_type), sort_keys=True))
+        | f"{name}/JsonLines" >> beam.io.WriteToText(os.path.join(folder, "predictions"), file_name_suffix=".jsonl")
+    )
+
+
+def add_recommend_steps(
+    pipeline: beam.Pipeline,
+    *,
+    events: str,
+    catalog: str | None,
+    model_dir: str,
+    out_dir: str,
+    k: int = 10,
+    fbt_alpha: float = 0.5,
+    engine: str = "saved_model",
+    tflite_path: str | None = None,
+    max_history_items: int | None = None,
+    batch_size: int = 256,
+) -> dict[str, beam.PCollection]:
+    """Add the recommendation steps to ``pipeline``; returns the three Recommendation PCollections.
+
+    ``engine`` picks the handler for the model's queries: ``"saved_model"``
+    (``<model_dir>/saved_model``) or ``"tflite"`` (``tflite_path``, default
+    ``<model_dir>/model_int8.tflite``). ``fbt_alpha`` weights the learned
+    scores against cosine co-occurrence in frequently-bought-together
+    (1 = learned only, 0 = co-occurrence only).
+    """
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    if not 0.0 <= fbt_alpha <= 1.0:
+        raise ConfigError(f"fbt_alpha must be in [0, 1], got {fbt_alpha}")
+    vocab = load_vocab(model_dir)
+    if engine == "saved_model":
+        handler_cls, uri, extra = SavedModelQueryHandler, os.path.join(model_dir, "saved_model"), {}
+    elif engine == "tflite":
+        handler_cls, uri, extra = TFLiteQueryHandler, tflite_path or os.path.join(model_dir, "model_int8.tflite"), {}
+    else:
+        raise ConfigError(f"engine must be 'saved_model' or 'tflite', got {engine!r}")
+    max_history = max_history_items or 48
+
+    def handler():
+        return KeyedModelHandler(handler_cls(uri, top_k=k, max_batch_size=batch_size, **extra))
+
+    ids = vocab.ids
+    p = pipeline
+    purchases = (
+        p
+        | "ReadEvents" >> beam.io.ReadFromParquetBatched(_parquet_pattern(events))
+        | "Purchases" >> beam.FlatMap(_purchases)
+    )
+    baskets = purchases | "GroupByTransaction" >> beam.GroupByKey() | "MergeBasket" >> beam.Map(_merge_basket)
+    basket_items = baskets | "BasketItems" >> beam.Map(lambda b: b[2])
+    event_items = basket_items | "EventItems" >> beam.FlatMap(lambda items: items)
+    if catalog:
+        catalog_items = (
+            p
+            | "ReadCatalog" >> beam.io.ReadFromParquetBatched(_parquet_pattern(catalog), columns=["id"])
+            | "CatalogIds" >> beam.FlatMap(lambda batch: [i for i in batch.column("id").to_pylist() if i])
+        )
+        all_items = (catalog_items, event_items) | "AllItems" >> beam.Flatten()
+    else:
+        all_items = event_items
+    items = all_items | "DistinctItems" >> beam.Distinct()
+
+    popular = (
+        basket_items
+        | "Popularity" >> ItemCounts()
+        | "TopPopular" >> beam.combiners.Top.Of(k + 1, key=lambda kv: (kv[1], kv[0]))
+        | "PopularList"
+        >> beam.Map(lambda top: tuple((i, c / (top[0][1] if top else 1)) for i, c in top))
+    )
+
+    # similar items: cosine over the learned embeddings, in batches
+    neighbours = (
+        items
+        | "BatchItems" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
+        | "NearestNeighbours"
+        >> beam.ParDo(NearestNeighboursFn(functools.partial(load_item_embeddings, model_dir), k)).with_outputs(
+            "unknown", main="known"
+        )
+    )
+    similar = (items, neighbours.known, popular) | "SimilarFallback" >> ApplyFallback(k)
+
+    # frequently bought together: learned single-item queries blended with cosine co-occurrence
+    known_items = items | "KnownItems" >> beam.Filter(lambda i: i in vocab)
+    learned, item_failures = (
+        known_items
+        | "ItemQuery" >> beam.Map(lambda i: (i, (vocab.index(i),)))
+        | "ScoreItems" >> RunInference(handler()).with_exception_handling()
+    )
+    learned = learned | "ItemResults" >> beam.Map(_to_ranked, ids)
+    cooc = basket_items | "Cooccurrence" >> CooccurrenceCounts(k, normalize="cosine")
+    blended = (
+        {"learned": learned, "cooccurrence": cooc}
+        | "JoinFBT" >> beam.CoGroupByKey()
+        | "BlendFBT" >> beam.Map(_blend, fbt_alpha, k)
+    )
+    fbt = (items, blended, popular) | "FBTFallback" >> ApplyFallback(k)
+
+    # recommended for you: visitor history -> model
+    visitors_hist = (
+        baskets
+        | "VisitorPurchases" >> beam.FlatMap(lambda b: [(b[0], (b[1], b[2]))] if b[0] else [])
+        | "GroupByVisitor" >> beam.GroupByKey()
+        | "History" >> beam.Map(_history, vocab, max_history)
+    )
+    visitors = visitors_hist | "Visitors" >> beam.Keys()
+    visitor_lists, visitor_failures = (
+        visitors_hist
+        | "KnownHistory" >> beam.Filter(lambda kv: len(kv[1]) > 0)
+        | "ScoreVisitors" >> RunInference(handler()).with_exception_handling()
+    )
+    visitor_lists = visitor_lists | "VisitorResults" >> beam.Map(_to_ranked, ids)
+    rfy = (visitors, visitor_lists, popular) | "ForYouFallback" >> ApplyFallback(k)
+
+    outputs = {"similar_items": similar, "frequently_bought_together": fbt, "recommended_for_you": rfy}
+    for name, pcoll in outputs.items():
+        _write(pcoll, out_dir, name, OUTPUTS[name])
+    (
+        (
+            item_failures.failed_inferences | "ItemDeadLetters" >> beam.FlatMap(_dead_letter, "ScoreItems"),
+            visitor_failures.failed_inferences | "VisitorDeadLetters" >> beam.FlatMap(_dead_letter, "ScoreVisitors"),
+        )
+        | "DeadLetters" >> beam.Flatten()
+        | "WriteDeadLetters"
+        >> beam.io.WriteToParquet(os.path.join(out_dir, "dead_letter", "part"), DEAD_LETTER_SCHEMA, file_name_suffix=".parquet")
+    )
+    return outputs
+
+
+def train_model_from_events(events: str, model_dir: str, *, epochs: int | None = None, echo=print) -> str:
+    """Train and export a model from the purchase events at ``events``; returns ``model_dir``."""
+    from components.recommend_data import read_event_baskets
+    from components.recommend_model import TrainConfig, export_model, train_item_model
+    from transforms.recommend_vocab import ItemVocab
+
+    baskets = [b.items for b in read_event_baskets(events)]
+    vocab = ItemVocab.build(baskets)
+    config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+    echo(f"no --model given: training one on {len(baskets)} baskets, {len(vocab)} items from {events} ({config.epochs} epochs)")
+    trained = train_item_model(baskets, vocab, config)
+    export_model(trained, model_dir)
+    return model_dir
+
+
+def _count_rows(folder: str) -> dict[str, int]:
+    import glob
+
+    import pyarrow.parquet as pq
+
+    total, fallback = 0, 0
+    for path in glob.glob(os.path.join(folder, "part*.parquet")):
+        meta = pq.read_metadata(path)
+        total += meta.num_rows
+        if "fallback" in meta.schema.names:
+            fallback += meta.num_rows - pq.read_table(path, columns=["fallback"]).column("fallback").null_count
+    return {"rows": total, "fallback_rows": fallback}
+
+
+def run(
+    *,
+    events: str,
+    catalog: str | None,
+    out_dir: str,
+    model_dir: str | None = None,
+    beam_args=(),
+    workers: int = 1,
+    epochs: int | None = None,
+    echo=print,
+    **options,
+) -> dict:
+    """Train if needed, run the pipeline, write ``summary.json``; returns the summary."""
+    from pipelines.options import make_pipeline, pipeline_options
+
+    start = time.perf_counter()
+    trained_here = model_dir is None
+    if trained_here:
+        model_dir = train_model_from_events(events, os.path.join(out_dir, "model"), epochs=epochs, echo=echo)
+    train_secs = time.perf_counter() - start
+    with make_pipeline(pipeline_options(beam_args, workers=workers)) as p:
+        add_recommend_steps(p, events=events, catalog=catalog, model_dir=model_dir, out_dir=out_dir, **options)
+    summary = {
+        "events": events,
+        "catalog": catalog,
+        "model": model_dir,
+        "trained_here": trained_here,
+        "engine": options.get("engine", "saved_model"),
+        "train_seconds": round(train_secs, 2),
+        "seconds": round(time.perf_counter() - start, 2),
+        "outputs": {},
+    }
+    if out_dir.startswith("gs://"):
+        summary["outputs"] = {name: {"folder": f"{out_dir}/{name}"} for name in OUTPUTS}
+    else:
+        summary["outputs"] = {name: _count_rows(os.path.join(out_dir, name)) for name in OUTPUTS}
+        summary["dead_letters"] = _count_rows(os.path.join(out_dir, "dead_letter"))["rows"]
+        with open(os.path.join(out_dir, "summary.json"), "w") as fh:
+            json.dump(summary, fh, indent=2)
+    return summary
+
+
+@click.command(
+    "recommend",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.option("--events", required=True, help="Ingest output events folder (<dir>/events) or a .parquet file.")
+@click.option("--catalog", default=None, help="Ingest output products folder (<dir>/products) or a .parquet file.")
+@click.option("--out", "out_dir", required=True, help="Output folder (local or gs://).")
+@click.option("--model", "model_dir", default=None, help="Trained model folder (local or gs://); trained from --events when absent.")
+@click.option("--k", default=10, show_default=True, help="Items per recommendation list.")
+@click.option("--fbt-alpha", default=0.5, show_default=True, help="Weight of learned scores vs cosine co-occurrence in frequently-bought-together.")
+@click.option("--engine", type=click.Choice(["saved_model", "tflite"]), default="saved_model", show_default=True)
+@click.option("--tflite", "tflite_path", default=None, help="TFLite model for --engine tflite (default <model>/model_int8.tflite).")
+@click.option("--epochs", default=None, type=int, help="Training epochs when no --model is given.")
+@click.option("--workers", default=1, show_default=True, help="Local worker processes.")
+@click.pass_context
+def command(ctx, events, catalog, out_dir, model_dir, k, fbt_alpha, engine, tflite_path, epochs, workers):
+    """Similar items, frequently bought together and recommended-for-you lists from purchase events."""
+    summary = run(
+        events=events,
+        catalog=catalog,
+        out_dir=out_dir,
+        model_dir=model_dir,
+        beam_args=ctx.args,
+        workers=workers,
+        epochs=epochs,
+        echo=click.echo,
+        k=k,
+        fbt_alpha=fbt_alpha,
+        engine=engine,
+        tflite_path=tflite_path,
+    )
+    click.echo(json.dumps(summary, indent=2))

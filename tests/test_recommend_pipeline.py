@@ -1,0 +1,126 @@
+"""The recommend pipeline end to end on a toy event set, with a tiny model trained in the test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from components.recommend_model import TrainConfig, export_model, train_item_model  # noqa: E402
+from components.recommend_quantize import convert_tflite  # noqa: E402
+from transforms.records import (  # noqa: E402
+    PRODUCT_SCHEMA,
+    USER_EVENT_SCHEMA,
+    Product,
+    ProductDetail,
+    ProductRef,
+    PurchaseTransaction,
+    UserEvent,
+    to_arrow,
+)
+from transforms.recommend_vocab import ItemVocab  # noqa: E402
+
+from tests.recommend_toy import GROUPS, companions, toy_baskets, toy_times, variants  # noqa: E402
+
+
+def _events():
+    """The planted-pattern baskets as purchase events, plus a visitor who bought only an unknown product."""
+    baskets = toy_baskets()
+    events = [
+        UserEvent(
+            eventType="purchase-complete",
+            visitorId=visitor,
+            eventTime=t,
+            productDetails=tuple(ProductDetail(ProductRef(i), 1) for i in items),
+            purchaseTransaction=PurchaseTransaction(revenue=10.0, currencyCode="GBP", id=f"t{n}"),
+        )
+        for n, ((visitor, items), t) in enumerate(zip(baskets, toy_times(len(baskets))))
+    ]
+    t0 = toy_times(1)[0]
+    # the unknown product is alone in its basket; POST is not a product and is dropped
+    events.append(
+        UserEvent(
+            eventType="purchase-complete",
+            visitorId="v-cold",
+            eventTime=t0,
+            productDetails=(ProductDetail(ProductRef("99999"), 1), ProductDetail(ProductRef("POST"), 1)),
+            purchaseTransaction=PurchaseTransaction(revenue=5.0, currencyCode="GBP", id="t-cold"),
+        )
+    )
+    events.append(UserEvent(eventType="detail-page-view", visitorId="v-view", eventTime=t0))
+    return events
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recommend")
+    events = _events()
+    (root / "events").mkdir()
+    (root / "products").mkdir()
+    pq.write_table(to_arrow(events, UserEvent), root / "events" / "part-0.parquet")
+    catalog = [Product(id=i, title=f"item {i}") for g in GROUPS for i in companions(g) + variants(g)] + [Product(id="55555", title="new item")]
+    pq.write_table(to_arrow(catalog, Product), root / "products" / "part-0.parquet")
+    from components.recommend_data import read_event_baskets
+
+    baskets = [b.items for b in read_event_baskets(str(root / "events"))]
+    vocab = ItemVocab.build(baskets)
+    trained = train_item_model(baskets, vocab, TrainConfig(dim=8, epochs=15, batch_size=64, learning_rate=0.02, max_query_items=8))
+    paths = export_model(trained, str(root / "model"))
+    queries = [vocab.encode(b[1:]) for b in baskets]
+    convert_tflite(paths["saved_model"], str(root / "model" / "model_int8.tflite"), mode="int8",
+                   representative_queries=queries, max_query_items=8)
+    assert USER_EVENT_SCHEMA and PRODUCT_SCHEMA
+    return root, events, catalog, vocab
+
+
+def _read(folder):
+    rows = []
+    for path in sorted(glob.glob(os.path.join(folder, "part*.parquet"))):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+@pytest.mark.parametrize("engine", ["saved_model", "tflite"])
+def test_pipeline_writes_every_item_and_visitor_once(toy, tmp_path, engine):
+    from pipelines.recommend import run
+
+    root, events, catalog, vocab = toy
+    out = tmp_path / "out"
+    summary = run(events=str(root / "events"), catalog=str(root / "products"), out_dir=str(out),
+                  model_dir=str(root / "model"), engine=engine, k=3, echo=lambda *_: None)
+    items = {p.id for p in catalog} | {"99999"}
+    visitors = {e.visitorId for e in events if e.eventType == "purchase-complete"}
+    for name in ("similar_items", "frequently_bought_together"):
+        rows = _read(out / name)
+        assert sorted(r["key"] for r in rows) == sorted(items), name
+        by_key = {r["key"]: r for r in rows}
+        for cold in ("55555", "99999"):
+            assert by_key[cold]["fallback"] == "popularity"
+            assert len(by_key[cold]["results"]) == 3
+            assert cold not in [x["id"] for x in by_key[cold]["results"]]
+        for g in GROUPS:
+            for v in variants(g):
+                top = by_key[v]["results"][0]["id"]
+                assert by_key[v]["fallback"] is None
+                if name == "similar_items":
+                    assert top == ({*variants(g)} - {v}).pop(), (v, by_key[v]["results"])
+                else:
+                    assert top in companions(g), (v, by_key[v]["results"])
+    rfy = _read(out / "recommended_for_you")
+    assert sorted(r["key"] for r in rfy) == sorted(visitors)
+    by_visitor = {r["key"]: r for r in rfy}
+    assert by_visitor["v-cold"]["fallback"] == "popularity"
+    warm = [r for r in rfy if r["key"] != "v-cold"]
+    assert all(r["fallback"] is None and r["results"] for r in warm)
+    assert summary["outputs"]["similar_items"]["rows"] == len(items)
+    assert summary["dead_letters"] == 0
+    jsonl = [json.loads(line) for f in glob.glob(str(out / "recommended_for_you" / "predictions*.jsonl")) for line in open(f)]
+    assert {j["key"] for j in jsonl} == visitors
+    assert all(j["modelType"] == "recommended-for-you" and "metadata" in j["results"][0] for j in jsonl)
