@@ -299,6 +299,7 @@ def quantize_int8_static(
     activation_type: str = "qint8",
     weight_type: str = "qint8",
     calibrate_method: str = "minmax",
+    calibration_cache_path: str | None = None,
 ) -> str:
     """INT8 static quantization in QDQ format, calibrated on ``calibration_reader``.
 
@@ -306,6 +307,10 @@ def quantize_int8_static(
     (e.g. :class:`FeedsCalibrationReader`) or a list of feeds. A model with
     opset < 13 is upgraded first when ``per_channel`` is set.
     ``calibrate_method``: ``minmax``, ``entropy`` or ``percentile``.
+    ``calibration_cache_path``: a JSON file of tensor ranges, written by the
+    first call and reused by later ones (then ``calibration_reader`` may be
+    None): mixed-precision searches quantize the same model many times with
+    different exclusions and need the ranges only once.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
@@ -314,6 +319,8 @@ def quantize_int8_static(
         raise ConfigError(f"calibrate_method={calibrate_method!r}: use one of {sorted(methods)}")
     if isinstance(calibration_reader, (list, tuple)):
         calibration_reader = FeedsCalibrationReader(calibration_reader)
+    if calibration_reader is None and not (calibration_cache_path and os.path.isfile(calibration_cache_path)):
+        raise ConfigError("quantize_int8_static needs a calibration_reader (or an existing calibration_cache_path)")
     path = _check_in(model_path)
     out = _prepare_out(out_path)
     with tempfile.TemporaryDirectory(prefix="aisle-quant-") as tmp:
@@ -331,8 +338,9 @@ def quantize_int8_static(
             nodes_to_exclude=list(nodes_to_exclude),
             calibrate_method=methods[calibrate_method],
             extra_options=dict(extra_options or {}),
+            calibration_cache_path=calibration_cache_path,
         )
-    if hasattr(calibration_reader, "rewind"):
+    if calibration_reader is not None and hasattr(calibration_reader, "rewind"):
         calibration_reader.rewind()
     return _carry_metadata(model_path, out)
 

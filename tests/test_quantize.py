@@ -223,3 +223,13 @@ def test_metadata_survives_every_candidate(tmp_path):
     for out in outs:
         meta = {p.key: p.value for p in onnx.load(out).metadata_props}
         assert meta.get("character") == "a\nb\nc", out
+
+
+def test_static_calibration_cache_is_reused(cnn, tmp_path):
+    cache = str(tmp_path / "ranges.json")
+    first = quantize_int8_static(cnn, str(tmp_path / "a.onnx"), _feeds(4), calibration_cache_path=cache)
+    again = quantize_int8_static(cnn, str(tmp_path / "b.onnx"), None, calibration_cache_path=cache, nodes_to_exclude=["fc"])
+    assert _quantized_weights(first) == {"conv1", "conv2", "fc"}
+    assert _quantized_weights(again) == {"conv1", "conv2"}
+    with pytest.raises(ConfigError, match="calibration_reader"):
+        quantize_int8_static(cnn, str(tmp_path / "c.onnx"), None)

@@ -192,10 +192,13 @@ def _read_bytes(path: str) -> bytes:
         raise ModelLoadError(f"cannot read model {path!r}: {e}") from e
 
 
-def _session(path: str, threads: int | None):
+def _session(path: str, threads: int | None, *, spin: bool = False):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    # Spinning worker threads win on an idle machine and lose badly when the
+    # cores are shared (Beam workers, other jobs): off unless asked for.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     if threads:
@@ -476,21 +479,29 @@ class OcrEngine:
 
     # -- orientation ------------------------------------------------------
 
-    def _cls_batch(self, crops: Sequence[np.ndarray]) -> list[tuple[bool, float]]:
-        """(is upside down, score) for each crop."""
+    def cls_feeds(self, crops: Sequence[np.ndarray], batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+        """The orientation classifier's input feeds for ``crops``."""
         import cv2
 
-        out: list[tuple[bool, float]] = []
+        feeds = []
         ih, iw = 48, 192
-        for start in range(0, len(crops), 32):
-            chunk = crops[start : start + 32]
+        name = self._cls_in or "x"
+        for start in range(0, len(crops), batch_size):
+            chunk = crops[start : start + batch_size]
             batch = np.zeros((len(chunk), 3, ih, iw), dtype=np.float32)
             for k, crop in enumerate(chunk):
                 h, w = crop.shape[:2]
                 rw = min(iw, int(math.ceil(ih * w / max(h, 1))))
                 r = cv2.resize(crop, (max(rw, 1), ih)).astype(np.float32) * (1 / 127.5) - 1.0
                 batch[k, :, :, : r.shape[1]] = r.transpose(2, 0, 1)
-            prob = self.cls.run(None, {self._cls_in: batch})[0]
+            feeds.append({name: batch})
+        return feeds
+
+    def _cls_batch(self, crops: Sequence[np.ndarray]) -> list[tuple[bool, float]]:
+        """(is upside down, score) for each crop."""
+        out: list[tuple[bool, float]] = []
+        for feed in self.cls_feeds(crops):
+            prob = self.cls.run(None, feed)[0]
             for p in prob:
                 idx = int(np.argmax(p))
                 out.append((idx == 1, float(p[idx])))
@@ -521,15 +532,14 @@ class OcrEngine:
             chars.append(self.characters[idx[col]])
         return "".join(chars).strip(), float(conf[cols].mean())
 
-    def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
-        """Text and mean character confidence of each upright line crop (BGR)."""
+    def _rec_batches(self, crops: Sequence[np.ndarray]):
+        """(crop indices, input batch, resized widths) in aspect-ratio order, ``rec_batch_size`` at a time."""
         import cv2
 
         c = self.config
         ih = c.rec_height
         ratios = [cr.shape[1] / max(cr.shape[0], 1) for cr in crops]
         order = np.argsort(ratios, kind="stable")
-        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
         for start in range(0, len(order), c.rec_batch_size):
             ids = order[start : start + c.rec_batch_size]
             max_ratio = max(max(ratios[i] for i in ids), 320 / 48)
@@ -541,8 +551,31 @@ class OcrEngine:
                 r = cv2.resize(crops[i], (rw, ih)).astype(np.float32) * (1 / 127.5) - 1.0
                 batch[k, :, :, :rw] = r.transpose(2, 0, 1)
                 widths.append(rw)
+            yield ids, batch, widths
+
+    def rec_feeds(self, crops: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """The recognizer's input feeds for ``crops`` (calibration data for quantization)."""
+        return [{self._rec_in: batch} for _, batch, _ in self._rec_batches(crops)]
+
+    def det_feed(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """The detector's input feed for one whole (untiled) image."""
+        return {self._det_in: self._det_input(image)[0]}
+
+    def line_crops(self, image: np.ndarray) -> list[np.ndarray]:
+        """The upright-orientation crops of every detected line (vertical ones turned 90 degrees)."""
+        crops = []
+        for b in self.detect(image):
+            crop = _crop(image, b)
+            h, w = crop.shape[:2]
+            crops.append(np.ascontiguousarray(np.rot90(crop, 1)) if h >= self.config.vertical_ratio * w else crop)
+        return crops
+
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """Text and mean character confidence of each upright line crop (BGR)."""
+        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        for ids, batch, widths in self._rec_batches(crops):
             probs = self.rec.run(None, {self._rec_in: batch})[0]
-            cols_per_px = probs.shape[1] / iw
+            cols_per_px = probs.shape[1] / batch.shape[3]
             for k, i in enumerate(ids):
                 # columns past the crop's own width only see padding
                 used = min(probs.shape[1], int(math.ceil(widths[k] * cols_per_px)) + 1)

@@ -1,0 +1,278 @@
+"""OCR model candidates: the three PP-OCR models in FP32, FP16, INT8 dynamic, INT8 static and mixed.
+
+Each candidate is a folder with ``det.onnx``, ``rec.onnx`` and ``cls.onnx``
+(what ``OcrModelPaths.from_dir`` and ``aisle enrich --ocr-models`` read).
+The three models are measured separately, because they react differently
+to INT8: the detector's output is a probability map thresholded into
+boxes, the classifier a two-way decision, the recognizer a per-column
+softmax over 6,625 characters whose argmax is the text.
+
+* ``fp32``: graph-optimized (basic level, portable) copies of the models;
+* ``fp16``: every model in float16 (inputs and outputs stay float32);
+* ``int8_dynamic``: INT8 weights, activations quantized at run time;
+* ``int8_static``: QDQ, per-channel weights, activations calibrated on
+  real images (disjoint from the evaluation images);
+* ``mixed``: static INT8 where the model's own agreement with FP32 holds on
+  the calibration images, and, for the recognizer, per-layer sensitivity
+  with the most sensitive layers kept in FP32 until the agreement drop is
+  within ``max_rec_drop``.
+
+Agreement scores use no ground truth: the FP32 models' output on the
+calibration images is the reference (character agreement of the
+recognizer's text, box recall of the detector, label agreement of the
+classifier).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from components.ocr_eval import levenshtein
+from components.quantize import (
+    FeedsCalibrationReader,
+    mixed_precision,
+    optimize_graph,
+    quantizable_nodes,
+    quantize_int8_dynamic,
+    quantize_int8_static,
+    to_fp16,
+    upgrade_opset,
+)
+from transforms.errors import ConfigError
+from transforms.inference.ocr import OcrConfig, OcrEngine, OcrModelPaths, _session
+
+__all__ = ["CANDIDATES", "CalibrationSet", "OcrCandidateInfo", "build_ocr_candidates", "calibration_set"]
+
+CANDIDATES = ("fp32", "fp16", "int8_dynamic", "int8_static", "mixed")
+MODELS = ("det", "rec", "cls")
+
+
+@dataclass
+class CalibrationSet:
+    """Model inputs built from real images by the FP32 engine, plus the FP32 reference outputs."""
+
+    det_feeds: list[dict]
+    rec_feeds: list[dict]
+    cls_feeds: list[dict]
+    crops: list[np.ndarray]
+    images: list[np.ndarray]
+    ref_texts: list[str] = field(default_factory=list)
+    ref_boxes: list[list[np.ndarray]] = field(default_factory=list)
+    ref_flips: list[int] = field(default_factory=list)
+
+
+def calibration_set(images: Sequence[np.ndarray], *, engine: OcrEngine, max_crops: int = 400, max_det_images: int = 8) -> CalibrationSet:
+    """Build calibration feeds (and FP32 references) from BGR images with the FP32 ``engine``."""
+    if not images:
+        raise ConfigError("calibration needs at least one image")
+    crops: list[np.ndarray] = []
+    boxes = []
+    for img in images:
+        boxes.append(engine.detect(img))
+        crops.extend(engine.line_crops(img))
+    rng = np.random.default_rng(0)
+    if len(crops) > max_crops:
+        keep = sorted(rng.choice(len(crops), size=max_crops, replace=False))
+        crops = [crops[i] for i in keep]
+    det_imgs = list(images[:max_det_images])
+    cal = CalibrationSet(
+        det_feeds=[engine.det_feed(img) for img in det_imgs],
+        rec_feeds=engine.rec_feeds(crops),
+        cls_feeds=engine.cls_feeds(crops) if engine.cls is not None else [],
+        crops=crops,
+        images=det_imgs,
+    )
+    cal.ref_texts = [t for t, _ in engine.recognize(crops)]
+    cal.ref_boxes = boxes[: len(det_imgs)]
+    if engine.cls is not None:
+        cal.ref_flips = [int(f) for f, _ in engine._cls_batch(crops)]
+    return cal
+
+
+def _rect(b):
+    return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 0].max()), float(b[:, 1].max())
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class _Scorer:
+    """Agreement of one swapped-in model with the FP32 engine on the calibration set."""
+
+    def __init__(self, base: OcrEngine, cal: CalibrationSet, threads: int | None):
+        self.base, self.cal, self.threads = base, cal, threads
+
+    def _engine(self, **paths) -> OcrEngine:
+        b = self.base
+        return OcrEngine(
+            _session(paths["det"], self.threads) if "det" in paths else b.det,
+            _session(paths["rec"], self.threads) if "rec" in paths else b.rec,
+            _session(paths["cls"], self.threads) if "cls" in paths else b.cls,
+            characters=b.characters[1:-1],
+            config=b.config,
+        )
+
+    def rec(self, path: str) -> float:
+        """1 - character disagreement rate with the FP32 recognizer's text."""
+        texts = [t for t, _ in self._engine(rec=path).recognize(self.cal.crops)]
+        edits = sum(levenshtein(t, r) for t, r in zip(texts, self.cal.ref_texts))
+        return 1.0 - edits / max(1, sum(len(r) for r in self.cal.ref_texts))
+
+    def det(self, path: str) -> float:
+        """Recall of the FP32 detector's boxes (IoU >= 0.5) by the candidate's boxes."""
+        eng = self._engine(det=path)
+        found = total = 0
+        for img, ref in zip(self.cal.images, self.cal.ref_boxes):
+            got = [_rect(b) for b in eng.detect(img)]
+            for r in ref:
+                total += 1
+                found += any(_iou(_rect(r), g) >= 0.5 for g in got)
+        return found / max(total, 1)
+
+    def cls(self, path: str) -> float:
+        """Agreement of the upside-down decisions with the FP32 classifier."""
+        flips = [int(f) for f, _ in self._engine(cls=path)._cls_batch(self.cal.crops)]
+        return float(np.mean([a == b for a, b in zip(flips, self.cal.ref_flips)])) if flips else 1.0
+
+
+@dataclass
+class OcrCandidateInfo:
+    """What was built for one candidate: its model folder and per-model notes/scores."""
+
+    name: str
+    model_dir: str
+    notes: str
+    agreement: dict = field(default_factory=dict)
+
+
+def _layer_groups(nodes: Sequence[str], n_groups: int) -> dict[str, list[str]]:
+    """Consecutive runs of quantizable nodes (graph order) as layers."""
+    size = max(1, int(np.ceil(len(nodes) / n_groups)))
+    return {f"layers_{i:02d}_{nodes[i]}..{nodes[min(i + size, len(nodes)) - 1]}": list(nodes[i : i + size]) for i in range(0, len(nodes), size)}
+
+
+def build_ocr_candidates(
+    work_dir: str,
+    calibration_images: Sequence[np.ndarray],
+    *,
+    base: OcrModelPaths | None = None,
+    candidates: Sequence[str] = CANDIDATES,
+    max_rec_drop: float = 0.01,
+    min_det_recall: float = 0.98,
+    min_cls_agreement: float = 0.99,
+    rec_groups: int = 12,
+    threads: int | None = 1,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict[str, OcrCandidateInfo]:
+    """Build each requested candidate under ``work_dir/<name>/`` and return what was built.
+
+    ``calibration_images`` are BGR arrays, kept apart from evaluation images.
+    """
+    unknown = set(candidates) - set(CANDIDATES)
+    if unknown:
+        raise ConfigError(f"unknown OCR candidates {sorted(unknown)}; choose from {CANDIDATES}")
+    base = base or OcrModelPaths.default()
+    os.makedirs(work_dir, exist_ok=True)
+    src = {"det": base.det, "rec": base.rec, "cls": base.cls}
+
+    # FP32 reference: opset 13 (per-channel QDQ needs it) + basic graph optimization.
+    fp32_dir = os.path.join(work_dir, "fp32")
+    os.makedirs(fp32_dir, exist_ok=True)
+    fp32 = {}
+    for m in MODELS:
+        up = upgrade_opset(src[m], os.path.join(work_dir, "_tmp", f"{m}.opset13.onnx"), opset=13)
+        fp32[m] = optimize_graph(up, os.path.join(fp32_dir, f"{m}.onnx"), opt_level=1)
+    built: dict[str, OcrCandidateInfo] = {}
+    if "fp32" in candidates:
+        built["fp32"] = OcrCandidateInfo("fp32", fp32_dir, "opset 13, basic graph optimization")
+
+    def folder(name: str) -> str:
+        d = os.path.join(work_dir, name)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    if "fp16" in candidates:
+        d = folder("fp16")
+        for m in MODELS:
+            to_fp16(fp32[m], os.path.join(d, f"{m}.onnx"))
+        built["fp16"] = OcrCandidateInfo("fp16", d, "all three models float16 (float32 I/O)")
+    if "int8_dynamic" in candidates:
+        d = folder("int8_dynamic")
+        for m in MODELS:
+            quantize_int8_dynamic(fp32[m], os.path.join(d, f"{m}.onnx"), per_channel=True)
+        built["int8_dynamic"] = OcrCandidateInfo("int8_dynamic", d, "INT8 weights (per channel), dynamic activations")
+
+    if not {"int8_static", "mixed"} & set(candidates):
+        shutil.rmtree(os.path.join(work_dir, "_tmp"), ignore_errors=True)
+        return built
+
+    log(f"calibrating on {len(calibration_images)} images")
+    ref_engine = OcrEngine.load(OcrModelPaths(**{m: fp32[m] for m in MODELS}), threads=threads, config=OcrConfig())
+    cal = calibration_set(calibration_images, engine=ref_engine)
+    scorer = _Scorer(ref_engine, cal, threads)
+    feeds = {"det": cal.det_feeds, "rec": cal.rec_feeds, "cls": cal.cls_feeds}
+    caches = {m: os.path.join(work_dir, "_tmp", f"{m}.ranges.json") for m in MODELS}
+    extra = {"det": {"CalibMaxIntermediateOutputs": 2}, "rec": {"CalibMaxIntermediateOutputs": 4}, "cls": {}}
+
+    def static(m: str, out: str, exclude: Sequence[str] = ()) -> str:
+        reader = None if os.path.isfile(caches[m]) else FeedsCalibrationReader(feeds[m])
+        return quantize_int8_static(fp32[m], out, reader, nodes_to_exclude=exclude, calibration_cache_path=caches[m], extra_options=extra[m])
+
+    d = folder("int8_static")
+    agreement = {}
+    for m in MODELS:
+        static(m, os.path.join(d, f"{m}.onnx"))
+        agreement[m] = getattr(scorer, m)(os.path.join(d, f"{m}.onnx"))
+        log(f"int8_static {m}: agreement with fp32 {agreement[m]:.4f}")
+    if "int8_static" in candidates:
+        built["int8_static"] = OcrCandidateInfo("int8_static", d, "QDQ per-channel INT8, calibrated", dict(agreement))
+
+    if "mixed" in candidates:
+        md = folder("mixed")
+        notes = []
+        # detector and classifier: whole-model decision by measured agreement
+        for m, floor in (("det", min_det_recall), ("cls", min_cls_agreement)):
+            if agreement[m] >= floor:
+                shutil.copyfile(os.path.join(d, f"{m}.onnx"), os.path.join(md, f"{m}.onnx"))
+                notes.append(f"{m} INT8 (agreement {agreement[m]:.3f})")
+            else:
+                shutil.copyfile(fp32[m], os.path.join(md, f"{m}.onnx"))
+                notes.append(f"{m} FP32 (INT8 agreement {agreement[m]:.3f} < {floor})")
+        # recognizer: per-layer sensitivity
+        nodes = quantizable_nodes(fp32["rec"])
+        groups = _layer_groups(nodes, rec_groups)
+        result = mixed_precision(
+            fp32["rec"],
+            os.path.join(md, "rec.onnx"),
+            quantize=lambda excl, out: static("rec", out, excl),
+            score=scorer.rec,
+            candidate_nodes=nodes,
+            groups=groups,
+            reference_score=1.0,
+            max_drop=max_rec_drop,
+            work_dir=os.path.join(work_dir, "_tmp", "mixed_rec"),
+        )
+        notes.append(f"rec INT8 with {len(result.excluded_nodes)}/{len(nodes)} nodes kept FP32 (agreement {result.score:.4f})")
+        with open(os.path.join(md, "mixed_precision_rec.json"), "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+        agreement_mixed = {
+            "det": agreement["det"] if agreement["det"] >= min_det_recall else 1.0,
+            "cls": agreement["cls"] if agreement["cls"] >= min_cls_agreement else 1.0,
+            "rec": result.score,
+        }
+        built["mixed"] = OcrCandidateInfo("mixed", md, "; ".join(notes), agreement_mixed)
+        log(f"mixed: {'; '.join(notes)}")
+    if "int8_static" not in candidates:
+        shutil.rmtree(d, ignore_errors=True)
+    return built
