@@ -140,3 +140,16 @@ def test_header_spellings_and_excel_dates(header):
     parsed = parse(header + b"\r\n536365,85123A,HEART,6,12/1/2010 8:26,2.55,17850.0,United Kingdom\r\n")
     assert parsed.read == 1 and parsed.lines.num_rows == 1
     assert parsed.lines["time"].to_pylist()[0] == dt.datetime(2010, 12, 1, 8, 26, tzinfo=dt.timezone.utc)
+
+
+def test_compact_parts_pickle_only_their_rows():
+    """Partials travel through a shuffle pickled: a slice must not drag the whole table along."""
+    import pickle
+
+    lines = parse((SAMPLES / "retail" / "online_retail_sample.csv").read_bytes()).lines
+    parts = ort.partition_ids(lines, "invoice", 8)
+    whole = len(pickle.dumps(lines))
+    for _, part in parts:
+        share = part.num_rows / lines.num_rows
+        assert len(pickle.dumps(ort.compact(part))) < whole * share * 1.5 + 20_000
+        assert ort.compact(part).equals(part)

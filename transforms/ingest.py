@@ -246,7 +246,7 @@ class _BuildPartitionFn(beam.DoFn):
                 yield from self._emit(name, built[name], shard)
             partials = online_retail.product_partials(built["lines"])
             for ppart, rows in online_retail.partition_ids(partials, "stock", cfg.partitions):
-                yield beam.pvalue.TaggedOutput("partials", (ppart, rows))
+                yield beam.pvalue.TaggedOutput("partials", (ppart, online_retail.compact(rows)))
         else:
             records, duplicates = dedupe_records(lines, kind=cfg.kind)
             counts["duplicates"] = duplicates

@@ -345,7 +345,12 @@ def _stable_bucket(values: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarr
 
 
 def partition_ids(table: pa.Table, column: str, partitions: int) -> list[tuple[int, pa.Table]]:
-    """Split a table into (partition, rows) by a stable hash of ``column``."""
+    """Split a table into (partition, rows) by a stable hash of ``column``.
+
+    The parts are zero-copy slices of one reordered table: cheap to write,
+    but pickling a slice serializes the whole underlying buffers, so call
+    :func:`compact` on a part before it travels through a Beam shuffle.
+    """
     if table.num_rows == 0:
         return []
     bucket = _stable_bucket(table[column], partitions)
@@ -356,6 +361,11 @@ def partition_ids(table: pa.Table, column: str, partitions: int) -> list[tuple[i
     cuts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_b)) + 1, [len(order)]))
     ordered = table.take(pa.array(order, pa.int64()))  # one gather, then zero-copy slices
     return [(int(sorted_b[a]), ordered.slice(a, b - a)) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def compact(table: pa.Table) -> pa.Table:
+    """A copy of ``table`` that owns only its own rows' memory (see :func:`partition_ids`)."""
+    return table.take(pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
 # --------------------------------------------------------------------------
