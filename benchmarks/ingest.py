@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             m = run_measured([sys.executable, "-m", "benchmarks.ingest", "--child", best, big, os.path.join(tmp, f"out-x{n}")])
             scale[str(n)] = {"job_secs": round(m["result"]["job_secs"], 3), "rows": m["result"]["read"],
                              "peak_rss_mib": round(m["peak_rss_mib"]), "partitions": m["result"]["partitions"]}
+            if n == max(args.scale):  # 1 vs 2 workers where the job is long enough for start-up not to dominate
+                shutil.rmtree(os.path.join(tmp, f"out-x{n}"), ignore_errors=True)
+                m1 = run_measured([sys.executable, "-m", "benchmarks.ingest", "--child", "beam-1", big, os.path.join(tmp, f"out-x{n}")])
+                scale[str(n)]["job_secs_1_worker"] = round(m1["result"]["job_secs"], 3)
+                scale[str(n)]["speedup_2_vs_1_workers"] = round(m1["result"]["job_secs"] / m["result"]["job_secs"], 2)
             print(f"{best} @ {n}x: {scale[str(n)]}", file=sys.stderr)
             shutil.rmtree(os.path.join(tmp, f"out-x{n}"), ignore_errors=True)
             os.remove(big)
