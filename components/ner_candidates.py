@@ -20,7 +20,8 @@ builds one folder per candidate, each loadable by
 
 :func:`evaluate_ner_candidates` measures entity F1 (overall and LOC),
 sentences/s, p50/p95 latency per batch and size on the same held-out
-sentences with :func:`components.candidates.evaluate_candidates`;
+sentences into :class:`components.candidates.CandidateResult` records,
+timing the candidates in interleaved rounds (a shared machine's load drifts);
 :func:`components.candidates.choose_candidate` and ``write_report`` do the rest.
 """
 
@@ -30,13 +31,14 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from components.candidates import CandidateResult, evaluate_candidates
+from components.candidates import CandidateResult, file_size
 from components.ner_data import Sentence
 from components.ner_export import copy_serving_files, export_onnx, model_shape
 from components.quantize import (
@@ -54,6 +56,7 @@ __all__ = [
     "build_candidates",
     "calibration_feeds",
     "evaluate_ner_candidates",
+    "interleaved_latency",
     "make_tagger",
     "op_type_groups",
 ]
@@ -116,9 +119,16 @@ def op_type_groups(model_path: str, op_types: Sequence[str] = STATIC_OP_TYPES) -
     return groups
 
 
-def _f1_of(tagger, sentences: Sequence[Sentence]) -> dict[str, float]:
+def _only(tags: Sequence[str], types: Sequence[str] | None) -> list[str]:
+    if types is None:
+        return list(tags)
+    return [t if t == "O" or t[2:] in types else "O" for t in tags]
+
+
+def _f1_of(tagger, sentences: Sequence[Sentence], types: Sequence[str] | None = None) -> dict[str, float]:
+    """Entity F1 of a tagger on gold sentences; with ``types``, other entity types count as ``O`` on both sides."""
     predicted = [tags for tags, _ in tagger.tag_words([s.words for s in sentences])]
-    return entity_f1([s.tags for s in sentences], predicted)
+    return entity_f1([_only(s.tags, types) for s in sentences], [_only(p, types) for p in predicted])
 
 
 def build_candidates(
@@ -129,6 +139,7 @@ def build_candidates(
     tuning: Sequence[Sentence],
     max_f1_drop: float = 1.0,
     max_length: int = 128,
+    tuning_types: Sequence[str] | None = None,
     include: Sequence[str] = ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_static", "int8_mixed"),
     progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, str], dict[str, dict]]:
@@ -136,7 +147,9 @@ def build_candidates(
 
     ``calibration`` sentences calibrate static INT8; ``tuning`` sentences
     (held out from training, not the final evaluation set where possible)
-    score mixed-precision trials; ``max_f1_drop`` is in F1 points.
+    score mixed-precision trials (restricted to ``tuning_types`` when the
+    tuning set is annotated with fewer types than the model predicts, e.g.
+    Universal NER without MISC); ``max_f1_drop`` is in F1 points.
     """
     say = progress or (lambda msg: LOGGER.info("ner candidates: %s", msg))
     out = Path(out_dir)
@@ -187,10 +200,10 @@ def build_candidates(
         if "int8_mixed" in include:
             say(f"mixed precision: sensitivity of {len(groups)} op-type groups on {len(tuning)} sentences")
             reference = make_tagger(folders["fp32"], max_length=max_length)
-            ref_f1 = _f1_of(reference, tuning)["f1"]
+            ref_f1 = _f1_of(reference, tuning, tuning_types)["f1"]
 
             def score(path: str) -> float:
-                f1 = _f1_of(make_tagger(str(out / "fp32"), onnx_file=os.path.abspath(path), max_length=max_length), tuning)["f1"]
+                f1 = _f1_of(make_tagger(str(out / "fp32"), onnx_file=os.path.abspath(path), max_length=max_length), tuning, tuning_types)["f1"]
                 say(f"  trial {os.path.basename(path)}: F1 {f1:.2f} (reference {ref_f1:.2f})")
                 return f1
 
@@ -238,43 +251,96 @@ def evaluate_ner_candidates(
     warmup: int = 2,
     max_length: int = 128,
     notes: dict[str, str] | None = None,
+    scores: dict[str, dict[str, float]] | None = None,
 ) -> list[CandidateResult]:
     """Entity F1 (overall, LOC) on ``sentences`` and batch latency/throughput for every candidate.
 
+    Candidates are timed in interleaved rounds (:func:`interleaved_latency`).
+
     Latency is one call tagging ``batch_sentences`` sentences end to end
     (tokenization, bucketing, model, decoding) at ``threads`` threads;
-    ``throughput_per_s`` is sentences per second.
+    ``throughput_per_s`` is sentences per second. ``scores`` caches accuracy
+    by model folder (accuracy does not depend on threads): pass the same
+    dict to calls at several thread counts to score each candidate once.
     """
     if not sentences:
         raise ConfigError("evaluate_ner_candidates got no sentences")
+    import torch
+
+    torch.set_num_threads(threads)  # the PyTorch candidate runs at the same thread count
     taggers: dict[str, object] = {}
 
     def tagger(path: str):
         if path not in taggers:
             backend = "torch" if not os.path.exists(os.path.join(path, "model.onnx")) else "onnx"
-            if backend == "torch":
-                import torch
-
-                torch.set_num_threads(threads)
             taggers[path] = make_tagger(path, backend=backend, threads=threads, max_length=max_length)
         return taggers[path]
 
+    cache = scores if scores is not None else {}
+
     def score(path: str) -> dict[str, float]:
-        f1 = _f1_of(tagger(path), sentences)
-        return {"f1": f1["f1"], "f1_LOC": f1.get("f1_LOC", 0.0), "precision": f1["precision"], "recall": f1["recall"]}
+        if path not in cache:
+            f1 = _f1_of(tagger(path), sentences)
+            cache[path] = {"f1": f1["f1"], "f1_LOC": f1.get("f1_LOC", 0.0), "precision": f1["precision"], "recall": f1["recall"]}
+        return cache[path]
 
     batch = [s.words for s in sentences[:batch_sentences]]
+    metrics = {name: score(path) for name, path in folders.items()}
+    runners = {name: (lambda t=tagger(path): t.tag_words(batch)) for name, path in folders.items()}
+    timing = interleaved_latency(runners, warmup=warmup, repeats=repeats)
+    return [
+        CandidateResult(
+            name=name,
+            model_path=str(path),
+            size_bytes=_model_size(path),
+            metrics=metrics[name],
+            latency_ms_p50=timing[name]["p50_ms"],
+            latency_ms_p95=timing[name]["p95_ms"],
+            throughput_per_s=len(batch) * 1000.0 / timing[name]["mean_ms"],
+            notes=(notes or {}).get(name, ""),
+        )
+        for name, path in folders.items()
+    ]
 
-    def make_runner(path: str):
-        t = tagger(path)
-        return lambda: t.tag_words(batch)
 
-    return evaluate_candidates(
-        folders,
-        score=score,
-        make_runner=make_runner,
-        items_per_call=len(batch),
-        warmup=warmup,
-        repeats=repeats,
-        notes=notes,
-    )
+def _model_size(folder: str) -> int:
+    """Bytes of the model weights in a candidate folder (not the tokenizer files)."""
+    onnx_path = os.path.join(folder, "model.onnx")
+    if os.path.exists(onnx_path):
+        return file_size(onnx_path)
+    return sum(file_size(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith((".safetensors", ".bin")))
+
+
+def interleaved_latency(
+    runners: dict[str, Callable[[], object]],
+    *,
+    warmup: int = 2,
+    repeats: int = 10,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, dict[str, float]]:
+    """Per-call latency of several runners timed in interleaved rounds (p50/p95/mean ms).
+
+    On a shared machine the load changes over minutes; timing candidates one
+    after another biases their ratios, timing them round by round (order
+    reversed every other round) does not.
+    """
+    if repeats < 1:
+        raise ConfigError(f"repeats={repeats}: time at least one round")
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            start = clock()
+            runners[name]()
+            times[name].append((clock() - start) * 1000.0)
+    return {
+        name: {
+            "p50_ms": float(np.percentile(t, 50)),
+            "p95_ms": float(np.percentile(t, 95)),
+            "mean_ms": float(np.mean(t)),
+        }
+        for name, t in times.items()
+    }

@@ -1,0 +1,208 @@
+"""NER benchmark: every candidate of the trained token classifier, side by side in one run.
+
+On a CoNLL-2003-format file (by default the CoNLL-2003 valid split under
+``../shared/data/ner``), for PyTorch FP32 eager, ONNX Runtime FP32 unfused
+and fused, dynamic INT8, naive static INT8 and sensitivity-driven mixed
+precision: entity F1 (overall and LOC), sentences/s and p50/p95 latency of
+a 64-sentence batch at each thread count, and size; then the choice under
+the accuracy budget and a report (HTML table + accuracy-vs-latency plot).
+
+    python -m benchmarks.ner --eval ../shared/data/ner/conll2003/valid.txt --json benchmarks/results/ner.json
+
+If no trained model is at ``--model-dir``/torch, one is trained first (on
+``--train``, CoNLL-2003 train by default), and the benchmark says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LOGGER = logging.getLogger("benchmarks.ner")
+
+
+def _shared_data() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("AISLE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def _say(msg: str) -> None:
+    print(f"[ner bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _has_model(folder: pathlib.Path) -> bool:
+    config = folder / "config.json"
+    if not config.exists() or not (folder / "model.safetensors").exists():
+        return False
+    labels = json.loads(config.read_text()).get("id2label") or {}
+    return bool(labels) and all(v == "O" or v[:2] in ("B-", "I-") for v in labels.values())
+
+
+def main(argv=None) -> int:
+    shared = _shared_data()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ner", description=__doc__.split("\n")[0])
+    parser.add_argument("--eval", default=str(shared / "ner" / "conll2003" / "valid.txt"), help="CoNLL-format evaluation file")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "ner.json"), help="where to write the results JSON")
+    parser.add_argument("--train", default=str(shared / "ner" / "conll2003" / "train.txt"), help="training file (used when no model exists, and for calibration)")
+    parser.add_argument("--tuning", default=str(shared / "ner" / "uner_en_ewt" / "en_ewt-ud-dev.iob2"), help="held-out file that scores mixed-precision trials")
+    parser.add_argument("--model-dir", default=str(ROOT / "out" / "models" / "ner"), help="models folder: <dir>/torch is the trained model, <dir>/candidates the built ones")
+    parser.add_argument("--report-dir", default=str(ROOT / "benchmarks" / "results" / "ner"), help="report.html/json/png go here")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts to time at (the first is the deployment count used for the choice)")
+    parser.add_argument("--max-eval", type=int, default=None, help="evaluate on the first N sentences only")
+    parser.add_argument("--tuning-sentences", type=int, default=400)
+    parser.add_argument("--calibration-sentences", type=int, default=128)
+    parser.add_argument("--max-f1-drop", type=float, default=1.0, help="accuracy budget vs ORT FP32, in F1 points")
+    parser.add_argument("--max-length", type=int, default=128, help="model window in tokens (longer sentences are split)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--skip", default="", help="comma-separated candidates to leave out (e.g. int8_mixed)")
+    parser.add_argument("--train-minutes", type=float, default=45.0, help="time budget when a model must be trained first")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs when a model must be trained first")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("components", "benchmarks"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+    from components.candidates import choose_candidate, cpu_info, write_report
+    from components.ner_candidates import build_candidates, evaluate_ner_candidates
+    from components.ner_data import read_ner
+    from components.ner_train import TrainConfig, train_ner
+
+    model_dir = pathlib.Path(args.model_dir)
+    torch_dir = model_dir / "torch"
+    trained_now = False
+    if not _has_model(torch_dir):
+        _say(f"no trained model at {torch_dir}: training one first on {args.train} "
+             f"({args.epochs} epochs, at most {args.train_minutes:.0f} minutes)")
+        cfg = TrainConfig(epochs=args.epochs, max_length=64, num_threads=int(args.threads.split(",")[0]),
+                          max_train_seconds=args.train_minutes * 60, log_every_steps=50)
+        eval_for_training = str(shared / "ner" / "conll2003" / "valid.txt")
+        train_ner(args.train, str(torch_dir), eval_data=eval_for_training if os.path.exists(eval_for_training) else None,
+                  config=cfg, progress=lambda e: _say(json.dumps(e)))
+        trained_now = True
+    train_info = {}
+    if (torch_dir / "train_metrics.json").exists():
+        record = json.loads((torch_dir / "train_metrics.json").read_text())
+        train_info = {k: record.get(k) for k in ("best_f1", "steps", "train_seconds", "stopped_early", "config", "train_sentences", "eval_sentences")}
+        train_info["history"] = [{k: h.get(k) for k in ("epoch", "step", "f1", "f1_LOC")} for h in record.get("history", [])]
+
+    eval_sents = read_ner(args.eval, limit=args.max_eval)
+    calibration = read_ner(args.train, limit=args.calibration_sentences)
+    tuning = read_ner(args.tuning, limit=args.tuning_sentences)
+    tuning_types = sorted({t[2:] for s in tuning for t in s.tags if t != "O"})
+    skip = {s for s in args.skip.split(",") if s}
+    include = [c for c in ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_static", "int8_mixed") if c not in skip]
+
+    t0 = time.perf_counter()
+    _say(f"building candidates {include} under {model_dir / 'candidates'}")
+    folders, build_notes = build_candidates(
+        str(torch_dir), str(model_dir / "candidates"), calibration=calibration, tuning=tuning,
+        tuning_types=tuning_types, max_f1_drop=args.max_f1_drop, max_length=args.max_length, include=include,
+        progress=_say,
+    )
+    build_secs = time.perf_counter() - t0
+
+    threads = [int(t) for t in args.threads.split(",") if t]
+    scores: dict = {}
+    by_threads = {}
+    for n in threads:
+        _say(f"evaluating {len(folders)} candidates on {len(eval_sents)} sentences of {args.eval} at {n} thread(s)")
+        notes = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in build_notes.items()}
+        by_threads[n] = evaluate_ner_candidates(
+            folders, eval_sents, threads=n, repeats=args.repeats, max_length=args.max_length, notes=notes, scores=scores,
+        )
+        for r in by_threads[n]:
+            _say(f"  {n}t {r.name:13s} F1 {r.metrics['f1']:.2f} LOC {r.metrics['f1_LOC']:.2f} "
+                 f"{r.throughput_per_s:7.1f} sent/s p95 {r.latency_ms_p95:7.1f} ms {r.size_bytes / 2**20:6.1f} MB")
+
+    deploy = by_threads[threads[0]]
+    try:
+        chosen = choose_candidate(deploy, metric="f1", max_accuracy_drop=args.max_f1_drop, reference="fp32")
+        choice_error = None
+    except Exception as exc:  # noqa: BLE001: recorded in the report
+        chosen, choice_error = None, str(exc)
+    report_paths = write_report(
+        deploy, chosen, args.report_dir, title=f"NER candidates ({threads[0]} thread(s), {pathlib.Path(args.eval).name})",
+        metric="f1", context={"eval": args.eval, "sentences": len(eval_sents), "threads": threads[0],
+                              "max_f1_drop": args.max_f1_drop, "build_notes": build_notes},
+    )
+
+    def res(n, name):
+        return next((r for r in by_threads[n] if r.name == name), None)
+
+    ratios = {}
+    for n in threads:
+        torch_r, fp32_r, fused_r = res(n, "torch_fp32"), res(n, "fp32"), res(n, "fp32_fused")
+        row = {}
+        if fp32_r and fused_r:
+            row["fused_vs_unfused_throughput"] = fused_r.throughput_per_s / fp32_r.throughput_per_s
+        for q in ("int8_dynamic", "int8_static", "int8_mixed"):
+            r = res(n, q)
+            if r and torch_r:
+                row[f"{q}_vs_torch_throughput"] = r.throughput_per_s / torch_r.throughput_per_s
+        if chosen and torch_r:
+            row["chosen_vs_torch_throughput"] = res(n, chosen.name).throughput_per_s / torch_r.throughput_per_s
+        ratios[str(n)] = row
+    fp32_f1 = scores[folders["fp32"]]["f1"]
+    f1_drops = {name: fp32_f1 - scores[path]["f1"] for name, path in folders.items()}
+    n0 = str(threads[0])
+    targets = {}
+    if chosen:
+        targets["chosen_f1_ge_90"] = chosen.metrics["f1"] >= 90.0
+    if "int8_dynamic" in folders:
+        targets["int8_dynamic_within_1_f1"] = f1_drops["int8_dynamic"] <= 1.0
+        if "int8_dynamic_vs_torch_throughput" in ratios[n0]:
+            targets[f"int8_dynamic_ge_3x_torch_at_{n0}t"] = ratios[n0]["int8_dynamic_vs_torch_throughput"] >= 3.0
+    for n in threads:
+        if "fused_vs_unfused_throughput" in ratios[str(n)]:
+            targets[f"fusion_faster_at_{n}t"] = ratios[str(n)]["fused_vs_unfused_throughput"] > 1.0
+
+    payload = {
+        "eval_file": args.eval,
+        "eval_sentences": len(eval_sents),
+        "split_note": "figures are on the file named in eval_file (CoNLL-2003 valid by default), not the test split",
+        "trained_now": trained_now,
+        "training": train_info,
+        "candidates": {
+            name: {
+                "f1": scores[path]["f1"],
+                "f1_LOC": scores[path]["f1_LOC"],
+                "f1_drop_vs_ort_fp32": f1_drops[name],
+                "size_bytes": res(threads[0], name).size_bytes,
+                "by_threads": {
+                    str(n): {
+                        "sentences_per_s": res(n, name).throughput_per_s,
+                        "latency_ms_p50": res(n, name).latency_ms_p50,
+                        "latency_ms_p95": res(n, name).latency_ms_p95,
+                        "batch_sentences": 64,
+                    }
+                    for n in threads
+                },
+                "notes": build_notes.get(name, {}),
+            }
+            for name, path in folders.items()
+        },
+        "chosen": chosen.name if chosen else None,
+        "choice_error": choice_error,
+        "ratios": ratios,
+        "targets": targets,
+        "build_seconds": build_secs,
+        "report": report_paths,
+        "cpu": cpu_info(),
+    }
+    out = pathlib.Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, out)
+    _say(f"chosen: {payload['chosen']}; targets: {targets}; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
