@@ -236,3 +236,11 @@ def test_local_run_never_tries_prism(tmp_path, caplog):
     summary = run_ingest([str(DATA / "bad_and_good.csv")], str(tmp_path / "out"), format="online-retail", now=NOW, beam_args=["--runner", "DirectRunner"])
     assert summary["runner"] == "FnApiRunner"
     assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
+
+
+def test_huge_json_record_is_refused_unparsed():
+    from transforms.retail_json import iter_jsonl
+
+    big = b'{"id": "x", "title": "' + b"a" * 2_000_000 + b'"}'
+    ((offset, raw, obj),) = list(iter_jsonl(b"\n" + big + b"\n", 100))
+    assert offset == 101 and obj.reason == "RECORD_TOO_LARGE" and len(raw) <= 200

@@ -153,3 +153,9 @@ def test_compact_parts_pickle_only_their_rows():
         share = part.num_rows / lines.num_rows
         assert len(pickle.dumps(ort.compact(part))) < whole * share * 1.5 + 20_000
         assert ort.compact(part).equals(part)
+
+
+def test_overlong_fields_are_refused_not_truncated():
+    row = b"1,85123A," + b"X" * 1001 + b",1,2011-01-01 10:00:00,1.0,,UK\n"
+    parsed = parse(row)
+    assert parsed.lines.num_rows == 0 and parsed.dead["reason"].to_pylist() == ["FIELD_TOO_LONG"]

@@ -147,6 +147,7 @@ _DETAIL = {
     "ENCODING_ERROR": "the line is not valid UTF-8",
     "MISSING_ID": "{} is empty",
     "ID_TOO_LONG": "InvoiceNo or StockCode is longer than 128 characters",
+    "FIELD_TOO_LONG": "Description is longer than the 1,000 characters a Retail API title may have",
     "BAD_QUANTITY": "Quantity {!r} is not an integer",
     "BAD_PRICE": "UnitPrice {!r} is not a number",
     "BAD_TIMESTAMP": "InvoiceDate {!r} is not 'YYYY-MM-DD HH:MM:SS' or 'M/D/YYYY H:MM'",
@@ -307,6 +308,7 @@ def _validate(table: pa.Table, offsets: pa.Array, *, source_file: str, now: dt.d
     checks = [
         ("MISSING_ID", pc.or_(pc.equal(inv, ""), pc.equal(stock, ""))),
         ("ID_TOO_LONG", pc.or_(pc.greater(pc.utf8_length(inv), LIMITS.id_chars), pc.greater(pc.utf8_length(stock), LIMITS.id_chars))),
+        ("FIELD_TOO_LONG", pc.greater(pc.utf8_length(desc), LIMITS.title_chars)),
         ("BAD_QUANTITY", pc.invert(qty_ok)),
         ("BAD_PRICE", pc.invert(price_ok)),
         ("BAD_TIMESTAMP", pc.is_null(when)),
@@ -579,7 +581,7 @@ def build_products(partials: pa.Table, *, currency: str) -> pa.Table:
         products.append(
             Product(
                 id=stock,
-                title=title[: LIMITS.title_chars],
+                title=title,
                 priceInfo=PriceInfo(price=price, currencyCode=currency) if price is not None else None,
                 attributes=attributes,
             )

@@ -108,7 +108,10 @@ class ParsedRecords:
     reasons: collections.Counter
 
 
-def iter_jsonl(data: bytes, base_offset: int) -> Iterable[tuple[int, str, object]]:
+MAX_RECORD_BYTES = 1 << 20  # a Retail API record is far smaller; anything larger is refused unparsed
+
+
+def iter_jsonl(data: bytes, base_offset: int, *, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterable[tuple[int, str, object]]:
     """(offset, raw line, parsed object or Invalid) for each non-blank line."""
     pos = 0
     for line in data.split(b"\n"):
@@ -116,6 +119,10 @@ def iter_jsonl(data: bytes, base_offset: int) -> Iterable[tuple[int, str, object
         pos += len(line) + 1
         stripped = line.strip()
         if not stripped:
+            continue
+        if len(stripped) > max_record_bytes:
+            head = stripped[:200].decode("utf-8", "replace")
+            yield offset, head, Invalid("RECORD_TOO_LARGE", f"the record has {len(stripped):,} bytes; the limit is {max_record_bytes:,}")
             continue
         try:
             text = stripped.decode("utf-8")

@@ -81,6 +81,7 @@ REASONS = {
     "MISSING_TRANSACTION": "a purchase-complete needs purchaseTransaction with non-zero revenue",
     "BAD_CUSTOMER_ID": "a customer id is not numeric",
     "MAPPING_ERROR": "a mapped column is missing from the row",
+    "RECORD_TOO_LARGE": "a single record is larger than any valid one can be",
     "UNREADABLE_FILE": "a whole input file could not be read (after retries) or decompressed",
 }
 
