@@ -112,11 +112,13 @@ class TrainingConfig:
     recommender: RecommenderTrainingConfig = field(default_factory=RecommenderTrainingConfig)
     ocr: OcrTrainingConfig = field(default_factory=OcrTrainingConfig)
     promote: bool = True  # point the production alias at the chosen candidates
+    eval_repeats: int = 10  # timed calls per candidate in evaluate
 
 
 @dataclass(frozen=True)
 class BatchConfig:
     catalog: str = "samples/catalog_images.jsonl"
+    catalog_format: str = ""  # "": already validated products (as-is); or retail-json, csv, parquet
     events: str = "samples/retail/online_retail_sample.csv"
     events_format: str = "online-retail"
     out: str = "out/batch"
