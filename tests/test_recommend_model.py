@@ -1,0 +1,145 @@
+"""The Keras recommender: learns a planted pattern, exports, converts to TFLite, serves through RunInference."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+pytest.importorskip("tensorflow")
+
+from components.recommend_baselines import recency_weights  # noqa: E402
+from components.recommend_model import TrainConfig, export_model, train_item_model  # noqa: E402
+from components.recommend_quantize import MODES, TFLiteScorer, convert_all  # noqa: E402
+from tests.recommend_toy import GROUPS, companions, toy_baskets, variants  # noqa: E402
+from transforms.errors import ConfigError, ModelLoadError  # noqa: E402
+from transforms.inference.recommend import (  # noqa: E402
+    SavedModelQueryHandler,
+    TFLiteQueryHandler,
+    load_item_embeddings,
+    load_saved_model_predict,
+    top_k_excluding,
+)
+from transforms.recommend import top_k_similar  # noqa: E402
+from transforms.recommend_vocab import ItemVocab, encode_queries  # noqa: E402
+
+CONFIG = TrainConfig(dim=8, epochs=15, batch_size=64, learning_rate=0.02, max_query_items=8)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    baskets = [items for _, items in toy_baskets()]
+    vocab = ItemVocab.build(baskets)
+    return train_item_model(baskets, vocab, CONFIG), baskets
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    model, baskets = trained
+    out = tmp_path_factory.mktemp("model")
+    paths = export_model(model, str(out))
+    queries = [model.vocab.encode(b[1:]) for b in baskets]
+    paths.update(convert_all(paths["saved_model"], str(out), representative_queries=queries, max_query_items=CONFIG.max_query_items))
+    return str(out), paths
+
+
+def test_learns_the_planted_pattern(trained):
+    model, _ = trained
+    vocab = model.vocab
+    scorer = model.scorer()
+    for g in GROUPS:
+        for v in variants(g):
+            scores = scorer.score([[vocab.index(v)]])[0]
+            scores[vocab.index(v)] = -np.inf
+            top2 = {vocab.ids[i] for i in np.argsort(-scores)[:2]}
+            assert top2 == set(companions(g)), (v, top2)
+    idx, _ = top_k_similar(model.item_embeddings(), 1)
+    for g in GROUPS:
+        a, b = variants(g)
+        assert vocab.ids[idx[vocab.index(a), 0]] == b
+    assert model.history[-1]["loss"] < model.history[0]["loss"]
+
+
+def test_untrained_model_does_not_know_the_pattern():
+    """The check above can fail: a model trained for zero useful steps misses it."""
+    baskets = [items for _, items in toy_baskets()]
+    vocab = ItemVocab.build(baskets)
+    model = train_item_model(baskets, vocab, TrainConfig(dim=8, epochs=1, batch_size=64, learning_rate=1e-6, max_query_items=8))
+    hits = 0
+    for g in GROUPS:
+        for v in variants(g):
+            scores = model.scorer().score([[vocab.index(v)]])[0]
+            scores[vocab.index(v)] = -np.inf
+            hits += {vocab.ids[i] for i in np.argsort(-scores)[:2]} == set(companions(g))
+    assert hits < 2 * len(GROUPS)
+
+
+def test_config_and_training_errors():
+    with pytest.raises(ConfigError, match="dim must be >= 1"):
+        TrainConfig(dim=0)
+    with pytest.raises(ConfigError, match="two or more known items"):
+        train_item_model([["a"]], ItemVocab(("a",), (1,)), CONFIG)
+
+
+def test_saved_model_and_tflite_match_keras(trained, exported):
+    model, baskets = trained
+    model_dir, paths = exported
+    queries = [model.vocab.encode(b[:2]) for b in baskets[:16]]
+    want = model.scorer().score(queries)
+    ids, w = encode_queries(queries, CONFIG.max_query_items)
+    saved = load_saved_model_predict(paths["saved_model"])
+    assert saved.max_query_items == CONFIG.max_query_items
+    np.testing.assert_allclose(saved.predict(ids, w), want, atol=1e-4)
+    for mode in MODES:
+        got = TFLiteScorer(paths[mode]).score(queries)
+        if mode == "fp32":
+            np.testing.assert_allclose(got, want, atol=1e-4)
+        # quantized: the best item survives for most queries, the scores stay close
+        agree = np.mean(np.argmax(got, axis=1) == np.argmax(want, axis=1))
+        assert agree >= 0.9, (mode, agree)
+        assert np.abs(got - want).max() <= 0.1 * float(np.abs(want).max()), mode
+    ids_, emb = load_item_embeddings(model_dir)
+    assert ids_ == model.vocab.ids and emb.shape == (len(model.vocab), CONFIG.dim)
+
+
+def test_handlers_in_a_pipeline_with_dead_letters(trained, exported, local_runner):
+    model, _ = trained
+    model_dir, paths = exported
+    vocab = model.vocab
+    v = variants("1")[0]
+    elements = [(v, (vocab.index(v),)), ("bad", (len(vocab) + 50,))]
+    for handler in (SavedModelQueryHandler(paths["saved_model"], top_k=2, max_batch_size=1), TFLiteQueryHandler(paths["int8"], top_k=2, max_batch_size=1)):
+        with TestPipeline(runner=local_runner) as p:
+            main, other = p | beam.Create(elements) | RunInference(KeyedModelHandler(handler)).with_exception_handling()
+            tops = main | beam.Map(lambda kv: (kv[0], sorted(vocab.ids[int(r)] for r in kv[1].inference[0])))
+            if isinstance(handler, SavedModelQueryHandler):
+                assert_that(tops, equal_to([(v, sorted(companions("1")))]), label="top")
+                assert_that(other.failed_inferences | beam.Map(lambda f: f[0][0][0]), equal_to(["bad"]), label="dlq")
+            else:
+                assert_that(tops | beam.Filter(lambda kv: kv[0] == v), equal_to([(v, sorted(companions("1")))]), label="top")
+
+
+def test_missing_model_is_a_model_load_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="cannot read model file"):
+        TFLiteQueryHandler(str(tmp_path / "none.tflite")).load_model()
+    with pytest.raises(ModelLoadError):
+        SavedModelQueryHandler(str(tmp_path / "none")).load_model()
+
+
+def test_top_k_excluding_drops_query_items():
+    scores = np.array([[0.9, 0.8, 0.1, 0.5]], np.float32)
+    (rows, vals), = top_k_excluding(scores, [[0]], 2)
+    assert rows.tolist() == [1, 3] and vals.tolist() == pytest.approx([0.8, 0.5])
+
+
+def test_recency_weights_halve_per_half_life():
+    t = dt.datetime(2011, 9, 30, tzinfo=dt.timezone.utc)
+    w = recency_weights([t, t - dt.timedelta(days=30), t - dt.timedelta(days=60)], half_life_days=30)
+    assert w.tolist() == pytest.approx([1.0, 0.5, 0.25])
+    with pytest.raises(ConfigError, match="half_life_days"):
+        recency_weights([t], half_life_days=0)

@@ -1,0 +1,153 @@
+"""Co-occurrence, nearest neighbours, blending and fallbacks, on inputs small enough to check by hand."""
+
+from __future__ import annotations
+
+import math
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from components.recommend_baselines import CooccurrenceScorer, basket_matrix
+from components.recommend_eval import Queries, evaluate, make_queries
+from transforms.errors import ConfigError
+from transforms.recommend import (
+    ApplyFallback,
+    CooccurrenceCounts,
+    NearestNeighboursFn,
+    Recommendation,
+    blend_lists,
+    popular_items,
+    top_k_similar,
+)
+from transforms.recommend_vocab import ItemVocab
+
+# item counts a:3 b:3 c:2 d:1; pair counts ab:2 ac:1 bc:2
+TOY = [("a", "b", "c"), ("a", "b"), ("c", "b", "b"), ("a",), ("d",)]
+
+
+def _rounded(rows):
+    return [(k, tuple((i, round(s, 4)) for i, s in lst)) for k, lst in rows]
+
+
+def test_cooccurrence_cosine_by_hand(local_runner):
+    expected = [
+        ("a", (("b", round(2 / 3, 4)), ("c", round(1 / math.sqrt(6), 4)))),
+        ("b", (("c", round(2 / math.sqrt(6), 4)), ("a", round(2 / 3, 4)))),
+        ("c", (("b", round(2 / math.sqrt(6), 4)), ("a", round(1 / math.sqrt(6), 4)))),
+    ]
+    with TestPipeline(runner=local_runner) as p:
+        out = p | beam.Create(TOY) | CooccurrenceCounts(2, normalize="cosine") | beam.Map(lambda kv: _rounded([kv])[0])
+        assert_that(out, equal_to(expected))
+
+
+def test_cooccurrence_raw_counts_by_hand(local_runner):
+    expected = [
+        ("a", (("b", 2.0), ("c", 1.0))),
+        ("b", (("a", 2.0), ("c", 2.0))),  # a tie, broken by id
+        ("c", (("b", 2.0), ("a", 1.0))),
+    ]
+    with TestPipeline(runner=local_runner) as p:
+        out = p | beam.Create(TOY) | CooccurrenceCounts(5, normalize="none")
+        assert_that(out, equal_to(expected))
+
+
+def test_beam_cooccurrence_matches_numpy_baseline(local_runner):
+    rng = np.random.default_rng(1)
+    baskets = [tuple(str(i) for i in rng.choice(12, int(rng.integers(1, 6)), replace=False)) for _ in range(80)]
+    vocab = ItemVocab.build(baskets)
+    scorer = CooccurrenceScorer(basket_matrix(baskets, vocab), normalize="cosine")
+    expected = []
+    for row, item in enumerate(vocab.ids):
+        scores = scorer.matrix[row]
+        top = sorted(((vocab.ids[j], float(s)) for j, s in enumerate(scores) if s > 0), key=lambda kv: (-kv[1], kv[0]))[:3]
+        expected.append((item, tuple((i, round(s, 4)) for i, s in top)))
+    with TestPipeline(runner=local_runner) as p:
+        out = p | beam.Create(baskets) | CooccurrenceCounts(3) | beam.Map(lambda kv: _rounded([kv])[0])
+        assert_that(out, equal_to(expected))
+
+
+def test_cooccurrence_rejects_bad_options():
+    with pytest.raises(ConfigError, match="normalize must be"):
+        CooccurrenceCounts(3, normalize="lift")
+    with pytest.raises(ConfigError, match="k must be >= 1"):
+        CooccurrenceCounts(0)
+
+
+def test_top_k_similar_blocks_agree_with_brute_force():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(257, 8)).astype(np.float32)
+    idx, val = top_k_similar(emb, 5, block_rows=64)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    full = unit @ unit.T
+    np.fill_diagonal(full, -np.inf)
+    want = np.argsort(-full, axis=1)[:, :5]
+    assert (idx == want).all()
+    assert np.allclose(val, np.take_along_axis(full, want, axis=1), atol=1e-5)
+    assert not (idx == np.arange(257)[:, None]).any()
+
+
+def test_nearest_neighbours_dofn_flags_unknown_items(local_runner):
+    ids = ("x", "y", "z")
+    emb = np.array([[1, 0], [0.8, 0.2], [0, 1]], np.float32)
+    with TestPipeline(runner=local_runner) as p:
+        out = (
+            p
+            | beam.Create([["x", "y", "new"], ["z"]])
+            | beam.ParDo(NearestNeighboursFn(lambda: (ids, emb), 1)).with_outputs("unknown", main="known")
+        )
+        assert_that(out.known | beam.Map(lambda kv: (kv[0], kv[1][0][0])), equal_to([("x", "y"), ("y", "x"), ("z", "y")]), label="known")
+        assert_that(out.unknown, equal_to(["new"]), label="unknown")
+
+
+def test_blend_lists():
+    assert blend_lists([("a", 4.0), ("b", 2.0)], [("b", 1.0), ("c", 0.5)], alpha=0.5) == [("b", 0.75), ("a", 0.5), ("c", 0.25)]
+    assert blend_lists([("a", 4.0)], [], alpha=0.3) == [("a", 0.3)]
+    with pytest.raises(ConfigError, match="alpha"):
+        blend_lists([], [], alpha=1.5)
+
+
+def test_popular_items_excludes_and_scales():
+    assert popular_items({"a": 4, "b": 2, "c": 2}, 2, exclude=["a"]) == (("b", 1.0), ("c", 1.0))
+
+
+def test_fallback_answers_every_key_once(local_runner):
+    popular = (("p1", 1.0), ("p2", 0.5), ("p3", 0.2))
+    with TestPipeline(runner=local_runner) as p:
+        keys = p | "keys" >> beam.Create(["a", "p1", "cold", "a"])
+        lists = p | "lists" >> beam.Create([("a", (("b", 0.9),)), ("p1", ()), ("stray", (("a", 1.0),))])
+        fallback = p | "pop" >> beam.Create([popular])
+        out = (keys, lists, fallback) | ApplyFallback(2)
+        assert_that(
+            out,
+            equal_to(
+                [
+                    Recommendation("a", (("b", 0.9),), None),
+                    Recommendation("p1", (("p2", 0.5), ("p3", 0.2)), "popularity"),
+                    Recommendation("cold", (("p1", 1.0), ("p2", 0.5)), "popularity"),
+                ]
+            ),
+        )
+
+
+def test_basket_completion_metrics_by_hand():
+    """Query [a] hides b (cosine ranks b first: a hit at rank 0); query [c] hides an item training never saw."""
+    vocab = ItemVocab.build(TOY)
+    assert vocab.ids == ("a", "b", "c")
+    scorer = CooccurrenceScorer(basket_matrix(TOY, vocab), normalize="cosine")
+    queries = Queries([[0], [2]], np.array([1, -1]), len(vocab))
+    m = evaluate(scorer, queries, k=1)
+    assert m["recall@1"] == 0.5
+    assert m["ndcg@1"] == 0.5
+    assert m["coverage@1"] == pytest.approx(1 / 3)  # both queries put b first
+    assert m["unseen_target_share"] == 0.5
+
+
+def test_hide_one_queries_are_seeded_and_skip_single_items():
+    vocab = ItemVocab.build(TOY)
+    a = make_queries([("a", "b", "c"), ("a",), ("b", "new")], vocab, seed=7)
+    b = make_queries([("a", "b", "c"), ("a",), ("b", "new")], vocab, seed=7)
+    assert len(a) == 2 and a.rows == b.rows and (a.target == b.target).all()
+    assert sorted(a.rows[0] + [int(a.target[0])]) == [0, 1, 2]
