@@ -311,11 +311,15 @@ def build_enrich(
     handler: OcrModelHandler | None = None,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    ner_model: str | None = None,
 ) -> dict[str, beam.PCollection]:
     """Add the enrichment job to ``pipeline``: products of ``catalog`` -> Parquet under ``out``.
 
     Returns the PCollections of :func:`add_ocr_steps` so further steps can
-    chain on them (e.g. attribute extraction on ``["text"]``).
+    chain on them (e.g. attribute extraction on ``["text"]``). With
+    ``ner_model`` (a NER model folder), the NER half runs on the products'
+    title, description and OCR text (``transforms.ner_enrich.add_ner_steps``)
+    and adds ``entities``, ``catalog_enriched`` and ``dead_letter_ner``.
     """
     files, root = catalog_files(catalog)
     refs = (
@@ -332,6 +336,12 @@ def build_enrich(
     outputs["dead_letter"] | "WriteOcrDeadLetter" >> _WriteParquet(
         FileSystems.join(out, "dead_letter_ocr", "part-00000.parquet"), DEAD_LETTER_SCHEMA, ("source_file", "source_offset")
     )
+    if ner_model:
+        from transforms.ner_enrich import add_ner_steps, read_products
+
+        products = pipeline | "ListCatalogProducts" >> beam.Create(files) | "ReadProducts" >> beam.FlatMap(read_products)
+        ner = add_ner_steps(products, outputs["text"], out, ner_model)
+        outputs.update({"entities": ner.entities, "enriched": ner.enriched, "dead_letter_ner": ner.dead_letters})
     return outputs
 
 
@@ -359,6 +369,7 @@ def run_enrich(
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     workers: int = 1,
     beam_args: Sequence[str] = (),
+    ner_model: str | None = None,
 ) -> dict:
     """Run the enrichment to completion; returns its summary (also ``<out>/summary_enrich.json``)."""
     from pipelines.options import make_pipeline, pipeline_options
@@ -378,7 +389,7 @@ def run_enrich(
     files, root = catalog_files(catalog)
     n_images = sum(1 for f in files for _ in image_refs(f, root))
     pipeline = make_pipeline(pipeline_options(beam_args, workers=workers))
-    build_enrich(pipeline, catalog, staging, handler=handler, max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes)
+    build_enrich(pipeline, catalog, staging, handler=handler, max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes, ner_model=ner_model)
     result = pipeline.run()
     result.wait_until_finish()
     t_run = time.perf_counter()
@@ -403,7 +414,11 @@ def run_enrich(
         "records": {"ocr_lines": _count(staging, "ocr_lines"), "ocr_text": _count(staging, "ocr_text")},
         "reasons": reasons,
     }
-    commit_outputs(staging, out, OUTPUTS)
+    if ner_model:
+        from transforms.ner_enrich import NER_OUTPUTS
+
+        counts["records"].update({name: _count(staging, name) for name in NER_OUTPUTS})
+    commit_outputs(staging, out, OUTPUTS + (NER_OUTPUTS if ner_model else ()))
     if "://" not in staging:
         import shutil
 
@@ -430,8 +445,9 @@ def run_enrich(
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Images per RunInference batch (their text crops are recognized together).")
 @click.option("--tile-aspect", type=float, default=OcrConfig().tile_aspect, show_default=True, help="Tile images taller than this many widths (0: never).")
 @click.option("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, show_default=True, help="Refuse larger images (decompression bombs).")
+@click.option("--ner-model", help="NER model folder (e.g. the chosen candidate under out/models/ner/candidates): adds entities, catalog_enriched and dead_letter_ner.")
 @click.pass_context
-def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_image_pixels):
+def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_image_pixels, ner_model):
     """Read the text on product images into <out>/ocr_lines, <out>/ocr_text and dead letters.
 
     Extra flags (--runner, --project, --region, --temp_location, ...) go to Beam.
@@ -447,6 +463,7 @@ def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_
         config=OcrConfig().replace(tile_aspect=tile_aspect),
         max_image_pixels=max_image_pixels,
         beam_args=ctx.args,
+        ner_model=ner_model,
     )
     print_summary(summary)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import pathlib
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -103,8 +104,27 @@ def test_enrich_step_writes_entities_catalog_and_dead_letters(tiny_onnx, local_r
     assert attrs_a["net_volume_ml"]["numbers"] == [750.0]
     assert dict(catalog["b"]["attributes"])["country_of_origin"]["text"] == ["PE"]
 
-    dead = pq.read_table(glob.glob(f"{out}/dead_letter/ner*.parquet")).to_pylist()
+    dead = pq.read_table(glob.glob(f"{out}/dead_letter_ner/*.parquet")).to_pylist()
     assert sorted((d["source_file"], d["source_format"], d["reason"]) for d in dead) == [
         ("product:b", "ner:ocr", "NER_TEXT_TOO_LONG"),
         ("product:c", "ner:description", "NER_EMPTY_TEXT"),
     ]
+
+
+def test_enrich_job_runs_the_ner_half(tiny_onnx, tmp_path):
+    """``aisle enrich --ner-model``: OCR of the sample catalog, then entities and the enriched catalog."""
+    from pipelines.enrich import run_enrich
+
+    samples = pathlib.Path(__file__).resolve().parents[1] / "samples" / "catalog_images.jsonl"
+    out = tmp_path / "enriched"
+    summary = run_enrich(str(samples), str(out), threads=1, ner_model=tiny_onnx)
+    catalog = pq.read_table(glob.glob(f"{out}/catalog_enriched/*.parquet")).to_pylist()
+    n_products = len(samples.read_text().splitlines())
+    assert len(catalog) == n_products
+    assert summary["records"]["catalog_enriched"] == n_products
+    entities = pq.read_table(glob.glob(f"{out}/entities/*.parquet"))
+    assert entities.schema.names == ["product_id", "source", "text", "start", "end", "label", "score"]
+    ocr_text = {r["product_id"]: r["text"] for r in pq.read_table(glob.glob(f"{out}/ocr_text/*.parquet")).to_pylist()}
+    for e in entities.to_pylist():  # every span points into the text it was found in
+        if e["source"] == "ocr":
+            assert ocr_text[e["product_id"]][e["start"] : e["end"]] == e["text"]

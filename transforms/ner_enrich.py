@@ -13,7 +13,7 @@ one of OCR text rows (``product_id``, ``text``, as the OCR step writes them):
 4. attribute rules over the same text and entities
    (:func:`transforms.attributes.extract_attributes`) merged into each
    product: ``<out>/catalog_enriched/*.parquet`` (``PRODUCT_SCHEMA``);
-5. ``<out>/dead_letter/ner-*.parquet`` (``DEAD_LETTER_SCHEMA``).
+5. ``<out>/dead_letter_ner/*.parquet`` (``DEAD_LETTER_SCHEMA``).
 
 Every product ends in the enriched catalog (with or without new
 attributes); every text ends as entities (possibly none) or as a dead letter.
@@ -33,7 +33,7 @@ from transforms.errors import ConfigError
 from transforms.inference.ner import METRICS_NAMESPACE, NerInputError, NerModelHandler, check_text
 from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, DeadLetter, Product, from_arrow, to_arrow
 
-__all__ = ["ENTITY_SCHEMA", "NerEnrich", "NerOutputs", "add_ner_steps", "product_texts"]
+__all__ = ["ENTITY_SCHEMA", "NER_OUTPUTS", "NerEnrich", "NerOutputs", "add_ner_steps", "product_texts", "read_products"]
 
 ENTITY_SCHEMA = pa.schema(
     [
@@ -48,6 +48,7 @@ ENTITY_SCHEMA = pa.schema(
 )
 
 FIELDS = ("title", "description", "ocr")
+NER_OUTPUTS = ("entities", "catalog_enriched", "dead_letter_ner")  # folders under <out>
 
 
 class NerOutputs(NamedTuple):
@@ -68,6 +69,36 @@ def _as_product(row: Any) -> Product:
     if isinstance(row, Mapping):
         return from_arrow(pa.Table.from_pylist([dict(row)], schema=PRODUCT_SCHEMA), Product)[0]
     raise ConfigError(f"products must be Product records or dicts with PRODUCT_SCHEMA fields, got {type(row).__name__}")
+
+
+def read_products(path: str) -> Iterable[Product]:
+    """The products of one catalog file: Parquet with PRODUCT_SCHEMA, or Retail JSON lines.
+
+    Invalid JSON lines are skipped here: ``aisle ingest`` is the step that
+    dead-letters them, and enrichment expects its output.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path) as f:
+            table = pq.read_table(f)
+        names = [n for n in PRODUCT_SCHEMA.names if n in table.column_names]
+        yield from from_arrow(table.select(names), Product)
+        return
+    import json
+
+    from transforms.validation import Invalid, validate_product
+
+    with FileSystems.open(path) as f:
+        for raw in f.read().decode("utf-8").splitlines():
+            if not raw.strip():
+                continue
+            try:
+                yield validate_product(json.loads(raw))
+            except (Invalid, ValueError):
+                continue
 
 
 def product_texts(product: Product) -> Iterable[tuple[tuple[str, str], str]]:
@@ -224,7 +255,7 @@ def add_ner_steps(
     *,
     max_chars: int = 20_000,
     handler=None,
-    num_shards: int = 0,
+    num_shards: int = 1,
     **handler_kwargs,
 ) -> NerOutputs:
     """Add NER enrichment to the pipeline of ``products`` and write its three outputs under ``out``.
@@ -255,7 +286,7 @@ def add_ner_steps(
         | "DeadLetterRows" >> beam.Map(_dead_letter_row)
         | "WriteNerDeadLetters"
         >> beam.io.WriteToParquet(
-            f"{base}/dead_letter/ner", DEAD_LETTER_SCHEMA, file_name_suffix=".parquet", num_shards=num_shards
+            f"{base}/dead_letter_ner/part", DEAD_LETTER_SCHEMA, file_name_suffix=".parquet", num_shards=num_shards
         )
     )
     return outputs
