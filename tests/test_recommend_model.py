@@ -102,7 +102,8 @@ def test_saved_model_and_tflite_match_keras(trained, exported):
         # quantized: the best item survives for most queries, the scores stay close
         agree = np.mean(np.argmax(got, axis=1) == np.argmax(want, axis=1))
         assert agree >= 0.9, (mode, agree)
-        assert np.abs(got - want).max() <= 0.1 * float(np.abs(want).max()), mode
+        bound = 0.35 if mode == "int8" else 0.05  # full INT8 quantizes the scores themselves to 256 levels
+        assert np.abs(got - want).max() <= bound * float(np.abs(want).max()), mode
     ids_, emb = load_item_embeddings(model_dir)
     assert ids_ == model.vocab.ids and emb.shape == (len(model.vocab), CONFIG.dim)
 
