@@ -43,6 +43,38 @@ def _has_model(folder: pathlib.Path) -> bool:
     return bool(labels) and all(v == "O" or v[:2] in ("B-", "I-") for v in labels.values())
 
 
+def _grocery_accuracy(folder: str, model_dir: str, max_length: int) -> dict | None:
+    """Country-of-origin accuracy on the grocery products: rules alone, and rules + NER entities."""
+    import csv
+
+    from components.ner_candidates import make_tagger
+    from transforms.attributes import extract_attributes, normalize_country
+
+    table = pathlib.Path(folder) / "grocery_products.csv"
+    if not table.exists():
+        return None
+    with open(table, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    texts = []
+    for row in rows:
+        info = pathlib.Path(folder) / "info_txt" / f"{row['class_name']}_Information.txt"
+        texts.append(info.read_text(encoding="utf-8") if info.exists() else f"Title: {row['title_sv']}\nDescription: {row['description_en']}")
+    expected = [normalize_country(r["country_normalized"]) if r["country_normalized"] else None for r in rows]
+    entities = make_tagger(model_dir, max_length=max_length).entities(texts)
+
+    def accuracy(found):
+        got = [f["country_of_origin"].text[0] if "country_of_origin" in f else None for f in found]
+        return sum(g == e for g, e in zip(got, expected)) / len(rows)
+
+    return {
+        "products": len(rows),
+        "model": model_dir,
+        "rules_only": accuracy([extract_attributes(t) for t in texts]),
+        "rules_and_ner": accuracy([extract_attributes(t, entities=e) for t, e in zip(texts, entities)]),
+        "loc_entities": sum(1 for es in entities for e in es if e.label == "LOC"),
+    }
+
+
 def main(argv=None) -> int:
     shared = _shared_data()
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ner", description=__doc__.split("\n")[0])
@@ -62,6 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", default="", help="comma-separated candidates to leave out (e.g. int8_mixed)")
     parser.add_argument("--train-minutes", type=float, default=45.0, help="time budget when a model must be trained first")
     parser.add_argument("--epochs", type=int, default=2, help="epochs when a model must be trained first")
+    parser.add_argument("--grocery", default=str(shared / "ner" / "grocery_country_of_origin"),
+                        help="grocery country-of-origin set: accuracy of rules alone and rules + the chosen model")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -162,6 +196,8 @@ def main(argv=None) -> int:
         if "fused_vs_unfused_throughput" in ratios[str(n)]:
             targets[f"fusion_faster_at_{n}t"] = ratios[str(n)]["fused_vs_unfused_throughput"] > 1.0
 
+    grocery = _grocery_accuracy(args.grocery, folders[chosen.name] if chosen else folders["fp32"], args.max_length)
+
     payload = {
         "eval_file": args.eval,
         "eval_sentences": len(eval_sents),
@@ -191,6 +227,7 @@ def main(argv=None) -> int:
         "choice_error": choice_error,
         "ratios": ratios,
         "targets": targets,
+        "grocery_country_of_origin": grocery,
         "build_seconds": build_secs,
         "report": report_paths,
         "cpu": cpu_info(),

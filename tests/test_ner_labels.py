@@ -131,3 +131,16 @@ def test_readers_detect_each_format():
     assert conll == [(("Made", "in", "Lisbon"), ("O", "O", "B-LOC"))]
     assert detect_format(["en:Paris\tB-LOC", "en:is\tO"]) == "wikiann"
     assert parse_ner(["en:Paris\tB-LOC"])[0].words == ("Paris",)
+
+
+def test_conll2003_reader_on_the_shared_copy():
+    """CoNLL-2003 is read from ../shared only (not redistributable); skipped where absent."""
+    from tests.conftest import shared_data
+
+    folder = shared_data("ner/conll2003")
+    train = read_ner(str(folder / "train.txt"))
+    valid = read_ner(str(folder / "valid.txt"))
+    assert (len(train), len(valid)) == (14041, 3250)
+    loc = sum(t == "B-LOC" for s in valid for t in s.tags)
+    assert loc == 1837
+    assert all(len(s.words) == len(s.tags) for s in train)
