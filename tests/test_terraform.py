@@ -25,6 +25,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TF = ROOT / "terraform"
 MODULES = TF / "modules"
+# The composition module: wires the other modules into one environment; the
+# environment roots call it and pass its outputs through.
+PLATFORM = MODULES / "platform"
 ENVIRONMENTS = TF / "environments"
 ENV_NAMES = ("dev", "prod")
 FLEX_TEMPLATES = TF / "flex_templates"
@@ -142,6 +145,36 @@ def root_dirs() -> list[pathlib.Path]:
 
 def all_tf_dirs() -> list[pathlib.Path]:
     return module_dirs() + root_dirs()
+
+
+def composing_dirs() -> list[pathlib.Path]:
+    """The directories that call modules: the roots and the platform module."""
+    return [d for d in all_tf_dirs() if named(load_dir(d), "module")]
+
+
+def for_each_map(directory: pathlib.Path, rtype: str) -> dict[str, dict]:
+    """The entries of the local map the single `for_each` resource of a type iterates over."""
+    (body,) = [b for t, _, b in resources(load_dir(directory)) if t == rtype]
+    m = re.fullmatch(r"\$\{local\.(\w+)\}", str(body.get("for_each", "")))
+    assert m, f"{rtype} in {directory.name} has no for_each over a local map"
+    return locals_of(load_dir(directory))[m.group(1)]
+
+
+def dynamic_blocks(body: dict) -> dict[str, dict]:
+    """The `dynamic` blocks of a resource body by block type."""
+    out = {}
+    for item in body.get("dynamic", []):
+        out.update(item)
+    return out
+
+
+def resource_instances(directory: pathlib.Path, rtype: str) -> int:
+    """How many instances of a type a directory declares (a for_each over a local map counts its entries)."""
+    count = 0
+    for t, _, body in resources(load_dir(directory)):
+        if t == rtype:
+            count += len(for_each_map(directory, rtype)) if "for_each" in body else 1
+    return count
 
 
 # --------------------------------------------------------------------------
@@ -293,7 +326,7 @@ def module_call_problems(root: pathlib.Path) -> list[str]:
 
 
 def module_label_problems(root: pathlib.Path) -> list[str]:
-    """Every module that takes `labels` gets the root's common labels."""
+    """Every module that takes `labels` gets the common labels (local.labels of the calling directory)."""
     problems = []
     for call, body in named(load_dir(root), "module").items():
         source = (root / str(body.get("source", ""))).resolve()
@@ -324,7 +357,7 @@ def test_every_tfvars_file_parses(path):
 
 def test_the_expected_modules_exist():
     names = {d.name for d in module_dirs()}
-    assert {"project_services", "storage", "bigquery", "artifact_registry", "iam", "network", "vertex", "scheduler"} <= names
+    assert {"platform", "project_services", "storage", "bigquery", "artifact_registry", "iam", "network", "vertex", "scheduler"} <= names
 
 
 @pytest.mark.parametrize("module", module_dirs(), ids=_ids(module_dirs()))
@@ -363,7 +396,7 @@ def test_buckets_are_private():
     count = 0
     for directory in all_tf_dirs():
         problems += bucket_problems(directory)
-        count += sum(1 for t, _, _ in resources(load_dir(directory)) if t == "google_storage_bucket")
+        count += resource_instances(directory, "google_storage_bucket")
     assert count == 5
     assert problems == []
 
@@ -377,14 +410,39 @@ def test_checkov_skips_give_reasons():
     assert skip_comment_problems(sorted(TF.rglob("*.tf"))) == []
 
 
-@pytest.mark.parametrize("root", root_dirs(), ids=ENV_NAMES)
-def test_module_calls_match_the_modules(root):
-    assert module_call_problems(root) == []
+def test_the_roots_and_the_platform_call_modules():
+    assert set(composing_dirs()) == {*root_dirs(), PLATFORM}
+
+
+@pytest.mark.parametrize("directory", composing_dirs(), ids=_ids(composing_dirs()))
+def test_module_calls_match_the_modules(directory):
+    assert module_call_problems(directory) == []
+
+
+def test_modules_get_the_common_labels():
+    assert "labels" in locals_of(load_dir(PLATFORM))
+    assert module_label_problems(PLATFORM) == []
 
 
 @pytest.mark.parametrize("root", root_dirs(), ids=ENV_NAMES)
-def test_modules_get_the_common_labels(root):
-    assert module_label_problems(root) == []
+def test_roots_are_thin(root):
+    """A root is one call of the platform module, given every root variable as it is, plus env."""
+    blocks = load_dir(root)
+    assert set(blocks) <= {"terraform", "provider", "variable", "output", "module"}
+    calls = named(blocks, "module")
+    assert set(calls) == {"platform"}
+    call = calls["platform"]
+    assert call["source"] == "../../modules/platform"
+    variables = named(blocks, "variable")
+    assert {k: v for k, v in call.items() if k not in META_ARGUMENTS | {"env"}} == {v: f"${{var.{v}}}" for v in variables}
+    assert set(named(load_dir(PLATFORM), "variable")) == set(variables) | {"env"}
+
+
+@pytest.mark.parametrize("root", root_dirs(), ids=ENV_NAMES)
+def test_roots_pass_every_platform_output_through(root):
+    outputs = named(load_dir(root), "output")
+    assert set(outputs) == set(named(load_dir(PLATFORM), "output"))
+    assert {name: body["value"] for name, body in outputs.items()} == {name: f"${{module.platform.{name}}}" for name in outputs}
 
 
 @pytest.mark.parametrize("root", root_dirs(), ids=ENV_NAMES)
@@ -405,10 +463,11 @@ def test_environments_differ_only_by_name():
 
 @pytest.mark.parametrize("env", ENV_NAMES)
 def test_names_follow_the_contract(env):
-    local = locals_of(load_dir(ENVIRONMENTS / env))
-    assert local["env"] == env
+    assert named(load_dir(ENVIRONMENTS / env), "module")["platform"]["env"] == env
+    local = locals_of(load_dir(PLATFORM))
+    assert local["env"] == "${var.env}"
     assert local["name_prefix"] == "aisle-${local.env}"
-    calls = named(load_dir(ENVIRONMENTS / env), "module")
+    calls = named(load_dir(PLATFORM), "module")
     assert calls["bigquery"]["dataset_id"] == '${replace(local.name_prefix, "-", "_")}'
     assert calls["artifact_registry"]["repository_id"] == "aisle"
     assert calls["storage"]["name_prefix"] == "${local.name_prefix}"
@@ -418,7 +477,9 @@ def test_names_follow_the_contract(env):
 def test_bucket_names():
     blocks = load_dir(MODULES / "storage")
     assert locals_of(blocks)["prefix"] == "${var.project_id}-${var.name_prefix}"
-    names = {name: body["name"] for t, name, body in resources(blocks) if t == "google_storage_bucket"}
+    (body,) = [b for t, _, b in resources(blocks) if t == "google_storage_bucket"]
+    assert body["name"] == "${local.prefix}-${each.value.suffix}"
+    names = {key: f"${{local.prefix}}-{bucket['suffix']}" for key, bucket in for_each_map(MODULES / "storage", "google_storage_bucket").items()}
     assert names == {
         "landing": "${local.prefix}-landing",
         "processed": "${local.prefix}-processed",
@@ -429,11 +490,15 @@ def test_bucket_names():
 
 
 def test_data_buckets_keep_versions_and_every_bucket_has_lifecycle_rules():
-    for _, name, body in resources(load_dir(MODULES / "storage")):
-        assert body.get("lifecycle_rule"), f"bucket {name} has no lifecycle rule"
-        versioning = body["versioning"][0]["enabled"]
+    (body,) = [b for t, _, b in resources(load_dir(MODULES / "storage")) if t == "google_storage_bucket"]
+    assert body["versioning"] == [{"enabled": "${each.value.versioning}"}]
+    assert dynamic_blocks(body)["lifecycle_rule"]["for_each"] == "${each.value.lifecycle_rules}"
+    for name, bucket in for_each_map(MODULES / "storage", "google_storage_bucket").items():
+        assert bucket.get("lifecycle_rules"), f"bucket {name} has no lifecycle rule"
         if name in ("landing", "processed", "models"):
-            assert versioning is True, f"bucket {name} must keep versions"
+            assert bucket["versioning"] is True, f"bucket {name} must keep versions"
+        else:  # the unversioned buckets that the CKV_GCP_78 skip names
+            assert bucket["versioning"] is False, f"bucket {name}: versioning is not the skip's premise"
 
 
 def test_service_accounts():
@@ -450,16 +515,22 @@ def test_service_accounts():
 
 
 def test_bigquery_tables():
-    tables = {name: body for t, name, body in resources(load_dir(MODULES / "bigquery")) if t == "google_bigquery_table"}
-    assert {b["table_id"] for b in tables.values()} == {"products", "user_events", "cancellations", "dead_letters"}
+    (body,) = [b for t, _, b in resources(load_dir(MODULES / "bigquery")) if t == "google_bigquery_table"]
+    assert body["table_id"] == "${each.key}"
+    assert body["schema"] == '${file("${local.schemas}/${each.value.schema}")}'
+    partitioning = dynamic_blocks(body)["time_partitioning"]["content"][0]
+    assert partitioning["type"] == "DAY"
+    tables = for_each_map(MODULES / "bigquery", "google_bigquery_table")
+    assert set(tables) == {"products", "user_events", "cancellations", "dead_letters"}
     events = tables["user_events"]
-    assert events["time_partitioning"] == [{"type": "DAY", "field": "eventTime"}]
+    assert events["partitioning"] == {"field": "eventTime", "expiration_ms": None}
     assert events["clustering"] == ["eventType"]
-    dead = tables["dead_letters"]["time_partitioning"][0]
-    assert dead["type"] == "DAY" and "field" not in dead  # ingestion-time partitioning
-    for body in tables.values():
-        schema_file = re.search(r"(\w+\.json)", body["schema"]).group(1)
-        assert (SCHEMAS / schema_file).is_file()
+    assert tables["cancellations"]["partitioning"] == events["partitioning"]
+    assert tables["products"]["partitioning"] is None
+    dead = tables["dead_letters"]["partitioning"]
+    assert dead["field"] is None and dead["expiration_ms"]  # ingestion-time partitioning, old partitions expire
+    for table in tables.values():
+        assert (SCHEMAS / table["schema"]).is_file()
 
 
 def _fields(schema: list[dict]) -> dict[str, dict]:
@@ -529,7 +600,7 @@ def test_flex_template_metadata(job):
 def test_flex_template_specs_name_the_image():
     text = (MODULES / "flex_templates" / "main.tf").read_text()
     assert "image" in text and 'language = "PYTHON"' in text
-    local = locals_of(load_dir(ENVIRONMENTS / "prod"))
+    local = locals_of(load_dir(PLATFORM))
     assert local["image"] == "${module.artifact_registry.image}:${var.image_tag}"
     outputs = named(load_dir(MODULES / "artifact_registry"), "output")
     assert outputs["image"]["value"] == "${var.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.this.repository_id}/aisle"

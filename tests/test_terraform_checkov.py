@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -77,3 +78,20 @@ def test_checkov_fails_a_public_bucket(tmp_path):
     failed = failed_checks(run_checkov(tmp_path))
     assert any(f.startswith("CKV_GCP_29 ") for f in failed), failed  # uniform bucket-level access
     assert any(f.startswith("CKV_GCP_114 ") for f in failed), failed  # public access prevention
+
+
+def test_the_versioning_skip_covers_only_the_unversioned_buckets(tmp_path):
+    """checkov skips apply to a whole for_each block: without the storage module's
+    CKV_GCP_78 skip, only pipeline_root and dataflow fail it (landing, processed
+    and models keep versions)."""
+    storage = tmp_path / "storage"
+    shutil.copytree(TF / "modules" / "storage", storage)
+    main = storage / "main.tf"
+    lines = main.read_text().splitlines(keepends=True)
+    main.write_text("".join(line for line in lines if "checkov:skip=CKV_GCP_78:" not in line))
+    failed = failed_checks(run_checkov(storage))
+    assert sorted(f.split(" ")[1] for f in failed) == [
+        'google_storage_bucket.this["dataflow"]',
+        'google_storage_bucket.this["pipeline_root"]',
+    ], failed
+    assert all(f.startswith("CKV_GCP_78 ") for f in failed), failed

@@ -5,12 +5,5 @@ output "dataset_id" {
 
 output "tables" {
   description = "Fully qualified table ids (project.dataset.table) by table name."
-  value = {
-    for t in [
-      google_bigquery_table.products,
-      google_bigquery_table.user_events,
-      google_bigquery_table.cancellations,
-      google_bigquery_table.dead_letters,
-    ] : t.table_id => "${t.project}.${t.dataset_id}.${t.table_id}"
-  }
+  value       = { for t in google_bigquery_table.this : t.table_id => "${t.project}.${t.dataset_id}.${t.table_id}" }
 }
