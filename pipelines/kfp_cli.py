@@ -181,6 +181,9 @@ def run_local(name: str, cfg: Config, *, pipeline_root: str | None = None, argum
         PIPELINES[name](**args)
     finally:
         logging.getLogger().removeFilter(clock)
+    shown = display_names(name)
+    for step in clock.steps:
+        step["name"] = shown.get(step["step"], step["step"])
     summary = {"pipeline": name, "pipeline_root": root, "seconds": round(time.perf_counter() - t0, 2), "steps": clock.steps}
     registry = args.get("registry") or {}
     if name == "training" and registry.get("backend") == "local":
@@ -194,6 +197,17 @@ def run_local(name: str, cfg: Config, *, pipeline_root: str | None = None, argum
     with open(os.path.join(root, f"{name}-summary.json"), "w") as fh:
         json.dump(summary, fh, indent=2, default=str)
     return summary
+
+
+def display_names(name: str) -> dict[str, str]:
+    """Task name (``evaluate-2``) -> display name (``evaluate recommender candidates``) of a pipeline."""
+    import yaml
+
+    from components.kfp.pipelines import compile_pipeline
+
+    with tempfile.TemporaryDirectory(prefix="aisle-kfp-") as tmp:
+        spec = yaml.safe_load(pathlib.Path(compile_pipeline(name, os.path.join(tmp, "p.yaml"))).read_text())
+    return {task: body["taskInfo"]["name"] for task, body in spec["root"]["dag"]["tasks"].items()}
 
 
 def chosen_models(registry_root: str, names: Sequence[str] = ("ner", "recommender", "ocr")) -> dict:
@@ -336,10 +350,11 @@ def run_command(name, local, pipeline_root, registry_root, out, config_name, ove
     console = Console(stderr=True)
     table = Table(title=f"{name}: {summary['seconds']:.1f} s (artifacts under {summary['pipeline_root']})")
     table.add_column("step")
+    table.add_column("task")
     table.add_column("status")
     table.add_column("seconds", justify="right")
     for s in summary["steps"]:
-        table.add_row(s["step"], s["status"], f"{s['seconds']:.1f}")
+        table.add_row(s["name"], s["step"], s["status"], f"{s['seconds']:.1f}")
     console.print(table)
     if name == "training":
         models = Table(title=f"registered in {cfg.registry.root}")
@@ -382,7 +397,8 @@ def compile_command(out_dir, project, upload, config_name, overrides):
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A pipeline parameter value (repeatable), e.g. --param out=gs://...")
 @click.option("--no-caching", is_flag=True, help="Run every step, cached results or not.")
 @_config_options
-def submit_command(name, project, region, pipeline_root, schedule, service_account, params, no_caching, config_name, overrides):
+@click.pass_context
+def submit_command(ctx, name, project, region, pipeline_root, schedule, service_account, params, no_caching, config_name, overrides):
     """Submit the training or batch pipeline to Vertex AI Pipelines (once, or on a schedule)."""
     if config_name == "local" and not any(o.startswith("registry.") for o in overrides):
         config_name = "dev"  # the local config has no cloud settings
@@ -409,5 +425,6 @@ def submit_command(name, project, region, pipeline_root, schedule, service_accou
             enable_caching=not no_caching and cfg.submit.enable_caching,
             display_name=f"aisle-{cfg.env}-{name}",
             labels={"app": "aisle", "env": cfg.env, "pipeline": name},
+            client=(ctx.obj or {}).get("aiplatform"),  # tests pass a fake; None imports google.cloud.aiplatform
         )
     click.echo(f"submitted {name}: {getattr(result, 'resource_name', result)}")
