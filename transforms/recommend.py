@@ -143,12 +143,39 @@ def purchase_from_event(row: Mapping) -> Optional[tuple[str, Optional[str], obje
 # --------------------------------------------------------------------------
 
 
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+def _top_k(scores: np.ndarray, k: int, *, group: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top ``k`` (indices, values), best first, ties by lower index.
+
+    Wide rows use a two-step selection that reads the score block once: the
+    maximum of every group of ``group`` columns is computed, the k-th largest
+    group maximum is a lower bound of each row's k-th largest score, so only
+    the (at most ~k) groups whose maximum reaches it are searched. On a
+    1024 x 100k block this is several times faster than ``np.argpartition``.
+    """
+    rows, n = scores.shape
+    k = min(k, n)
+    if n < 8 * group or n // group < 2 * k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        vals = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-vals, axis=1, kind="stable")
+        return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    gmax = np.maximum.reduceat(scores, np.arange(0, n, group), axis=1)  # no copy of the block
+    n_groups = gmax.shape[1]
+    tau = np.partition(gmax, n_groups - k, axis=1)[:, n_groups - k]
+    r_idx, g_idx = np.nonzero(gmax >= tau[:, None])  # row-major: groups of a row in column order
+    counts = np.bincount(r_idx, minlength=rows)
+    pos = np.arange(r_idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    width = int(counts.max()) * group
+    cand_cols = np.zeros((rows, width), np.int64)
+    cand_vals = np.full((rows, width), -np.inf, scores.dtype)
+    cols = g_idx[:, None] * group + np.arange(group)[None, :]
+    valid = cols < n
+    cols = np.where(valid, cols, 0)
+    slots = pos[:, None] * group + np.arange(group)[None, :]
+    cand_cols[r_idx[:, None], slots] = cols
+    cand_vals[r_idx[:, None], slots] = np.where(valid, scores[r_idx[:, None], cols], -np.inf)
+    order = np.argsort(-cand_vals, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(cand_cols, order, axis=1), np.take_along_axis(cand_vals, order, axis=1)
 
 
 def top_k_similar(
