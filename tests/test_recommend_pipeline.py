@@ -124,3 +124,39 @@ def test_pipeline_writes_every_item_and_visitor_once(toy, tmp_path, engine):
     jsonl = [json.loads(line) for f in glob.glob(str(out / "recommended_for_you" / "predictions*.jsonl")) for line in open(f)]
     assert {j["key"] for j in jsonl} == visitors
     assert all(j["modelType"] == "recommended-for-you" and "metadata" in j["results"][0] for j in jsonl)
+
+
+def test_cli_trains_when_no_model_is_given(toy, tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    root, events, catalog, _ = toy
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        cli,
+        ["recommend", "--events", str(root / "events"), "--catalog", str(root / "products"), "--out", str(out),
+         "--epochs", "1", "--k", "2", "--runner", "DirectRunner"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "no --model given: training one on 241 baskets" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trained_here"] and summary["model"] == str(out / "model")
+    assert summary["outputs"]["recommended_for_you"]["rows"] == len({e.visitorId for e in events if e.eventType == "purchase-complete"})
+    assert (out / "model" / "saved_model").is_dir()
+
+
+def test_bad_options_are_config_errors(toy, tmp_path):
+    import apache_beam as beam
+
+    from pipelines.recommend import add_recommend_steps
+    from transforms.errors import ConfigError
+
+    root, *_ = toy
+    with pytest.raises(ConfigError, match="engine must be"):
+        add_recommend_steps(beam.Pipeline(), events=str(root / "events"), catalog=None, model_dir=str(root / "model"),
+                            out_dir=str(tmp_path), engine="onnx")
+    with pytest.raises(ConfigError, match="fbt_alpha"):
+        add_recommend_steps(beam.Pipeline(), events=str(root / "events"), catalog=None, model_dir=str(root / "model"),
+                            out_dir=str(tmp_path), fbt_alpha=2.0)
