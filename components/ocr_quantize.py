@@ -67,7 +67,7 @@ class CalibrationSet:
     ref_flips: list[int] = field(default_factory=list)
 
 
-def calibration_set(images: Sequence[np.ndarray], *, engine: OcrEngine, max_crops: int = 400, max_det_images: int = 8) -> CalibrationSet:
+def calibration_set(images: Sequence[np.ndarray], *, engine: OcrEngine, max_crops: int = 256, max_det_images: int = 4) -> CalibrationSet:
     """Build calibration feeds (and FP32 references) from BGR images with the FP32 ``engine``."""
     if not images:
         raise ConfigError("calibration needs at least one image")
@@ -223,7 +223,9 @@ def build_ocr_candidates(
     scorer = _Scorer(ref_engine, cal, threads)
     feeds = {"det": cal.det_feeds, "rec": cal.rec_feeds, "cls": cal.cls_feeds}
     caches = {m: os.path.join(work_dir, "_tmp", f"{m}.ranges.json") for m in MODELS}
-    extra = {"det": {"CalibMaxIntermediateOutputs": 2}, "rec": {"CalibMaxIntermediateOutputs": 4}, "cls": {}}
+    # (onnxruntime 1.31's CalibMaxIntermediateOutputs discards the collected
+    # ranges instead of merging them: bound memory by the calibration size.)
+    extra = {"det": {}, "rec": {}, "cls": {}}
 
     def static(m: str, out: str, exclude: Sequence[str] = ()) -> str:
         reader = None if os.path.isfile(caches[m]) else FeedsCalibrationReader(feeds[m])

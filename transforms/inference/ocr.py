@@ -139,6 +139,7 @@ class OcrConfig:
     text_score: float = 0.5
     space_gap_cols: int = 0  # 0 = keep the recognizer's own spaces only
     space_gap_factor: float = 1.8
+    space_prob: float = 0.0  # 0 = off; else a space goes where the space class peaks above this between two characters
     min_box_side: int = 4
 
     def replace(self, **changes) -> "OcrConfig":
@@ -526,9 +527,11 @@ class OcrEngine:
             # minimum and clearly wider than this line's usual character pitch
             # (letter-spaced print has wide gaps everywhere, and no spaces)
             gap = max(gap, self.config.space_gap_factor * float(np.median(np.diff(cols))))
+        sp = self.config.space_prob
         for n, col in enumerate(cols):
-            if gap and n and idx[col] != space and idx[cols[n - 1]] != space and col - cols[n - 1] > gap:
-                chars.append(" ")
+            if n and idx[col] != space and idx[cols[n - 1]] != space:
+                if (gap and col - cols[n - 1] > gap) or (sp and probs[cols[n - 1] + 1 : col, space].max(initial=0.0) > sp):
+                    chars.append(" ")
             chars.append(self.characters[idx[col]])
         return "".join(chars).strip(), float(conf[cols].mean())
 
@@ -615,14 +618,19 @@ class OcrEngine:
                     n, b, crop, _ = items[k]
                     items[k] = (n, b, np.ascontiguousarray(np.rot90(crop, 2)), 180)
         t2 = time.perf_counter()
-        crops = [it[2] for it in items] + [np.ascontiguousarray(np.rot90(items[k][2], 2)) for k in vertical]
+        # vertical candidates are also read at 270 degrees and as they stand
+        # (single characters and digits are taller than wide)
+        crops = [it[2] for it in items]
+        crops += [np.ascontiguousarray(np.rot90(items[k][2], 2)) for k in vertical]
+        crops += [np.ascontiguousarray(np.rot90(items[k][2], -1)) for k in vertical]
         texts = self.recognize(crops) if crops else []
+        nv = len(vertical)
         for j, k in enumerate(vertical):
-            alt = texts[len(items) + j]
-            if alt[1] > texts[k][1]:
-                texts[k] = alt
-                n, b, crop, _ = items[k]
-                items[k] = (n, b, crop, 270)
+            options = [(texts[k], 90), (texts[len(items) + j], 270), (texts[len(items) + nv + j], 0)]
+            (best, angle) = max(options, key=lambda o: o[0][1])
+            texts[k] = best
+            n, b, crop, _ = items[k]
+            items[k] = (n, b, crop, angle)
         t3 = time.perf_counter()
         self.stats["det_s"] += t1 - t0
         self.stats["cls_s"] += t2 - t1
