@@ -52,7 +52,7 @@ RUN pip install . \
     && python -c "import apache_beam, kfp, torch; assert apache_beam.__version__ == '2.77.0', apache_beam.__version__; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 COPY config config
 COPY samples samples
-COPY docker/flex_main.py /opt/aisle/flex_main.py
+COPY flex_template/main.py /opt/aisle/flex_main.py
 
 # Flex templates: the launcher runs this file, which runs python -m pipelines.<job>.
 ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/aisle/flex_main.py

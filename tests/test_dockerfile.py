@@ -69,20 +69,20 @@ def test_flex_template_launcher(instructions):
     assert ("COPY", "--from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher") in instructions
     env = " ".join(a for w, a in instructions if w == "ENV")
     assert "FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/aisle/flex_main.py" in env
-    assert ("COPY", "docker/flex_main.py /opt/aisle/flex_main.py") in instructions
+    assert ("COPY", "flex_template/main.py /opt/aisle/flex_main.py") in instructions
 
 
 def test_dockerignore_keeps_the_venv_and_outputs_out():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
     assert {".venv", ".git", "out", "tests"} <= ignored
-    for needed in ("pipelines", "transforms", "components", "config", "docker", "pyproject.toml", "README.md"):
+    for needed in ("pipelines", "transforms", "components", "config", "flex_template", "pyproject.toml", "README.md"):
         assert needed not in ignored
 
 
 def test_flex_main_splits_the_job_parameter():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("flex_main", ROOT / "docker" / "flex_main.py")
+    spec = importlib.util.spec_from_file_location("flex_main", ROOT / "flex_template" / "main.py")
     flex_main = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(flex_main)
     assert flex_main.split_job(["--job=batch", "--catalog=gs://b/c", "--runner", "DataflowRunner"]) == (
