@@ -94,7 +94,7 @@ def _merge_basket(kv):
 def _history(kv, vocab, max_items: int):
     """(visitor, [(time, items)]) -> (visitor, query rows), most recent purchases last, each item once."""
     visitor, purchases = kv
-    ordered = sorted(purchases, key=lambda p: (p[0] is None, p[0]))
+    ordered = sorted(purchases, key=lambda p: p[0].timestamp() if p[0] is not None else float("-inf"))
     last: dict[int, None] = {}
     for _, items in ordered:
         for row in vocab.encode(items):
