@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval", default=str(shared / "ner" / "conll2003" / "valid.txt"), help="CoNLL-format evaluation file")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "ner.json"), help="where to write the results JSON")
     parser.add_argument("--train", default=str(shared / "ner" / "conll2003" / "train.txt"), help="training file (used when no model exists, and for calibration)")
-    parser.add_argument("--tuning", default=str(shared / "ner" / "uner_en_ewt" / "en_ewt-ud-dev.iob2"), help="held-out file that scores mixed-precision trials")
+    parser.add_argument("--tuning", default=str(shared / "ner" / "uner_en_ewt" / "en_ewt-ud-dev.iob2"), help="held-out text (words only) on which mixed-precision trials are scored by agreement with FP32")
     parser.add_argument("--model-dir", default=str(ROOT / "out" / "models" / "ner"), help="models folder: <dir>/torch is the trained model, <dir>/candidates the built ones")
     parser.add_argument("--report-dir", default=str(ROOT / "benchmarks" / "results" / "ner"), help="report.html/json/png go here")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts to time at (the first is the deployment count used for the choice)")
@@ -128,7 +128,6 @@ def main(argv=None) -> int:
     eval_sents = read_ner(args.eval, limit=args.max_eval)
     calibration = read_ner(args.train, limit=args.calibration_sentences)
     tuning = read_ner(args.tuning, limit=args.tuning_sentences)
-    tuning_types = sorted({t[2:] for s in tuning for t in s.tags if t != "O"})
     skip = {s for s in args.skip.split(",") if s}
     include = [c for c in ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_static", "int8_mixed") if c not in skip]
 
@@ -136,7 +135,7 @@ def main(argv=None) -> int:
     _say(f"building candidates {include} under {model_dir / 'candidates'}")
     folders, build_notes = build_candidates(
         str(torch_dir), str(model_dir / "candidates"), calibration=calibration, tuning=tuning,
-        tuning_types=tuning_types, max_f1_drop=args.max_f1_drop, max_length=args.max_length, include=include,
+        max_f1_drop=args.max_f1_drop, max_length=args.max_length, include=include,
         progress=_say,
     )
     build_secs = time.perf_counter() - t0
