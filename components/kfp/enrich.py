@@ -1,4 +1,4 @@
-"""KFP component ``enrich``: OCR (and NER, where the enrich job provides it) over the catalog images.
+"""KFP component ``enrich``: OCR over the catalog images, then NER and attribute rules over product text and OCR text.
 
 Resolves the model URIs (``registry://ocr@production``) to concrete,
 checksummed versions when the step starts, runs ``pipelines.enrich.run_enrich``
@@ -24,8 +24,7 @@ def enrich(
     batch_size: int = 4,
     beam_args: list = [],  # noqa: B006
 ):
-    """Enrich the products of ``catalog``; a model URI "" uses the model packaged with aisle."""
-    import inspect
+    """Enrich the products of ``catalog``; ``ocr_model=""`` uses the packaged OCR models, ``ner_model=""`` skips NER."""
     import json
 
     from components.kfp._common import location, log_metrics, output_location, write_text
@@ -34,16 +33,11 @@ def enrich(
 
     reg = make_registry(registry)
     ocr_path, ocr_info = resolve(ocr_model, reg)
-    models = {"ocr": ocr_info}
-    kwargs = {}
-    params = inspect.signature(run_enrich).parameters
-    if "ner_model" in params:  # the NER half of the enrich job
-        ner_path, models["ner"] = resolve(ner_model, reg)
-        kwargs["ner_model"] = ner_path
-    else:
-        models["ner"] = {"uri": ner_model, "resolved": False, "skipped": "pipelines.enrich.run_enrich has no NER stage yet"}
+    ner_path, ner_info = resolve(ner_model, reg)
+    models = {"ocr": ocr_info, "ner": ner_info}
     out = output_location(enriched)
-    summary = run_enrich(location(catalog), out, model_dir=ocr_path, batch_size=batch_size, beam_args=[str(a) for a in beam_args], **kwargs)
+    summary = run_enrich(location(catalog), out, model_dir=ocr_path, ner_model=ner_path, batch_size=batch_size,
+                         beam_args=[str(a) for a in beam_args])
     summary["model_versions"] = models
     write_text(out.rstrip("/") + "/summary_enrich.json", json.dumps(summary, indent=2, default=str) + "\n")
     enriched.metadata.update({"location": out, "models": {k: v.get("version") or v.get("uri") for k, v in models.items()}})
