@@ -142,8 +142,16 @@ def main(argv=None) -> int:
     import cv2
 
     built_info = {}
-    if args.reuse_models and all(os.path.isfile(os.path.join(args.work_dir, n, "rec.onnx")) for n in names):
-        built_info = {n: {"model_dir": os.path.join(args.work_dir, n), "notes": "reused", "agreement": {}} for n in names}
+    record_path = os.path.join(args.work_dir, "candidates.json")
+    if args.reuse_models and os.path.isfile(record_path) and all(os.path.isfile(os.path.join(args.work_dir, n, "rec.onnx")) for n in names):
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+        overlap = set(record.get("calibration_ids", [])) & {p.id for p in ev}
+        if overlap:
+            raise ConfigError(f"the reused candidates were calibrated on evaluation images {sorted(overlap)}; rebuild them")
+        cal_ids_used = record.get("calibration_ids", [])
+        built_info = {n: {**record["candidates"][n], "model_dir": os.path.join(args.work_dir, n)} for n in names}
+        _log(f"reusing candidates from {args.work_dir} (calibrated on {cal_ids_used})")
     else:
         t = time.perf_counter()
         built = build_ocr_candidates(
@@ -152,8 +160,10 @@ def main(argv=None) -> int:
             candidates=names,
             max_rec_drop=args.max_rec_drop,
             threads=args.threads,
+            calibration_ids=[p.id for p in cal],
             log=_log,
         )
+        cal_ids_used = [p.id for p in cal]
         built_info = {n: {"model_dir": b.model_dir, "notes": b.notes, "agreement": b.agreement} for n, b in built.items()}
         _log(f"candidates built in {time.perf_counter() - t:.0f}s")
 
@@ -233,7 +243,7 @@ def main(argv=None) -> int:
     context = {
         "data": os.path.abspath(args.data),
         "evaluation_ids": [p.id for p in ev],
-        "calibration_ids": [p.id for p in cal],
+        "calibration_ids": cal_ids_used,
         "threads": args.threads,
         "engine_config": config.__dict__,
         "latency_budget_s": args.latency_budget_s,

@@ -25,6 +25,7 @@ classifier).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -173,12 +174,30 @@ def build_ocr_candidates(
     min_cls_agreement: float = 0.99,
     rec_groups: int = 12,
     threads: int | None = 1,
+    calibration_ids: Sequence[str] = (),
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, OcrCandidateInfo]:
     """Build each requested candidate under ``work_dir/<name>/`` and return what was built.
 
-    ``calibration_images`` are BGR arrays, kept apart from evaluation images.
+    ``calibration_images`` are BGR arrays, kept apart from evaluation images
+    (``calibration_ids`` names them in ``work_dir/candidates.json``, which
+    records what was built).
     """
+    built = _build(
+        work_dir, calibration_images, base=base, candidates=candidates, max_rec_drop=max_rec_drop,
+        min_det_recall=min_det_recall, min_cls_agreement=min_cls_agreement, rec_groups=rec_groups, threads=threads, log=log,
+    )
+    record = {
+        "calibration_ids": list(calibration_ids),
+        "n_calibration_images": len(calibration_images),
+        "candidates": {n: dataclasses.asdict(b) for n, b in built.items()},
+    }
+    with open(os.path.join(work_dir, "candidates.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    return built
+
+
+def _build(work_dir, calibration_images, *, base, candidates, max_rec_drop, min_det_recall, min_cls_agreement, rec_groups, threads, log):
     unknown = set(candidates) - set(CANDIDATES)
     if unknown:
         raise ConfigError(f"unknown OCR candidates {sorted(unknown)}; choose from {CANDIDATES}")

@@ -129,7 +129,7 @@ class OcrConfig:
     box_thresh: float = 0.5
     unclip_ratio: float = 1.6
     use_dilation: bool = True
-    tile_aspect: float = 0.0  # 0 = no tiling
+    tile_aspect: float = 2.5  # 0 = no tiling
     tile_overlap: float = 0.15
     cls_thresh: float = 0.9
     use_cls: bool = True
@@ -139,7 +139,7 @@ class OcrConfig:
     text_score: float = 0.5
     space_gap_cols: int = 0  # 0 = keep the recognizer's own spaces only
     space_gap_factor: float = 1.8
-    space_prob: float = 0.0  # 0 = off; else a space goes where the space class peaks above this between two characters
+    space_prob: float = 0.02  # 0 = off; else a space goes where the space class peaks above this between two characters
     min_box_side: int = 4
 
     def replace(self, **changes) -> "OcrConfig":

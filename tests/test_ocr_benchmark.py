@@ -1,0 +1,29 @@
+"""The ``python -m benchmarks.ocr`` interface on the tiny synthetic SROIE-layout fixture."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.ocr import main
+from tests.conftest import TESTDATA
+
+
+def test_benchmark_writes_per_candidate_figures(tmp_path):
+    out = tmp_path / "ocr.json"
+    rc = main([
+        "--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(out), "--limit", "2", "--n-calibration", "1",
+        "--candidates", "fp32", "--no-stock", "--threads", "1", "--work-dir", str(tmp_path / "models"),
+        "--report-dir", str(tmp_path / "report"), "--pipeline-images", "2", "--latency-budget-s", "1000",
+    ])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["chosen"] == "fp32"
+    assert data["evaluation_ids"] == ["t001", "t002"] and data["calibration_ids"] == ["t003"]
+    for system in ("fp32", "tesseract"):
+        fig = data["systems"][system]
+        for key in ("word_f1", "cer", "secs_per_image", "det_recall"):
+            assert key in fig
+    assert data["systems"]["fp32"]["cer"] < 0.1  # clean synthetic print
+    assert data["pipeline"]["images"] == 2 and data["pipeline"]["pipeline_dead_letters"] == 0
+    assert isinstance(data["cpu"]["flags"], list) and "model_name" in data["cpu"]
+    assert (tmp_path / "report" / "report.html").exists() and (tmp_path / "report" / "accuracy_vs_latency.png").exists()
