@@ -106,8 +106,8 @@ def test_boxes_lie_on_their_lines_in_reading_order(engine):
 
 def test_tall_image_tiling_finds_every_line_once():
     words = [f"ITEM {i:02d} PRICE {i * 3}.50" for i in range(14)]
-    img = text_image(words, size=22, gap=120)  # tall and narrow, like a receipt
-    assert img.size[1] > 5 * img.size[0]
+    img = text_image(words, size=22, gap=170)  # tall and narrow, like a long receipt
+    assert img.size[1] > 5 * img.size[0] and img.size[1] > 2000
     tiled = OcrEngine.load(threads=1, config=OcrConfig(tile_aspect=1.5))
     assert len(tiled._tiles(img.size[1], img.size[0])) > 3
     result = tiled.read_image(bgr(img))

@@ -119,8 +119,11 @@ class OcrConfig:
 
     Detection resizes an image so its shorter side is ``det_min_side``
     (never above ``det_max_side`` on the longer side), rounded to multiples
-    of 32. Images taller than ``tile_aspect`` times their width are tiled
-    into windows of that aspect with ``tile_overlap`` (fraction) overlap.
+    of 32. Images taller than ``tile_aspect`` times their width, which
+    whole-image detection would have to shrink (taller than
+    ``det_max_side``), are tiled into windows of that aspect with
+    ``tile_overlap`` (fraction) overlap, so detection sees them at full
+    resolution.
     """
 
     det_min_side: int = 736
@@ -441,8 +444,10 @@ class OcrEngine:
         return out
 
     def _tiles(self, h: int, w: int) -> list[tuple[int, int]]:
+        """Row ranges to detect on: tiles only when the image is tall and whole-image detection would shrink it."""
         c = self.config
-        if c.tile_aspect <= 0 or h <= c.tile_aspect * w:
+        scale = min(c.det_min_side / min(h, w), c.det_max_side / max(h, w))
+        if c.tile_aspect <= 0 or h <= c.tile_aspect * w or scale >= 1.0:
             return [(0, h)]
         tile_h = int(c.tile_aspect * w)
         step = max(1, int(tile_h * (1 - c.tile_overlap)))
