@@ -370,13 +370,23 @@ def run_enrich(
     workers: int = 1,
     beam_args: Sequence[str] = (),
     ner_model: str | None = None,
+    registry=None,
 ) -> dict:
-    """Run the enrichment to completion; returns its summary (also ``<out>/summary_enrich.json``)."""
+    """Run the enrichment to completion; returns its summary (also ``<out>/summary_enrich.json``).
+
+    ``model_dir`` and ``ner_model`` may name registered models
+    (``registry://ocr@production``): they are resolved in ``registry``
+    (:mod:`components.registry`) once, here, to one checksummed version
+    used for the whole run and recorded in the summary (``model_versions``).
+    """
+    from components.registry import resolve_model_uri
     from pipelines.options import make_pipeline, pipeline_options
     from pipelines.summary import ingest_summary
     from transforms.io import commit_outputs, join_path, write_text
 
     t0 = time.perf_counter()
+    model_dir, ocr_version = resolve_model_uri(model_dir, registry)
+    ner_model, ner_version = resolve_model_uri(ner_model, registry)
     staging = join_path(out, f"_staging-{uuid.uuid4().hex[:12]}")
     handler = OcrModelHandler(
         model_dir,
@@ -429,7 +439,12 @@ def run_enrich(
         inputs=files,
         out=out,
         timings={"pipeline": t_run - t0, "total": time.perf_counter() - t0, "secs_per_image": (t_run - t0) / max(n_images, 1)},
-        extra={"models": handler.model_paths()._asdict(), "threads": threads or os.cpu_count(), "batch_size": batch_size},
+        extra={
+            "models": handler.model_paths()._asdict(),
+            "model_versions": {"ocr": ocr_version, "ner": ner_version},
+            "threads": threads or os.cpu_count(),
+            "batch_size": batch_size,
+        },
     )
     write_text(json.dumps(summary, indent=2, default=str) + "\n", join_path(out, "summary_enrich.json"))
     if not summary["conservation"]["ok"]:
@@ -446,12 +461,14 @@ def run_enrich(
 @click.option("--tile-aspect", type=float, default=OcrConfig().tile_aspect, show_default=True, help="Tile images taller than this many widths (0: never).")
 @click.option("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, show_default=True, help="Refuse larger images (decompression bombs).")
 @click.option("--ner-model", help="NER model folder (e.g. the chosen candidate under out/models/ner/candidates): adds entities, catalog_enriched and dead_letter_ner.")
+@click.option("--registry", "registry_root", default="out/registry", show_default=True, help="Local model registry that registry://name@alias model options resolve in.")
 @click.pass_context
-def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_image_pixels, ner_model):
+def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_image_pixels, ner_model, registry_root):
     """Read the text on product images into <out>/ocr_lines, <out>/ocr_text and dead letters.
 
     Extra flags (--runner, --project, --region, --temp_location, ...) go to Beam.
     """
+    from components.registry import LocalRegistry
     from pipelines.summary import print_summary
 
     summary = run_enrich(
@@ -464,6 +481,7 @@ def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_
         max_image_pixels=max_image_pixels,
         beam_args=ctx.args,
         ner_model=ner_model,
+        registry=LocalRegistry(registry_root),
     )
     print_summary(summary)
 
