@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import logging
 import math
 import pathlib
 import re
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.errors import AisleError, ConfigError, ModelLoadError
 
@@ -57,8 +57,6 @@ __all__ = [
     "full_text",
     "reading_order",
 ]
-
-_LOG = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "aisle_ocr"
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # ~ 8000 x 5000; decompression bombs are far larger
@@ -663,13 +661,7 @@ class OcrEngine:
 # ---------------------------------------------------------------------------
 
 
-def _handler_base():
-    from apache_beam.ml.inference.base import ModelHandler
-
-    return ModelHandler
-
-
-class OcrModelHandler(_handler_base()):
+class OcrModelHandler(ModelHandler):
     """RunInference handler: an image (encoded bytes or a BGR array) -> :class:`OcrResult`.
 
     Wrap with ``KeyedModelHandler`` to keep results joined to product ids,
@@ -724,10 +716,12 @@ class OcrModelHandler(_handler_base()):
         return OcrEngine.load(self.model_paths(), config=self._config, threads=self._threads)
 
     def run_inference(self, batch: Sequence[Any], model: OcrEngine, inference_args: Optional[dict[str, Any]] = None):
-        from apache_beam.ml.inference.base import PredictionResult
+        from apache_beam.metrics import Metrics
 
         images = [self._as_image(x) for x in batch]
         results = model.read_images(images)
+        Metrics.counter(METRICS_NAMESPACE, "images").inc(len(results))
+        Metrics.counter(METRICS_NAMESPACE, "lines").inc(sum(len(r.lines) for r in results))
         return [PredictionResult(example=x, inference=r, model_id=self._model_id()) for x, r in zip(batch, results)]
 
     def _as_image(self, x) -> np.ndarray:
