@@ -78,6 +78,8 @@ class NerTrainingConfig:
     epochs: int = 1
     max_steps: int | None = None
     max_train_sentences: int | None = None
+    max_eval_sentences: int | None = None  # caps the tune and test sets each
+    learning_rate: float = 1e-4
     batch_size: int = 16
     max_length: int = 64
     candidates: tuple[str, ...] = ("fp32", "fp32_fused", "int8_dynamic")
@@ -244,6 +246,11 @@ def _coerce(value, hint, where: str):
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -80,6 +80,9 @@ def training_arguments(cfg: Config, *, local: bool = False) -> dict:
         "ner_max_steps": t.ner.max_steps or 0,
         "ner_batch_size": t.ner.batch_size,
         "ner_max_length": t.ner.max_length,
+        "ner_learning_rate": t.ner.learning_rate,
+        "ner_max_train_sentences": t.ner.max_train_sentences or 0,
+        "ner_max_eval_sentences": t.ner.max_eval_sentences or 0,
         "ner_candidates": list(t.ner.candidates),
         "ner_max_f1_drop": t.ner.max_f1_drop,
         "ner_latency_budget_ms": t.ner.latency_budget_ms or 0.0,
@@ -358,11 +361,17 @@ def run_command(name, local, pipeline_root, registry_root, out, config_name, ove
     console.print(table)
     if name == "training":
         models = Table(title=f"registered in {cfg.registry.root}")
-        for col in ("model", "version", "chosen candidate", "aliases", "metrics"):
+        for col in ("model", "version", "chosen candidate", "aliases", "accuracy", "p95 ms", "items/s", "MB"):
             models.add_column(col)
+        headline = {"ner": "f1", "recommender": "recall@10", "ocr": "agreement"}
         for model, info in (summary.get("models") or {}).items():
-            shown = {k: round(v, 4) for k, v in (info.get("metrics") or {}).items() if not k.startswith("size")}
-            models.add_row(model, info["version"], str(info["candidate"]), ", ".join(info["aliases"]), json.dumps(shown))
+            m = info.get("metrics") or {}
+            key = headline.get(model, "")
+            models.add_row(
+                model, info["version"], str(info["candidate"]), ", ".join(info["aliases"]),
+                f"{key}={m[key]:.4g}" if key in m else "", f"{m.get('latency_ms_p95', float('nan')):.1f}",
+                f"{m.get('throughput_per_s', float('nan')):.1f}", f"{m.get('size_bytes', float('nan')) / 2**20:.1f}",
+            )
         console.print(models)
     else:
         console.print(f"published to {summary.get('out')}; models: {summary.get('models')}")

@@ -26,6 +26,8 @@ def train_ner(
     batch_size: int = 16,
     max_length: int = 64,
     max_train_sentences: int = 0,
+    max_eval_sentences: int = 0,
+    learning_rate: float = 1e-4,
     seed: int = 13,
 ):
     """Train on ``train_data`` (a NER file, local or gs://); 0 / "" mean "not set" for the optional settings."""
@@ -37,6 +39,8 @@ def train_ner(
     from components.ner_train import train_ner as fit
 
     train, tune, test = split_sentences(train_data, eval_data or None, seed=seed)
+    if max_eval_sentences:
+        tune, test = tune[:max_eval_sentences], test[:max_eval_sentences]
     os.makedirs(heldout.path, exist_ok=True)
     write_sentences(tune, os.path.join(heldout.path, "tune.txt"))
     write_sentences(test, os.path.join(heldout.path, "test.txt"))
@@ -45,6 +49,7 @@ def train_ner(
         max_steps=max_steps or None,
         batch_size=batch_size,
         max_length=max_length,
+        learning_rate=learning_rate,
         max_train_sentences=max_train_sentences or None,
         seed=seed,
     )
