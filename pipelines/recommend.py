@@ -19,8 +19,12 @@ from the events first), and writes under ``--out``:
 Each output folder holds ``part-*.parquet`` (``RECOMMENDATION_SCHEMA``:
 key, model_type, results[{id, score}], fallback) and
 ``predictions-*.jsonl`` (one Retail-API-style prediction per line).
-Products unknown to the model and visitors whose history holds no known
-product get the most popular items instead, with ``fallback="popularity"``.
+Cold starts are flagged in ``fallback``: a product the model does not know
+gets, as similar items, the known products with the closest titles
+(``"title"``, TF-IDF cosine) when the catalog gives it a title that shares
+words with them, else the most popular items (``"popularity"``), as it does
+for frequently-bought-together; a visitor whose history holds no known
+product gets the most popular items (``"popularity"``).
 Every product of the catalog and of the events gets exactly one row in
 each product output, and every visitor one row in ``recommended_for_you``.
 """
@@ -50,6 +54,7 @@ from transforms.recommend import (
     CooccurrenceCounts,
     ItemCounts,
     NearestNeighboursFn,
+    TitleNeighboursFn,
     blend_lists,
     purchase_from_event,
     recommendation_row,
@@ -194,13 +199,24 @@ def add_recommend_steps(
     baskets = purchases | "GroupByTransaction" >> beam.GroupByKey() | "MergeBasket" >> beam.Map(_merge_basket)
     basket_items = baskets | "BasketItems" >> beam.Map(lambda b: b[2])
     event_items = basket_items | "EventItems" >> beam.FlatMap(lambda items: items)
+    title_lists = None
     if catalog:
-        catalog_items = (
+        titles = (
             p
-            | "ReadCatalog" >> beam.io.ReadFromParquetBatched(_parquet_pattern(catalog), columns=["id"])
-            | "CatalogIds" >> beam.FlatMap(lambda batch: [i for i in batch.column("id").to_pylist() if i])
+            | "ReadCatalog" >> beam.io.ReadFromParquetBatched(_parquet_pattern(catalog), columns=["id", "title"])
+            | "CatalogTitles"
+            >> beam.FlatMap(lambda batch: [(i, t or "") for i, t in zip(batch.column("id").to_pylist(), batch.column("title").to_pylist()) if i])
         )
+        catalog_items = titles | "CatalogIds" >> beam.Keys()
         all_items = (catalog_items, event_items) | "AllItems" >> beam.Flatten()
+        # content fallback: a product the model does not know gets the known products with the closest titles
+        known_titles = titles | "KnownTitles" >> beam.Filter(lambda kv: kv[0] in vocab)
+        title_lists = (
+            titles
+            | "ColdTitles" >> beam.Filter(lambda kv: kv[0] not in vocab)
+            | "BatchCold" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
+            | "TitleNeighbours" >> beam.ParDo(TitleNeighboursFn(k), known_titles=beam.pvalue.AsDict(known_titles))
+        )
     else:
         all_items = event_items
     items = all_items | "DistinctItems" >> beam.Distinct()
@@ -222,7 +238,8 @@ def add_recommend_steps(
             "unknown", main="known"
         )
     )
-    similar = (items, neighbours.known, popular) | "SimilarFallback" >> ApplyFallback(k)
+    similar_in = (items, neighbours.known, popular) if title_lists is None else (items, neighbours.known, popular, title_lists)
+    similar = similar_in | "SimilarFallback" >> ApplyFallback(k)
 
     # frequently bought together: learned single-item queries blended with cosine co-occurrence
     known_items = items | "KnownItems" >> beam.Filter(lambda i: i in vocab)

@@ -65,7 +65,8 @@ def toy(tmp_path_factory):
     (root / "events").mkdir()
     (root / "products").mkdir()
     pq.write_table(to_arrow(events, UserEvent), root / "events" / "part-0.parquet")
-    catalog = [Product(id=i, title=f"item {i}") for g in GROUPS for i in companions(g) + variants(g)] + [Product(id="55555", title="new item")]
+    catalog = [Product(id=i, title=f"group {('alpha', 'bravo', 'charlie', 'delta')[int(g) - 1]} item {i}") for g in GROUPS for i in companions(g) + variants(g)]
+    catalog += [Product(id="55555", title="brand new thing"), Product(id="66666", title="charlie novelty")]
     pq.write_table(to_arrow(catalog, Product), root / "products" / "part-0.parquet")
     from components.recommend_data import read_event_baskets
 
@@ -101,10 +102,13 @@ def test_pipeline_writes_every_item_and_visitor_once(toy, tmp_path, engine):
         rows = _read(out / name)
         assert sorted(r["key"] for r in rows) == sorted(items), name
         by_key = {r["key"]: r for r in rows}
-        for cold in ("55555", "99999"):
+        for cold in ("55555", "99999") + (() if name == "similar_items" else ("66666",)):
             assert by_key[cold]["fallback"] == "popularity"
             assert len(by_key[cold]["results"]) == 3
             assert cold not in [x["id"] for x in by_key[cold]["results"]]
+        if name == "similar_items":  # a cold product with a title like known ones gets those
+            assert by_key["66666"]["fallback"] == "title"
+            assert {x["id"] for x in by_key["66666"]["results"]} <= set(companions("3") + variants("3"))
         for g in GROUPS:
             for v in variants(g):
                 top = by_key[v]["results"][0]["id"]

@@ -20,6 +20,7 @@ from transforms.recommend import (
     Recommendation,
     blend_lists,
     popular_items,
+    title_neighbours,
     top_k_similar,
 )
 from transforms.recommend_vocab import ItemVocab
@@ -151,3 +152,24 @@ def test_hide_one_queries_are_seeded_and_skip_single_items():
     b = make_queries([("a", "b", "c"), ("a",), ("b", "new")], vocab, seed=7)
     assert len(a) == 2 and a.rows == b.rows and (a.target == b.target).all()
     assert sorted(a.rows[0] + [int(a.target[0])]) == [0, 1, 2]
+
+
+def test_title_neighbours_for_cold_items():
+    known = {"a": "RED RETROSPOT BAG", "b": "BLUE MUG", "c": "WHITE HANGING HEART T-LIGHT HOLDER"}
+    got = title_neighbours({"new": "RED RETROSPOT MUG", "odd": "zzz qqq", "blank": ""}, known, 2)
+    assert list(got) == ["new"]
+    assert [i for i, _ in got["new"]] == ["a", "b"]  # two shared words beat one
+    assert got["new"][0][1] > got["new"][1][1] > 0
+
+
+def test_keyed_fallback_comes_before_popularity(local_runner):
+    with TestPipeline(runner=local_runner) as p:
+        keys = p | "keys" >> beam.Create(["cold", "colder"])
+        lists = p | "lists" >> beam.Create([("other", (("x", 1.0),))])
+        fallback = p | "pop" >> beam.Create([(("p1", 1.0),)])
+        keyed = p | "keyed" >> beam.Create([("cold", (("t1", 0.7),))])
+        out = (keys, lists, fallback, keyed) | ApplyFallback(3)
+        assert_that(
+            out,
+            equal_to([Recommendation("cold", (("t1", 0.7),), "title"), Recommendation("colder", (("p1", 1.0),), "popularity")]),
+        )

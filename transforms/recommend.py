@@ -62,6 +62,8 @@ __all__ = [
     "ItemCounts",
     "NearestNeighboursFn",
     "ApplyFallback",
+    "title_neighbours",
+    "TitleNeighboursFn",
 ]
 
 # The Retail API's recommendation model types that the outputs correspond to.
@@ -365,36 +367,103 @@ class NearestNeighboursFn(beam.DoFn):
 
 
 class ApplyFallback(beam.PTransform):
-    """``(keys, lists)`` -> one :class:`Recommendation` per key; keys without a list get the fallback.
+    """``(keys, lists, fallback_list[, keyed_fallbacks])`` -> one :class:`Recommendation` per key.
 
-    The input is a pair of PCollections: every key that must get an answer,
-    and ``(key, ((item, score), ...))`` lists for some of them. A key with no
-    list, or an empty one, gets ``fallback_list`` (a singleton side input of
-    ``((item, score), ...)``) minus the key itself, flagged ``fallback_name``.
-    Duplicate keys in ``keys`` are answered once.
+    ``keys``: every key that must get an answer (duplicates answered once);
+    ``lists``: ``(key, ((item, score), ...))`` for some of them, the primary
+    answer; ``fallback_list``: a singleton ``((item, score), ...)``, used minus
+    the key itself and flagged ``fallback_name``; ``keyed_fallbacks``
+    (optional): ``(key, list)`` second-choice answers for some keys (e.g.
+    title-similar items of a cold product), flagged ``keyed_fallback_name``.
+    A key is answered by the first non-empty of: its list, its keyed
+    fallback, the global fallback.
     """
 
-    def __init__(self, k: int, *, fallback_name: str = "popularity"):
+    def __init__(self, k: int, *, fallback_name: str = "popularity", keyed_fallback_name: str = "title"):
         super().__init__()
-        self.k, self.fallback_name = k, fallback_name
+        self.k, self.fallback_name, self.keyed_fallback_name = k, fallback_name, keyed_fallback_name
 
     def expand(self, pcolls):
-        keys, lists, fallback_list = pcolls
-        k, name = self.k, self.fallback_name
+        if len(pcolls) == 4:
+            keys, lists, fallback_list, keyed = pcolls
+        else:
+            (keys, lists, fallback_list), keyed = pcolls, None
+        k, name, keyed_name = self.k, self.fallback_name, self.keyed_fallback_name
         tagged_keys = keys | "KeyAll" >> beam.Map(lambda key: (key, None))
+        joined = {"keys": tagged_keys, "lists": lists}
+        if keyed is not None:
+            joined["keyed"] = keyed
 
         def finish(kv, fallback):
             key, grouped = kv
             found = [lst for lst in grouped["lists"] if lst]
+            second = [lst for lst in grouped.get("keyed", ()) if lst]
             if not grouped["keys"]:
                 pass  # a list for a key nobody asked for
             elif found:
                 yield Recommendation(key, tuple(found[0])[:k], None)
+            elif second:
+                yield Recommendation(key, tuple(second[0])[:k], keyed_name)
             else:
                 yield Recommendation(key, tuple((i, s) for i, s in fallback if i != key)[:k], name)
 
         return (
-            {"keys": tagged_keys, "lists": lists}
+            joined
             | "JoinLists" >> beam.CoGroupByKey()
             | "Fallback" >> beam.FlatMap(finish, fallback=beam.pvalue.AsSingleton(fallback_list))
         )
+
+
+def title_neighbours(
+    queries: Mapping[str, str],
+    candidates: Mapping[str, str],
+    k: int,
+    *,
+    min_score: float = 0.1,
+) -> dict[str, tuple[tuple[str, float], ...]]:
+    """For each query item, the ``k`` candidate items with the most similar title (TF-IDF cosine).
+
+    The content-based fallback for a product no purchase has taught the
+    model about: a new "RED RETROSPOT MUG" gets the known mugs and
+    retrospot items. Scores below ``min_score`` are dropped; a query whose
+    title shares no word with any candidate gets no entry.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    q_ids = [i for i, t in queries.items() if t and t.strip()]
+    c_ids = [i for i, t in candidates.items() if t and t.strip()]
+    if not q_ids or not c_ids:
+        return {}
+    vectorizer = TfidfVectorizer(lowercase=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", sublinear_tf=True)
+    try:
+        C = vectorizer.fit_transform([candidates[i] for i in c_ids])
+    except ValueError:  # no usable word in any candidate title
+        return {}
+    Q = vectorizer.transform([queries[i] for i in q_ids])
+    sims = (Q @ C.T).tocsr()
+    out = {}
+    for r, qid in enumerate(q_ids):
+        row = sims.getrow(r)
+        pairs = sorted(
+            ((c_ids[j], float(v)) for j, v in zip(row.indices, row.data) if v >= min_score and c_ids[j] != qid),
+            key=lambda kv: (-kv[1], kv[0]),
+        )[:k]
+        if pairs:
+            out[qid] = tuple(pairs)
+    return out
+
+
+class TitleNeighboursFn(beam.DoFn):
+    """Batches of ``(item, title)`` of cold items -> ``(item, title-similar known items)``.
+
+    The known items' titles arrive as a side input dict; the TF-IDF
+    vocabulary is fitted on them inside :func:`title_neighbours` per batch,
+    so keep batches large (hundreds of items).
+    """
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def process(self, batch, known_titles):
+        found = title_neighbours(dict(batch), known_titles, self.k)
+        yield from found.items()
