@@ -161,7 +161,7 @@ class _StepClock(logging.Filter):
 def run_local(name: str, cfg: Config, *, pipeline_root: str | None = None, arguments: Mapping | None = None) -> dict:
     """Run pipeline ``name`` with kfp's local runner (subprocesses of this Python, no venv, offline).
 
-    Returns ``{"pipeline", "pipeline_root", "seconds", "steps": [{step, status, seconds}], "models": ...}``
+    Returns ``{"pipeline", "pipeline_root", "out", "seconds", "steps": [{step, name, status, seconds}], "models"}``
     and writes it to ``<pipeline_root>/<name>-summary.json``.
     """
     import kfp.local
@@ -189,8 +189,10 @@ def run_local(name: str, cfg: Config, *, pipeline_root: str | None = None, argum
         step["name"] = shown.get(step["step"], step["step"])
     summary = {"pipeline": name, "pipeline_root": root, "seconds": round(time.perf_counter() - t0, 2), "steps": clock.steps}
     registry = args.get("registry") or {}
-    if name == "training" and registry.get("backend") == "local":
-        summary["models"] = chosen_models(registry["root"])
+    if name == "training":
+        summary["out"] = root  # where the run's artifacts (models, reports, metrics) are
+        if registry.get("backend") == "local":
+            summary["models"] = chosen_models(registry["root"])
     if name == "batch":
         out = args["out"]
         summary["out"] = out
