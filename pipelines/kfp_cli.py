@@ -22,6 +22,7 @@ import pathlib
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -181,7 +182,11 @@ def run_local(name: str, cfg: Config, *, pipeline_root: str | None = None, argum
     logging.getLogger().addFilter(clock)
     t0 = time.perf_counter()
     try:
-        PIPELINES[name](**args)
+        with warnings.catch_warnings():
+            # the local runner's notes on settings only Vertex uses (display names, the image, resources)
+            warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner")
+            warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
+            PIPELINES[name](**args)
     finally:
         logging.getLogger().removeFilter(clock)
     shown = display_names(name)
