@@ -24,7 +24,6 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -230,6 +229,3 @@ def split_by_time(baskets: Iterable[Basket], split: _dt.datetime | str) -> tuple
         (before if b.time < split else after).append(b)
     return before, after
 
-
-def basket_lengths(baskets: Sequence[Basket]) -> np.ndarray:
-    return np.array([len(b.items) for b in baskets], dtype=np.int64)

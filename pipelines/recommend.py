@@ -138,16 +138,17 @@ def _dead_letter(failed, stage: str):
 
 def _write(pcoll, out_dir: str, name: str, model_type: str):
     folder = os.path.join(out_dir, name)
+    label = "".join(part.title() for part in name.split("_"))  # similar_items -> SimilarItems
     (
         pcoll
-        | f"{name}/Rows" >> beam.Map(recommendation_row, model_type)
-        | f"{name}/Parquet"
+        | f"{label}Rows" >> beam.Map(recommendation_row, model_type)
+        | f"Write{label}Parquet"
         >> beam.io.WriteToParquet(os.path.join(folder, "part"), RECOMMENDATION_SCHEMA, file_name_suffix=".parquet")
     )
     (
         pcoll
-        | f"{name}/Json" >> beam.Map(lambda rec: json.dumps(retail_prediction(rec, model_type), sort_keys=True))
-        | f"{name}/JsonLines" >> beam.io.WriteToText(os.path.join(folder, "predictions"), file_name_suffix=".jsonl")
+        | f"{label}Json" >> beam.Map(lambda rec: json.dumps(retail_prediction(rec, model_type), sort_keys=True))
+        | f"Write{label}JsonLines" >> beam.io.WriteToText(os.path.join(folder, "predictions"), file_name_suffix=".jsonl")
     )
 
 
@@ -179,15 +180,15 @@ def add_recommend_steps(
         raise ConfigError(f"fbt_alpha must be in [0, 1], got {fbt_alpha}")
     vocab = load_vocab(model_dir)
     if engine == "saved_model":
-        handler_cls, uri, extra = SavedModelQueryHandler, os.path.join(model_dir, "saved_model"), {}
+        handler_cls, uri = SavedModelQueryHandler, os.path.join(model_dir, "saved_model")
     elif engine == "tflite":
-        handler_cls, uri, extra = TFLiteQueryHandler, tflite_path or os.path.join(model_dir, "model_int8.tflite"), {}
+        handler_cls, uri = TFLiteQueryHandler, tflite_path or os.path.join(model_dir, "model_int8.tflite")
     else:
         raise ConfigError(f"engine must be 'saved_model' or 'tflite', got {engine!r}")
     max_history = max_history_items or 48
 
     def handler():
-        return KeyedModelHandler(handler_cls(uri, top_k=k, max_batch_size=batch_size, **extra))
+        return KeyedModelHandler(handler_cls(uri, top_k=k, max_batch_size=batch_size))
 
     ids = vocab.ids
     p = pipeline

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import glob
 import json
 import os
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,8 +14,6 @@ pytest.importorskip("tensorflow")
 from components.recommend_model import TrainConfig, export_model, train_item_model  # noqa: E402
 from components.recommend_quantize import convert_tflite  # noqa: E402
 from transforms.records import (  # noqa: E402
-    PRODUCT_SCHEMA,
-    USER_EVENT_SCHEMA,
     Product,
     ProductDetail,
     ProductRef,
@@ -77,7 +73,6 @@ def toy(tmp_path_factory):
     queries = [vocab.encode(b[1:]) for b in baskets]
     convert_tflite(paths["saved_model"], str(root / "model" / "model_int8.tflite"), mode="int8",
                    representative_queries=queries, max_query_items=8)
-    assert USER_EVENT_SCHEMA and PRODUCT_SCHEMA
     return root, events, catalog, vocab
 
 

@@ -202,8 +202,7 @@ class _QueryHandler(ModelHandler[Sequence[int], tuple[np.ndarray, np.ndarray], Q
         inference_args: Optional[dict[str, Any]] = None,
     ) -> Iterable[PredictionResult]:
         queries = [tuple(int(r) for r in q) for q in batch]
-        weights = (inference_args or {}).get("weights")
-        ids, w = encode_queries(queries, model.max_query_items, weights=weights)
+        ids, w = encode_queries(queries, model.max_query_items)
         scores = model.predict(ids, w)
         excluded = queries if self.exclude_query_items else [()] * len(queries)
         top = top_k_excluding(scores, excluded, self.top_k)
