@@ -93,7 +93,17 @@ def load_base(base_model: str | None, scheme: LabelScheme, *, attn_implementatio
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (defaults fit MiniLM-L6 on CoNLL-2003 on a few CPU cores)."""
+    """Training hyper-parameters (defaults fit MiniLM-L6 on CoNLL-2003 on a few CPU cores).
+
+    ``max_length`` is the window in word pieces (longer sentences are split
+    into several windows, never truncated); ``patience`` is how many
+    evaluations without a better F1 stop training; ``max_steps`` and
+    ``max_train_seconds`` cap the run (the best evaluation so far is kept);
+    ``max_*_sentences`` take the first N sentences only (smoke runs).
+    Measured on 2 shared CPU cores: 2 epochs of CoNLL-2003 train at
+    ``max_length=64``, batch 32, one thread: 880 steps in 40 minutes,
+    89.3 entity F1 on CoNLL-2003 valid.
+    """
 
     epochs: int = 3
     learning_rate: float = 1e-4
