@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-budget-s", type=float, default=0.5, help="per-image p50 budget for the choice")
     ap.add_argument("--max-word-f1-drop", type=float, default=0.01, help="allowed word-F1 drop vs fp32 for the choice")
     ap.add_argument("--max-rec-drop", type=float, default=0.01, help="recognizer agreement budget of the mixed candidate")
-    ap.add_argument("--pipeline-images", type=int, default=10, help="images for the pipeline-vs-raw-loop ratio (0: skip)")
+    ap.add_argument("--pipeline-images", type=int, default=15, help="images for the pipeline-vs-raw-loop ratio (0: skip)")
     ap.add_argument("--config", default="{}", help="JSON overrides of the engine's OcrConfig")
     args = ap.parse_args(argv)
 

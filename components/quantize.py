@@ -214,6 +214,28 @@ def to_fp16(model_path: str, out_path: str, *, keep_io_types: bool = True, op_bl
     model = _load(model_path)
     block = list(DEFAULT_OP_BLOCK_LIST) + list(op_block_list or ())
     converted = convert_float_to_float16(model, keep_io_types=keep_io_types, op_block_list=block)
+    # The converter can insert the same Cast twice (a constant feeding two
+    # blocked ops): same name, same output, which onnxruntime refuses. Keep one.
+    produced: dict[str, tuple] = {}
+    keep = []
+    for node in converted.graph.node:
+        sig = (node.op_type, tuple(node.input), tuple(node.output))
+        clash = [o for o in node.output if o in produced]
+        if clash and all(produced[o] == sig for o in clash) and node.op_type == "Cast":
+            continue
+        for o in node.output:
+            produced[o] = sig
+        keep.append(node)
+    if len(keep) != len(converted.graph.node):
+        del converted.graph.node[:]
+        converted.graph.node.extend(keep)
+    names: dict[str, int] = {}
+    for node in converted.graph.node:
+        if node.name in names:
+            names[node.name] += 1
+            node.name = f"{node.name}_{names[node.name]}"
+        else:
+            names[node.name] = 0
     out = _prepare_out(out_path)
     onnx.save(converted, out)
     return _carry_metadata(model_path, out)
