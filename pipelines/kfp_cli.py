@@ -323,10 +323,13 @@ def submit_pipeline(
 # ---------------------------------------------------------------------------
 
 
-def _config_options(f):
-    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. --set training.ner.epochs=2 (repeatable).")(f)
-    f = click.option("--config", "config_name", default="local", show_default=True, help="Environment (local, dev, prod) or a YAML file.")(f)
-    return f
+def _config_options(default: str = "local"):
+    def decorate(f):
+        f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. --set training.ner.epochs=2 (repeatable).")(f)
+        f = click.option("--config", "config_name", default=default, show_default=True, help="Environment (local, dev, prod) or a YAML file.")(f)
+        return f
+
+    return decorate
 
 
 def _load(config_name: str, overrides: Sequence[str], **cli) -> Config:
@@ -345,7 +348,7 @@ def command():
 @click.option("--pipeline-root", default=None, help="Folder for the run's artifacts (default: submit.pipeline_root of the config).")
 @click.option("--registry", "registry_root", default=None, help="Local model registry folder (default: registry.root of the config).")
 @click.option("--out", default=None, help="batch: the folder outputs are published to (default: batch.out).")
-@_config_options
+@_config_options("local")
 def run_command(name, local, pipeline_root, registry_root, out, config_name, overrides):
     """Run the training or batch pipeline end to end."""
     from rich.console import Console
@@ -388,7 +391,7 @@ def run_command(name, local, pipeline_root, registry_root, out, config_name, ove
 @click.option("--out", "out_dir", default="out/pipelines", show_default=True, help="Folder for training.yaml and batch.yaml.")
 @click.option("--project", default=None, help="Google Cloud project (fills the config's bucket and image names).")
 @click.option("--upload", is_flag=True, help="Also copy the YAML files to submit.templates (where the Terraform schedules read them).")
-@_config_options
+@_config_options("local")
 def compile_command(out_dir, project, upload, config_name, overrides):
     """Compile both pipelines to the YAML Vertex AI Pipelines runs."""
     cfg = _load(config_name, overrides, project=project)
@@ -412,12 +415,10 @@ def compile_command(out_dir, project, upload, config_name, overrides):
 @click.option("--service-account", default=None, help="Service account the run uses (default: submit.service_account).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A pipeline parameter value (repeatable), e.g. --param out=gs://...")
 @click.option("--no-caching", is_flag=True, help="Run every step, cached results or not.")
-@_config_options
+@_config_options("dev")
 @click.pass_context
 def submit_command(ctx, name, project, region, pipeline_root, schedule, service_account, params, no_caching, config_name, overrides):
     """Submit the training or batch pipeline to Vertex AI Pipelines (once, or on a schedule)."""
-    if config_name == "local" and not any(o.startswith("registry.") for o in overrides):
-        config_name = "dev"  # the local config has no cloud settings
     cfg = _load(config_name, overrides, project=project, region=region, **{"submit.pipeline_root": pipeline_root})
     require_project(cfg)
     values = ARGUMENTS[name](cfg)
