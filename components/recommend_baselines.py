@@ -9,7 +9,9 @@ takes a list of queries, each a list of vocabulary rows, and returns a
 >>> from transforms.recommend_vocab import ItemVocab
 >>> vocab = ItemVocab.build([["a", "b"], ["a", "b"], ["a", "c"]])
 >>> X = basket_matrix([["a", "b"], ["a", "b"], ["a", "c"]], vocab)
->>> CooccurrenceScorer(X).score([[0]]).tolist()
+>>> CooccurrenceScorer(X).matrix.tolist()
+[[0.0, 2.0, 1.0], [2.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+>>> CooccurrenceScorer(X).score([[0]]).round(3).tolist()  # a tiny popularity term breaks ties
 [[0.0, 2.0, 1.0]]
 """
 

@@ -11,8 +11,8 @@ from the events first), and writes under ``--out``:
   basket-completion scores for the product alone, blended with cosine
   co-occurrence counted over the events (``frequently-bought-together``);
 * ``recommended_for_you/``: for every visitor with purchases, the model's
-  scores for their purchase history, items already bought excluded
-  (``recommended-for-you``);
+  scores for their purchase history (the 48 most recent distinct
+  products), those products excluded (``recommended-for-you``);
 * ``dead_letter/``: queries the model failed on, as DeadLetter rows;
 * ``summary.json``: counts per output, fallbacks, the model used, seconds.
 
