@@ -118,6 +118,12 @@ def test_pipeline_writes_every_item_and_visitor_once(toy, tmp_path, engine):
     assert by_visitor["v-cold"]["fallback"] == "popularity"
     warm = [r for r in rfy if r["key"] != "v-cold"]
     assert all(r["fallback"] is None and r["results"] for r in warm)
+    bought: dict[str, set] = {}
+    for e in events:
+        if e.eventType == "purchase-complete":
+            bought.setdefault(e.visitorId, set()).update(d.product.id for d in e.productDetails)
+    for r in warm:  # nothing the visitor already bought is recommended back
+        assert not {x["id"] for x in r["results"]} & bought[r["key"]], r
     assert summary["outputs"]["similar_items"]["rows"] == len(items)
     assert summary["dead_letters"] == 0
     jsonl = [json.loads(line) for f in glob.glob(str(out / "recommended_for_you" / "predictions*.jsonl")) for line in open(f)]
