@@ -39,6 +39,8 @@ def train_ner(
     from components.ner_train import train_ner as fit
 
     train, tune, test = split_sentences(train_data, eval_data or None, seed=seed)
+    if max_train_sentences:
+        train = train[:max_train_sentences]
     if max_eval_sentences:
         tune, test = tune[:max_eval_sentences], test[:max_eval_sentences]
     os.makedirs(heldout.path, exist_ok=True)
@@ -50,7 +52,6 @@ def train_ner(
         batch_size=batch_size,
         max_length=max_length,
         learning_rate=learning_rate,
-        max_train_sentences=max_train_sentences or None,
         seed=seed,
     )
     result = fit(train, model.path, eval_data=tune, base_model=base_model or None, config=config)
