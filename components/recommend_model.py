@@ -56,7 +56,6 @@ class TrainConfig:
     learning_rate: float = 4e-3
     context_drop: float = 0.2
     seed: int = 0
-    half_life_days: float | None = None
 
     def __post_init__(self):
         for name in ("dim", "max_query_items", "epochs", "batch_size"):
