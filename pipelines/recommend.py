@@ -328,12 +328,21 @@ def run(
     workers: int = 1,
     epochs: int | None = None,
     echo=print,
+    registry=None,
     **options,
 ) -> dict:
-    """Train if needed, run the pipeline, write ``summary.json``; returns the summary."""
+    """Train if needed, run the pipeline, write ``summary.json``; returns the summary.
+
+    ``model_dir`` may name a registered model (``registry://recommender@production``):
+    it is resolved in ``registry`` (:mod:`components.registry`) once, here, to
+    one checksummed version, used for the whole run and recorded in the
+    summary (``model_version``).
+    """
+    from components.registry import resolve_model_uri
     from pipelines.options import make_pipeline, pipeline_options
 
     start = time.perf_counter()
+    model_dir, model_version = resolve_model_uri(model_dir, registry)
     trained_here = model_dir is None
     if trained_here:
         model_dir = train_model_from_events(events, os.path.join(out_dir, "model"), epochs=epochs, echo=echo)
@@ -344,6 +353,7 @@ def run(
         "events": events,
         "catalog": catalog,
         "model": model_dir,
+        "model_version": model_version,
         "trained_here": trained_here,
         "engine": options.get("engine", "saved_model"),
         "train_seconds": round(train_secs, 2),
@@ -374,9 +384,12 @@ def run(
 @click.option("--tflite", "tflite_path", default=None, help="TFLite model for --engine tflite (default <model>/model_int8.tflite).")
 @click.option("--epochs", default=None, type=int, help="Training epochs when no --model is given.")
 @click.option("--workers", default=1, show_default=True, help="Local worker processes.")
+@click.option("--registry", "registry_root", default="out/registry", show_default=True, help="Local model registry that --model registry://name@alias resolves in.")
 @click.pass_context
-def command(ctx, events, catalog, out_dir, model_dir, k, fbt_alpha, engine, tflite_path, epochs, workers):
+def command(ctx, events, catalog, out_dir, model_dir, k, fbt_alpha, engine, tflite_path, epochs, workers, registry_root):
     """Similar items, frequently bought together and recommended-for-you lists from purchase events."""
+    from components.registry import LocalRegistry
+
     summary = run(
         events=events,
         catalog=catalog,
@@ -390,5 +403,6 @@ def command(ctx, events, catalog, out_dir, model_dir, k, fbt_alpha, engine, tfli
         fbt_alpha=fbt_alpha,
         engine=engine,
         tflite_path=tflite_path,
+        registry=LocalRegistry(registry_root),
     )
     click.echo(json.dumps(summary, indent=2))
