@@ -106,7 +106,6 @@ def test_batch_uses_the_registered_models(runs):
         assert list((out / "recommendations" / part).glob("*.parquet")), part
 
 
-@pytest.mark.slow
 def test_batch_entry_point_runs_the_same_stages(runs, tmp_path):
     """``python -m pipelines.batch`` (the flex template's entry point): the four stages in sequence, no KFP runner."""
     from click.testing import CliRunner
