@@ -42,7 +42,16 @@ tf-check: venv checkov-venv ## offline Terraform checks: structure tests (python
 bench-ingest: venv ## ingestion benchmark on ../shared/data/retail (minutes)
 	$(PY) -m benchmarks.ingest --json benchmarks/results/ingest.json
 
+bench-ner: venv ## NER candidates on CoNLL-2003 valid (trains first if no model; about 15 min plus training)
+	$(PY) -m benchmarks.ner --json benchmarks/results/ner.json
+
+bench-recommend: venv ## recommendation baselines and candidates on the retail time split (about 15 min)
+	$(PY) -m benchmarks.recommend --data ../shared/data/retail/online_retail_2010-12_2011-09.csv --split-date 2011-08-01 --json benchmarks/results/recommend.json
+
+train-ner: venv ## fine-tune the NER model on CoNLL-2003 train (about 40 min on 2 cores)
+	$(PY) -m components.ner_train --train ../shared/data/ner/conll2003/train.txt --eval ../shared/data/ner/conll2003/valid.txt --out out/models/ner/torch --epochs 2 --max-length 64 --num-threads 1
+
 clean: ## remove outputs (keeps .venv)
 	rm -rf out .pytest_cache
 
-.PHONY: help venv demo test checkov-venv tf-check bench-ingest clean
+.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ner bench-recommend train-ner clean
