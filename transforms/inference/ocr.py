@@ -115,9 +115,9 @@ class OcrResult(NamedTuple):
 class OcrConfig:
     """Tuning of the OCR engine; every size is in pixels.
 
-    Detection resizes an image so its shorter side is ``det_min_side``
-    (never above ``det_max_side`` on the longer side), rounded to multiples
-    of 32. Images taller than ``tile_aspect`` times their width, which
+    Detection enlarges an image whose shorter side is below ``det_min_side``
+    to that size and otherwise keeps its resolution, never above
+    ``det_max_side`` on the longer side (sizes rounded to multiples of 32). Images taller than ``tile_aspect`` times their width, which
     whole-image detection would have to shrink (taller than
     ``det_max_side``), are tiled into windows of that aspect with
     ``tile_overlap`` (fraction) overlap, so detection sees them at full
@@ -418,8 +418,7 @@ class OcrEngine:
 
         c = self.config
         h, w = image.shape[:2]
-        scale = c.det_min_side / min(h, w)
-        scale = min(scale, c.det_max_side / max(h, w))
+        scale = self._det_scale(h, w)
         rh = max(32, int(round(h * scale / 32)) * 32)
         rw = max(32, int(round(w * scale / 32)) * 32)
         resized = cv2.resize(image, (rw, rh))
@@ -441,10 +440,16 @@ class OcrEngine:
             out.append(b)
         return out
 
+    def _det_scale(self, h: int, w: int) -> float:
+        """Detector input scale: small images up to ``det_min_side`` on the short side, never past ``det_max_side``."""
+        c = self.config
+        scale = max(1.0, c.det_min_side / min(h, w))
+        return min(scale, c.det_max_side / max(h, w))
+
     def _tiles(self, h: int, w: int) -> list[tuple[int, int]]:
         """Row ranges to detect on: tiles only when the image is tall and whole-image detection would shrink it."""
         c = self.config
-        scale = min(c.det_min_side / min(h, w), c.det_max_side / max(h, w))
+        scale = self._det_scale(h, w)
         if c.tile_aspect <= 0 or h <= c.tile_aspect * w or scale >= 1.0:
             return [(0, h)]
         tile_h = int(c.tile_aspect * w)
