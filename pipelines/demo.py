@@ -30,8 +30,34 @@ def run_demo(out: str, *, console: Console | None = None) -> dict:
         [str(SAMPLES / "retail" / "online_retail_sample.csv")], str(out_path / "ingest"), format="online-retail", progress=True
     )
     print_summary(results["ingest"], console)
+
+    from pipelines.config import load_config
+    from pipelines.kfp_cli import run_local
+
+    cfg = load_config("local", [f"registry.root={out_path / 'registry'}", f"batch.out={out_path / 'batch'}"])
+    root = str(out_path / "pipeline_root")
+    console.rule("training pipeline (kfp local): ingest -> train NER + recommender -> quantize (OCR too) -> evaluate -> register")
+    results["training"] = run_local("training", cfg, pipeline_root=root)
+    _print_steps(results["training"], console)
+    console.rule("batch pipeline (kfp local): ingest -> enrich (OCR + NER) -> recommend -> publish, with the registered models")
+    results["batch"] = run_local("batch", cfg, pipeline_root=root)
+    _print_steps(results["batch"], console)
     console.rule(f"done in {time.perf_counter() - t0:.1f}s")
     return results
+
+
+def _print_steps(run: dict, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{run['pipeline']} pipeline: {run['seconds']:.0f}s", header_style="bold")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    for step in run.get("steps", []):
+        table.add_row(str(step.get("name") or step.get("step")), str(step.get("status")), f"{step.get('seconds') or 0:.1f}")
+    console.print(table)
+    for name, model in (run.get("models") or {}).items():
+        console.print(f"model {name}: {model}")
 
 
 @click.command()
