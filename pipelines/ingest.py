@@ -100,7 +100,7 @@ def run_ingest(
     partitions: int | None = None,
     chunk_mb: float = 4.0,
     workers: int | None = None,
-    worker_mode: str = "processes",
+    worker_mode: str = "threads",
     retail_json: bool = False,
     catalog: str | None = None,
     bigquery_dataset: str | None = None,
@@ -214,11 +214,13 @@ def _show_progress(cfg: IngestConfig, uris: Sequence[str], stop: threading.Event
 @click.option("--catalog", help="Products (ingest output folder or Parquet) to count events that name unknown products.")
 @click.option("--partitions", type=int, help="Output shards (default: one per 16 MB of input, at least 2).")
 @click.option("--chunk-mb", type=float, default=4.0, show_default=True, help="Split size for parallel reads of one file.")
-@click.option("--workers", type=int, help="Local worker processes (default: all cores for inputs over 8 MB, else 1).")
+@click.option("--workers", type=int, help="Local workers (default: all cores for inputs over 8 MB, else 1).")
+@click.option("--worker-mode", type=click.Choice(["threads", "processes"]), default="threads", show_default=True,
+              help="Local workers as threads (the work is in Arrow kernels; no start-up cost) or processes.")
 @click.option("--bigquery-dataset", help="Also load every output into BigQuery: project:dataset (tables products, user_events, cancellations, dead_letters).")
 @click.option("--retail-json/--no-retail-json", default=False, show_default=True, help="Also write the Retail API's JSON import format.")
 @click.pass_context
-def command(ctx, inputs, out, format_, kind, mapping, currency, catalog, partitions, chunk_mb, workers, bigquery_dataset, retail_json):
+def command(ctx, inputs, out, format_, kind, mapping, currency, catalog, partitions, chunk_mb, workers, worker_mode, bigquery_dataset, retail_json):
     """Ingest catalog/event files into validated Parquet, dead letters and a run summary.
 
     Extra flags (--runner, --project, --region, --temp_location, ...) go to Beam.
@@ -233,6 +235,7 @@ def command(ctx, inputs, out, format_, kind, mapping, currency, catalog, partiti
         partitions=partitions,
         chunk_mb=chunk_mb,
         workers=workers,
+        worker_mode=worker_mode,
         retail_json=retail_json,
         catalog=catalog,
         bigquery_dataset=bigquery_dataset,
