@@ -42,6 +42,9 @@ tf-check: venv checkov-venv ## offline Terraform checks: structure tests (python
 bench-ingest: venv ## ingestion benchmark on ../shared/data/retail (minutes)
 	$(PY) -m benchmarks.ingest --json benchmarks/results/ingest.json
 
+bench-ocr: venv ## OCR candidates vs stock RapidOCR and Tesseract on ../shared/data/ocr/sroie (25-45 min)
+	$(PY) -m benchmarks.ocr --data ../shared/data/ocr/sroie --json benchmarks/results/ocr.json --limit 30
+
 bench-ner: venv ## NER candidates on CoNLL-2003 valid (trains first if no model; about 15 min plus training)
 	$(PY) -m benchmarks.ner --json benchmarks/results/ner.json
 
@@ -54,4 +57,4 @@ train-ner: venv ## fine-tune the NER model on CoNLL-2003 train (about 40 min on 
 clean: ## remove outputs (keeps .venv)
 	rm -rf out .pytest_cache
 
-.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ner bench-recommend train-ner clean
+.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ocr bench-ner bench-recommend train-ner clean
