@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 
@@ -60,19 +59,3 @@ def run_measured(argv: list[str], *, interval_secs: float = 0.2, env: dict | Non
         raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{err[-3000:]}")
     last = out.strip().splitlines()[-1] if out.strip() else "{}"
     return {"process_secs": wall, "peak_rss_mib": peak / 2**20, "result": json.loads(last)}
-
-
-def cpu_info() -> dict:
-    flags = set()
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and not model:
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    keep = sorted(f for f in flags if f.startswith(("avx512", "avx2", "amx")) or f in {"avx_vnni", "fma"})
-    return {"model": model, "cores": os.cpu_count(), "flags": keep, "python": sys.version.split()[0]}

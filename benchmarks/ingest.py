@@ -29,7 +29,8 @@ import sys
 import tempfile
 import time
 
-from benchmarks._measure import cpu_info, run_measured
+from benchmarks._measure import run_measured
+from components.candidates import cpu_info
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "retail" / "online_retail_2010-12_2011-09.csv"
 NOW = "2026-01-01T00:00:00+00:00"
