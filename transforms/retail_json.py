@@ -111,23 +111,30 @@ class ParsedRecords:
 MAX_RECORD_BYTES = 1 << 20  # a Retail API record is far smaller; anything larger is refused unparsed
 
 
-def iter_jsonl(data: bytes, base_offset: int, *, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterable[tuple[int, str, object]]:
-    """(offset, raw line, parsed object or Invalid) for each non-blank line."""
+def _text_lines(data: bytes, base_offset: int, max_record_bytes: int, *, strip: bool):
+    """(offset, text, None) for each non-blank UTF-8 line, or (offset, raw, Invalid) when unusable."""
     pos = 0
     for line in data.split(b"\n"):
         offset = base_offset + pos
         pos += len(line) + 1
-        stripped = line.strip()
-        if not stripped:
+        line = line.strip() if strip else line.rstrip(b"\r")
+        if not line.strip():
             continue
-        if len(stripped) > max_record_bytes:
-            head = stripped[:200].decode("utf-8", "replace")
-            yield offset, head, Invalid("RECORD_TOO_LARGE", f"the record has {len(stripped):,} bytes; the limit is {max_record_bytes:,}")
+        if len(line) > max_record_bytes:
+            head = line[:200].decode("utf-8", "replace")
+            yield offset, head, Invalid("RECORD_TOO_LARGE", f"the record has {len(line):,} bytes; the limit is {max_record_bytes:,}")
             continue
         try:
-            text = stripped.decode("utf-8")
+            yield offset, line.decode("utf-8"), None
         except UnicodeDecodeError:
-            yield offset, stripped.decode("utf-8", "replace"), Invalid("ENCODING_ERROR", "the line is not valid UTF-8")
+            yield offset, line.decode("utf-8", "replace"), Invalid("ENCODING_ERROR", "the line is not valid UTF-8")
+
+
+def iter_jsonl(data: bytes, base_offset: int, *, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterable[tuple[int, str, object]]:
+    """(offset, raw line, parsed object or Invalid) for each non-blank line."""
+    for offset, text, problem in _text_lines(data, base_offset, max_record_bytes, strip=True):
+        if problem is not None:
+            yield offset, text, problem
             continue
         try:
             yield offset, text, json.loads(text)
@@ -135,19 +142,11 @@ def iter_jsonl(data: bytes, base_offset: int, *, max_record_bytes: int = MAX_REC
             yield offset, text, Invalid("MALFORMED_JSON", f"not valid JSON: {exc}")
 
 
-def iter_csv(data: bytes, base_offset: int, header: list[str] | None, mapping: ColumnMapping):
+def iter_csv(data: bytes, base_offset: int, header: list[str] | None, mapping: ColumnMapping, *, max_record_bytes: int = MAX_RECORD_BYTES):
     """(offset, raw line, mapped dict or Invalid) for each CSV line after the header."""
-    pos = 0
-    for line in data.split(b"\n"):
-        offset = base_offset + pos
-        pos += len(line) + 1
-        stripped = line.rstrip(b"\r")
-        if not stripped.strip():
-            continue
-        try:
-            text = stripped.decode("utf-8")
-        except UnicodeDecodeError:
-            yield offset, stripped.decode("utf-8", "replace"), Invalid("ENCODING_ERROR", "the line is not valid UTF-8")
+    for offset, text, problem in _text_lines(data, base_offset, max_record_bytes, strip=False):
+        if problem is not None:
+            yield offset, text, problem
             continue
         try:
             values = next(csv.reader([text], strict=True))
