@@ -121,8 +121,8 @@ class _MergeCounts(beam.CombineFn):
         return acc
 
 
-def _shard_name(index: int, total: int, suffix: str = "parquet") -> str:
-    return f"part-{index:05d}-of-{total:05d}.{suffix}"
+def _shard_name(index: int, total: int) -> str:
+    return f"part-{index:05d}-of-{total:05d}"
 
 
 def _write_output(cfg: IngestConfig, name: str, table: pa.Table, shard: str) -> list[str]:
@@ -131,6 +131,13 @@ def _write_output(cfg: IngestConfig, name: str, table: pa.Table, shard: str) -> 
         lines = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in retail_json_rows(table))
         paths.append(write_text(lines, join_path(cfg.staging, f"{name}_retail_json", f"{shard}.jsonl")))
     return paths
+
+
+def _emit(cfg: IngestConfig, name: str, table: pa.Table, shard: str):
+    """Write one shard of an output; pass the table on when a further sink wants it."""
+    yield from (beam.pvalue.TaggedOutput("written", p) for p in _write_output(cfg, name, table, shard))
+    if cfg.emit_tables:
+        yield beam.pvalue.TaggedOutput("tables", (name, table))
 
 
 def _read_tables(paths: Sequence[str]) -> pa.Table:
@@ -235,7 +242,7 @@ class _BuildPartitionFn(beam.DoFn):
         cfg = self.cfg
         part, paths = element
         lines = _read_tables(list(paths))
-        shard = _shard_name(part, cfg.partitions).removesuffix(".parquet")
+        shard = _shard_name(part, cfg.partitions)
         counts: dict = {"records": {}, "outputs": {}}
         if cfg.format == "online-retail":
             built = online_retail.build_events(lines, currency=cfg.currency)
@@ -243,7 +250,7 @@ class _BuildPartitionFn(beam.DoFn):
             counts["outputs"] = dict(built["rows"])
             for name in ("events", "cancellations"):
                 counts["records"][name] = built[name].num_rows
-                yield from self._emit(name, built[name], shard)
+                yield from _emit(self.cfg, name, built[name], shard)
             partials = online_retail.product_partials(built["lines"])
             for ppart, rows in online_retail.partition_ids(partials, "stock", cfg.partitions):
                 yield beam.pvalue.TaggedOutput("partials", (ppart, online_retail.compact(rows)))
@@ -254,29 +261,26 @@ class _BuildPartitionFn(beam.DoFn):
             counts["records"][cfg.kind] = records.num_rows
             if cfg.kind == "events" and self._catalog_ids is not None:
                 counts["unjoined_events"] = unjoined_events(records, self._catalog_ids)
-            yield from self._emit(cfg.kind, records, shard)
+            yield from _emit(self.cfg, cfg.kind, records, shard)
         yield beam.pvalue.TaggedOutput("counts", counts)
 
-    def _emit(self, name, table, shard):
-        yield from (beam.pvalue.TaggedOutput("written", p) for p in _write_output(self.cfg, name, table, shard))
-        if self.cfg.emit_tables:
-            yield beam.pvalue.TaggedOutput("tables", (name, table))
 
 
 class _BuildProductsFn(beam.DoFn):
+    """Merge the per-product partial aggregates of one product partition into Products."""
+
     def __init__(self, cfg: IngestConfig):
         self.cfg = cfg
-
-    _emit = _BuildPartitionFn._emit
 
     def process(self, element):
         part, tables = element
         partials = pa.concat_tables(list(tables))
         products = online_retail.build_products(partials, currency=self.cfg.currency)
-        shard = _shard_name(part, self.cfg.partitions).removesuffix(".parquet")
-        yield from self._emit("products", products, shard)
-        flagged = sum(1 for a in products["attributes"].to_pylist() if any(k == "non_product" for k, _ in a or []))
-        imputed = sum(1 for a in products["attributes"].to_pylist() if any(k == "imputed_fields" for k, _ in a or []))
+        shard = _shard_name(part, self.cfg.partitions)
+        yield from _emit(self.cfg, "products", products, shard)
+        keys = [{k for k, _ in a or []} for a in products["attributes"].to_pylist()]
+        flagged = sum("non_product" in k for k in keys)
+        imputed = sum("imputed_fields" in k for k in keys)
         yield beam.pvalue.TaggedOutput(
             "counts", {"records": {"products": products.num_rows}, "flags": {"non_product": flagged, "imputed_title": imputed}}
         )
