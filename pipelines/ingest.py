@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -250,7 +251,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m pipelines.ingest`` (Dataflow flex templates use it)."""
     from pipelines.cli import main
 
-    return main(["ingest", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return main(["ingest", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":
