@@ -142,12 +142,14 @@ def split_pages(data_dir: str, *, n_eval: int | None, n_calibration: int) -> tup
     return ev, calib
 
 
-def _rect(box) -> tuple[float, float, float, float]:
+def box_rect(box) -> tuple[float, float, float, float]:
+    """The axis-aligned (x0, y0, x1, y1) of a quadrilateral or any point list."""
     a = np.asarray(box, dtype=np.float64).reshape(-1, 2)
     return a[:, 0].min(), a[:, 1].min(), a[:, 0].max(), a[:, 1].max()
 
 
-def _iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) rectangles."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -165,10 +167,10 @@ def _nospace_tokens(text: str) -> list[str]:
 
 def page_counts(pred: Sequence[PredLine], truth: Page, *, iou_threshold: float = 0.5) -> dict[str, int]:
     """Counts for one page (summed over pages by :func:`aggregate`); ``pred`` in reading order."""
-    gt = [(t, _rect(b)) for t, b in truth.lines]
-    pr = [(t, _rect(b)) for t, b in pred]
+    gt = [(t, box_rect(b)) for t, b in truth.lines]
+    pr = [(t, box_rect(b)) for t, b in pred]
     pairs = sorted(
-        ((_iou(pr[i][1], gt[j][1]), i, j) for i in range(len(pr)) for j in range(len(gt))),
+        ((box_iou(pr[i][1], gt[j][1]), i, j) for i in range(len(pr)) for j in range(len(gt))),
         reverse=True,
     )
     used_p, used_g, matches = set(), set(), []

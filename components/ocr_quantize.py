@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from components.ocr_eval import box_iou, box_rect
 from components.ocr_eval import levenshtein
 from components.quantize import (
     FeedsCalibrationReader,
@@ -97,18 +98,6 @@ def calibration_set(images: Sequence[np.ndarray], *, engine: OcrEngine, max_crop
     return cal
 
 
-def _rect(b):
-    return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 0].max()), float(b[:, 1].max())
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class _Scorer:
     """Agreement of one swapped-in model with the FP32 engine on the calibration set."""
 
@@ -136,10 +125,10 @@ class _Scorer:
         eng = self._engine(det=path)
         found = total = 0
         for img, ref in zip(self.cal.images, self.cal.ref_boxes):
-            got = [_rect(b) for b in eng.detect(img)]
+            got = [box_rect(b) for b in eng.detect(img)]
             for r in ref:
                 total += 1
-                found += any(_iou(_rect(r), g) >= 0.5 for g in got)
+                found += any(box_iou(box_rect(r), g) >= 0.5 for g in got)
         return found / max(total, 1)
 
     def cls(self, path: str) -> float:

@@ -41,6 +41,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.errors import AisleError, ConfigError, ModelLoadError
+from transforms.inference import read_model_bytes
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -184,16 +185,6 @@ class OcrModelPaths(NamedTuple):
         return cls(det=paths["det"], rec=paths["rec"], cls=paths["cls"] if FileSystems.exists(paths["cls"]) else None)
 
 
-def _read_bytes(path: str) -> bytes:
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        with FileSystems.open(path) as f:
-            return f.read()
-    except Exception as e:
-        raise ModelLoadError(f"cannot read model {path!r}: {e}") from e
-
-
 def _session(path: str, threads: int | None, *, spin: bool = False):
     import onnxruntime as ort
 
@@ -207,7 +198,7 @@ def _session(path: str, threads: int | None, *, spin: bool = False):
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(_read_bytes(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(read_model_bytes(path), so, providers=["CPUExecutionProvider"])
     except ModelLoadError:
         raise
     except Exception as e:

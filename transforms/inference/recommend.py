@@ -35,6 +35,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.errors import ModelLoadError
+from transforms.inference import read_model_bytes
 from transforms.recommend_vocab import encode_queries
 
 __all__ = [
@@ -77,16 +78,6 @@ def top_k_excluding(scores: np.ndarray, queries: Sequence[Sequence[int]], k: int
     return out
 
 
-def _read_bytes(path: str) -> bytes:
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        with FileSystems.open(path) as fh:
-            return fh.read()
-    except Exception as exc:
-        raise ModelLoadError(f"cannot read model file {path!r}: {exc}") from exc
-
-
 def _localize_dir(path: str) -> str:
     """A local folder with the content of ``path`` (itself when it is already local)."""
     if os.path.isdir(path):
@@ -105,7 +96,7 @@ def _localize_dir(path: str) -> str:
         target = os.path.join(local, f[len(root) :])
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as out:
-            out.write(_read_bytes(f))
+            out.write(read_model_bytes(f))
     return local
 
 
@@ -236,7 +227,7 @@ class TFLiteQueryHandler(_QueryHandler):
         self.num_threads = num_threads
 
     def load_model(self) -> QueryModel:
-        return load_tflite_predict(_read_bytes(self.model_uri), num_threads=self.num_threads)
+        return load_tflite_predict(read_model_bytes(self.model_uri), num_threads=self.num_threads)
 
 
 def load_vocab(model_dir: str):
@@ -245,7 +236,7 @@ def load_vocab(model_dir: str):
 
     from transforms.recommend_vocab import ItemVocab
 
-    return ItemVocab.from_json(_read_bytes(FileSystems.join(model_dir, "vocab.json")).decode("utf-8"))
+    return ItemVocab.from_json(read_model_bytes(FileSystems.join(model_dir, "vocab.json")).decode("utf-8"))
 
 
 def load_item_embeddings(model_dir: str) -> tuple[tuple[str, ...], np.ndarray]:
@@ -255,7 +246,7 @@ def load_item_embeddings(model_dir: str) -> tuple[tuple[str, ...], np.ndarray]:
     from apache_beam.io.filesystems import FileSystems
 
     vocab = load_vocab(model_dir)
-    emb = np.load(io.BytesIO(_read_bytes(FileSystems.join(model_dir, "item_embeddings.npy"))))
+    emb = np.load(io.BytesIO(read_model_bytes(FileSystems.join(model_dir, "item_embeddings.npy"))))
     if emb.shape[0] != len(vocab):
         raise ModelLoadError(
             f"{model_dir!r}: item_embeddings.npy has {emb.shape[0]} rows but vocab.json {len(vocab)} ids; re-export the model"
