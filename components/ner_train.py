@@ -372,7 +372,8 @@ def _cli(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--base-model", default=None, help="checkpoint folder (default: the MiniLM-L6 package)")
     defaults = TrainConfig()
     for name in ("epochs", "learning_rate", "batch_size", "max_length", "seed", "patience", "max_steps",
-                 "max_train_seconds", "num_threads", "log_every_steps", "max_train_sentences", "max_eval_sentences"):
+                 "max_train_seconds", "num_threads", "log_every_steps", "max_train_sentences", "max_eval_sentences",
+                 "eval_every_steps"):
         value = getattr(defaults, name)
         kind = float if name in ("learning_rate", "max_train_seconds") else int
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value)

@@ -60,11 +60,26 @@ def test_long_text_is_tagged_in_windows(tiny_onnx):
     sentence = "Grown in Peru and packed in Sweden. "
     text = sentence * 12  # about 100 words: several windows
     entities = tagger.entities([text])[0]
-    assert tagger.model_calls == 1  # all windows in one bucketed batch
+    assert tagger.model_calls <= 2  # full windows in one bucket, the short tail window in another
+    assert tagger.padded_tokens <= 1.1 * tagger.real_tokens
     locs = [e for e in entities if e.label == "LOC"]
     assert len(locs) == 24  # nothing truncated: both places in every repetition
     assert all(text[e.start : e.end] == e.text for e in locs)
     assert locs[-1].text == "Sweden" and locs[-1].end > len(text) - 10
+
+
+def test_buckets_hold_padding_to_the_budget(tiny_onnx):
+    tagger = load_tagger(tiny_onnx)
+    texts = [" ".join(["Lisbon"] * n) for n in (1, 2, 3, 5, 8, 13, 21, 1, 2, 3)]
+    reference = [tagger.entities([t])[0] for t in texts]  # one text per call: no padding at all
+    tagger.max_padding_fraction = 0.1
+    tagger.model_calls = tagger.padded_tokens = tagger.real_tokens = 0
+    assert tagger.entities(texts) == reference  # padding never changes a result
+    assert tagger.padded_tokens <= 1.1 * tagger.real_tokens and tagger.model_calls > 1
+    tagger.max_padding_fraction = 100.0  # no padding budget: one call padded to the longest
+    tagger.model_calls = tagger.padded_tokens = tagger.real_tokens = 0
+    assert tagger.entities(texts) == reference
+    assert tagger.model_calls == 1 and tagger.padded_tokens > 2 * tagger.real_tokens
 
 
 def test_handler_rejects_unusable_text(tiny_onnx):
