@@ -276,31 +276,16 @@ def add_ocr_steps(
     return {"lines": lines, "text": text, "dead_letter": dead}
 
 
-class _WriteParquet(beam.PTransform):
-    """Dict rows -> one Parquet file per bundle-free write (rows gathered, sorted, written once)."""
+def _catalog_pairs(catalog: str) -> list[tuple[str, str]]:
+    """``(file, root)`` for every product file of ``catalog``: listed when the job runs, not when it is built."""
+    files, root = catalog_files(catalog)
+    return [(f, root) for f in files]
 
-    def __init__(self, uri: str, schema: pa.Schema, sort_keys: Sequence[str]):
-        super().__init__()
-        self.uri = uri
-        self.schema = schema
-        self.sort_keys = list(sort_keys)
 
-    def expand(self, rows):
-        from transforms.io import write_parquet
+def _write(rows: beam.PCollection, label: str, out: str, name: str, schema: pa.Schema, keys: Sequence[str], rows_per_shard: int):
+    from transforms.shards import WriteSortedShards
 
-        uri, schema, keys = self.uri, self.schema, self.sort_keys
-
-        def write(_, batch):
-            batch = sorted(batch, key=lambda r: tuple(r[k] for k in keys))
-            write_parquet(pa.Table.from_pylist(batch, schema=schema), uri)
-            return len(batch)
-
-        return (
-            rows
-            | "Key" >> beam.Map(lambda r: (None, r))
-            | "Gather" >> beam.GroupByKey()
-            | "Write" >> beam.MapTuple(write)
-        )
+    return rows | label >> WriteSortedShards(FileSystems.join(out, name), schema, keys, rows_per_shard=rows_per_shard)
 
 
 def build_enrich(
@@ -312,6 +297,8 @@ def build_enrich(
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ner_model: str | None = None,
+    ner_options: Mapping[str, Any] | None = None,
+    rows_per_shard: int = 200_000,
 ) -> dict[str, beam.PCollection]:
     """Add the enrichment job to ``pipeline``: products of ``catalog`` -> Parquet under ``out``.
 
@@ -319,28 +306,34 @@ def build_enrich(
     chain on them (e.g. attribute extraction on ``["text"]``). With
     ``ner_model`` (a NER model folder), the NER half runs on the products'
     title, description and OCR text (``transforms.ner_enrich.add_ner_steps``)
-    and adds ``entities``, ``catalog_enriched`` and ``dead_letter_ner``.
+    and adds ``entities``, ``catalog_enriched`` and ``dead_letter_ner``
+    (``ner_options``: keyword options of ``NerModelHandler``, e.g.
+    ``{"intra_op_threads": 1}``).
+
+    Building the graph touches no file: the catalog is listed, and models
+    are loaded, when the job runs, so a Dataflow job can be built (and
+    validated with ``--dry_run``) without the data or models at hand.
+    Every output is written as sorted, hash-sharded Parquet
+    (:class:`transforms.shards.WriteSortedShards`, at most
+    ``rows_per_shard`` rows in a worker's memory at once), byte-identical
+    across re-runs and worker counts.
     """
-    files, root = catalog_files(catalog)
-    refs = (
+    files = (
         pipeline
-        | "ListCatalog" >> beam.Create(files)
-        | "ReadCatalog" >> beam.FlatMap(image_refs, root)
-        | "Reshuffle" >> beam.Reshuffle()
+        | "ListCatalog" >> beam.Create([catalog])
+        | "CatalogFiles" >> beam.FlatMap(_catalog_pairs)
+        | "SpreadCatalogFiles" >> beam.Reshuffle()
     )
+    refs = files | "ReadCatalog" >> beam.FlatMapTuple(image_refs) | "Reshuffle" >> beam.Reshuffle()
     outputs = add_ocr_steps(refs, handler=handler, max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes)
-    outputs["lines"] | "WriteOcrLines" >> _WriteParquet(
-        FileSystems.join(out, "ocr_lines", "part-00000.parquet"), OCR_LINES_SCHEMA, ("product_id", "image_uri", "line_index")
-    )
-    outputs["text"] | "WriteOcrText" >> _WriteParquet(FileSystems.join(out, "ocr_text", "part-00000.parquet"), OCR_TEXT_SCHEMA, ("product_id",))
-    outputs["dead_letter"] | "WriteOcrDeadLetter" >> _WriteParquet(
-        FileSystems.join(out, "dead_letter_ocr", "part-00000.parquet"), DEAD_LETTER_SCHEMA, ("source_file", "source_offset")
-    )
+    _write(outputs["lines"], "WriteOcrLines", out, "ocr_lines", OCR_LINES_SCHEMA, ("product_id", "image_uri", "line_index"), rows_per_shard)
+    _write(outputs["text"], "WriteOcrText", out, "ocr_text", OCR_TEXT_SCHEMA, ("product_id",), rows_per_shard)
+    _write(outputs["dead_letter"], "WriteOcrDeadLetter", out, "dead_letter_ocr", DEAD_LETTER_SCHEMA, ("source_file", "source_offset"), rows_per_shard)
     if ner_model:
         from transforms.ner_enrich import add_ner_steps, read_products
 
-        products = pipeline | "ListCatalogProducts" >> beam.Create(files) | "ReadProducts" >> beam.FlatMap(read_products)
-        ner = add_ner_steps(products, outputs["text"], out, ner_model)
+        products = files | "ReadProducts" >> beam.FlatMapTuple(lambda path, _root: read_products(path)) | "SpreadProducts" >> beam.Reshuffle()
+        ner = add_ner_steps(products, outputs["text"], out, ner_model, rows_per_shard=rows_per_shard, **dict(ner_options or {}))
         outputs.update({"entities": ner.entities, "enriched": ner.enriched, "dead_letter_ner": ner.dead_letters})
     return outputs
 
@@ -370,6 +363,7 @@ def run_enrich(
     workers: int = 1,
     beam_args: Sequence[str] = (),
     ner_model: str | None = None,
+    ner_options: Mapping[str, Any] | None = None,
     registry=None,
 ) -> dict:
     """Run the enrichment to completion; returns its summary (also ``<out>/summary_enrich.json``).
@@ -378,6 +372,9 @@ def run_enrich(
     (``registry://ocr@production``): they are resolved in ``registry``
     (:mod:`components.registry`) once, here, to one checksummed version
     used for the whole run and recorded in the summary (``model_versions``).
+    Outputs are written under ``<out>/_staging-<id>`` and moved into place
+    only once the whole job has succeeded (:func:`transforms.io.commit_outputs`):
+    a killed run leaves the previous output as it was.
     """
     from components.registry import resolve_model_uri
     from pipelines.options import make_pipeline, pipeline_options
@@ -399,7 +396,16 @@ def run_enrich(
     files, root = catalog_files(catalog)
     n_images = sum(1 for f in files for _ in image_refs(f, root))
     pipeline = make_pipeline(pipeline_options(beam_args, workers=workers))
-    build_enrich(pipeline, catalog, staging, handler=handler, max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes, ner_model=ner_model)
+    build_enrich(
+        pipeline,
+        catalog,
+        staging,
+        handler=handler,
+        max_image_pixels=max_image_pixels,
+        max_image_bytes=max_image_bytes,
+        ner_model=ner_model,
+        ner_options=ner_options,
+    )
     result = pipeline.run()
     result.wait_until_finish()
     t_run = time.perf_counter()

@@ -35,9 +35,11 @@ import functools
 import json
 import os
 import time
+import uuid
 
 import apache_beam as beam
 import click
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from transforms.errors import ConfigError
@@ -51,6 +53,7 @@ from transforms.records import DEAD_LETTER_SCHEMA
 from transforms.recommend import (
     RECOMMENDATION_SCHEMA,
     ApplyFallback,
+    Recommendation,
     CooccurrenceCounts,
     ItemCounts,
     NearestNeighboursFn,
@@ -69,6 +72,43 @@ OUTPUTS = {
     "frequently_bought_together": "frequently-bought-together",
     "recommended_for_you": "recommended-for-you",
 }
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_vocab(model_dir: str):
+    return load_vocab(model_dir)
+
+
+class _ModelVocab:
+    """The model's item vocabulary, read from ``model_dir`` on first use in each worker process.
+
+    Building the graph therefore needs neither the model nor access to
+    ``gs://``; the vocabulary is bounded by the model (one id and one count
+    per trained item), never by the number of events.
+    """
+
+    def __init__(self, model_dir: str):
+        self.model_dir = model_dir
+
+    @property
+    def _vocab(self):
+        return _cached_vocab(self.model_dir)
+
+    @property
+    def ids(self):
+        return self._vocab.ids
+
+    def __contains__(self, item) -> bool:
+        return item in self._vocab
+
+    def __len__(self) -> int:
+        return len(self._vocab)
+
+    def encode(self, items):
+        return self._vocab.encode(items)
+
+    def index(self, item):
+        return self._vocab.index(item)
 
 
 def _parquet_pattern(location: str) -> str:
@@ -109,9 +149,10 @@ def _history(kv, vocab, max_items: int):
     return visitor, rows
 
 
-def _to_ranked(kv, ids):
+def _to_ranked(kv, vocab):
     key, result = kv
     rows, scores = result.inference
+    ids = vocab.ids
     return key, tuple((ids[int(r)], float(s)) for r, s in zip(rows, scores))
 
 
@@ -136,20 +177,27 @@ def _dead_letter(failed, stage: str):
         }
 
 
-def _write(pcoll, out_dir: str, name: str, model_type: str):
-    folder = os.path.join(out_dir, name)
+def _write(pcoll, out_dir: str, name: str, model_type: str, rows_per_shard: int):
+    from transforms.shards import WriteSortedShards
+
     label = "".join(part.title() for part in name.split("_"))  # similar_items -> SimilarItems
     (
         pcoll
         | f"{label}Rows" >> beam.Map(recommendation_row, model_type)
-        | f"Write{label}Parquet"
-        >> beam.io.WriteToParquet(os.path.join(folder, "part"), RECOMMENDATION_SCHEMA, file_name_suffix=".parquet")
+        | f"Write{label}"
+        >> WriteSortedShards(
+            FileSystems.join(out_dir, name),
+            RECOMMENDATION_SCHEMA,
+            ("key",),
+            rows_per_shard=rows_per_shard,
+            jsonl=functools.partial(_prediction_json, model_type=model_type),
+        )
     )
-    (
-        pcoll
-        | f"{label}Json" >> beam.Map(lambda rec: json.dumps(retail_prediction(rec, model_type), sort_keys=True))
-        | f"Write{label}JsonLines" >> beam.io.WriteToText(os.path.join(folder, "predictions"), file_name_suffix=".jsonl")
-    )
+
+
+def _prediction_json(row: dict, model_type: str) -> str:
+    rec = Recommendation(row["key"], tuple((r["id"], r["score"]) for r in row["results"]), row["fallback"])
+    return json.dumps(retail_prediction(rec, model_type), sort_keys=True)
 
 
 def add_recommend_steps(
@@ -165,6 +213,7 @@ def add_recommend_steps(
     tflite_path: str | None = None,
     max_history_items: int | None = None,
     batch_size: int = 256,
+    rows_per_shard: int = 100_000,
 ) -> dict[str, beam.PCollection]:
     """Add the recommendation steps to ``pipeline``; returns the three Recommendation PCollections.
 
@@ -173,12 +222,31 @@ def add_recommend_steps(
     ``<model_dir>/model_int8.tflite``). ``fbt_alpha`` weights the learned
     scores against cosine co-occurrence in frequently-bought-together
     (1 = learned only, 0 = co-occurrence only).
+
+    Building the graph reads no file (the vocabulary and embeddings are
+    loaded by the workers), so a Dataflow job can be built and validated
+    with ``--dry_run`` without the model at hand. Outputs are sorted,
+    hash-sharded Parquet + JSON lines (:class:`transforms.shards.WriteSortedShards`),
+    byte-identical across re-runs and worker counts.
+
+    What a worker holds in memory, besides one shard of one output: the
+    model (vocabulary, embeddings, SavedModel); one group per key
+    (a transaction's events, a visitor's purchases, an item's co-occurring
+    items); and three side inputs, all bounded by the catalog, not by the
+    number of events or visitors: the item counts of
+    :class:`transforms.recommend.CooccurrenceCounts` (one int per distinct
+    item), the titles of the items the model knows (one string per model
+    item, for the title fallback) and the popularity list (``k + 1`` items).
+    ``benchmarks/scale.py`` records their sizes at 1x, 3x and 10x the retail
+    volume.
     """
+    from transforms.shards import WriteSortedShards
+
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
     if not 0.0 <= fbt_alpha <= 1.0:
         raise ConfigError(f"fbt_alpha must be in [0, 1], got {fbt_alpha}")
-    vocab = load_vocab(model_dir)
+    vocab = _ModelVocab(model_dir)
     if engine == "saved_model":
         handler_cls, uri = SavedModelQueryHandler, os.path.join(model_dir, "saved_model")
     elif engine == "tflite":
@@ -190,11 +258,10 @@ def add_recommend_steps(
     def handler():
         return KeyedModelHandler(handler_cls(uri, top_k=k, max_batch_size=batch_size))
 
-    ids = vocab.ids
     p = pipeline
     purchases = (
         p
-        | "ReadEvents" >> beam.io.ReadFromParquetBatched(_parquet_pattern(events))
+        | "ReadEvents" >> beam.io.ReadFromParquetBatched(_parquet_pattern(events), validate="://" not in events)
         | "Purchases" >> beam.FlatMap(_purchases)
     )
     baskets = purchases | "GroupByTransaction" >> beam.GroupByKey() | "MergeBasket" >> beam.Map(_merge_basket)
@@ -204,7 +271,8 @@ def add_recommend_steps(
     if catalog:
         titles = (
             p
-            | "ReadCatalog" >> beam.io.ReadFromParquetBatched(_parquet_pattern(catalog), columns=["id", "title"])
+            | "ReadCatalog"
+            >> beam.io.ReadFromParquetBatched(_parquet_pattern(catalog), columns=["id", "title"], validate="://" not in catalog)
             | "CatalogTitles"
             >> beam.FlatMap(lambda batch: [(i, t or "") for i, t in zip(batch.column("id").to_pylist(), batch.column("title").to_pylist()) if i])
         )
@@ -249,7 +317,7 @@ def add_recommend_steps(
         | "ItemQuery" >> beam.Map(lambda i: (i, (vocab.index(i),)))
         | "ScoreItems" >> RunInference(handler()).with_exception_handling()
     )
-    learned = learned | "ItemResults" >> beam.Map(_to_ranked, ids)
+    learned = learned | "ItemResults" >> beam.Map(_to_ranked, vocab)
     cooc = basket_items | "Cooccurrence" >> CooccurrenceCounts(k, normalize="cosine")
     blended = (
         {"learned": learned, "cooccurrence": cooc}
@@ -271,12 +339,12 @@ def add_recommend_steps(
         | "KnownHistory" >> beam.Filter(lambda kv: len(kv[1]) > 0)
         | "ScoreVisitors" >> RunInference(handler()).with_exception_handling()
     )
-    visitor_lists = visitor_lists | "VisitorResults" >> beam.Map(_to_ranked, ids)
+    visitor_lists = visitor_lists | "VisitorResults" >> beam.Map(_to_ranked, vocab)
     rfy = (visitors, visitor_lists, popular) | "ForYouFallback" >> ApplyFallback(k)
 
     outputs = {"similar_items": similar, "frequently_bought_together": fbt, "recommended_for_you": rfy}
     for name, pcoll in outputs.items():
-        _write(pcoll, out_dir, name, OUTPUTS[name])
+        _write(pcoll, out_dir, name, OUTPUTS[name], rows_per_shard)
     (
         (
             item_failures.failed_inferences | "ItemDeadLetters" >> beam.FlatMap(_dead_letter, "ScoreItems"),
@@ -284,7 +352,7 @@ def add_recommend_steps(
         )
         | "DeadLetters" >> beam.Flatten()
         | "WriteDeadLetters"
-        >> beam.io.WriteToParquet(os.path.join(out_dir, "dead_letter", "part"), DEAD_LETTER_SCHEMA, file_name_suffix=".parquet")
+        >> WriteSortedShards(FileSystems.join(out_dir, "dead_letter"), DEAD_LETTER_SCHEMA, ("source_file", "raw"), rows_per_shard=rows_per_shard)
     )
     return outputs
 
@@ -337,9 +405,15 @@ def run(
     it is resolved in ``registry`` (:mod:`components.registry`) once, here, to
     one checksummed version, used for the whole run and recorded in the
     summary (``model_version``).
+
+    The outputs are written under ``<out_dir>/_staging-<id>`` and moved into
+    place only when the whole job has succeeded
+    (:func:`transforms.io.commit_outputs`): a reader never sees a partial
+    output, and a killed run leaves the previous output as it was.
     """
     from components.registry import resolve_model_uri
     from pipelines.options import make_pipeline, pipeline_options
+    from transforms.io import commit_outputs, join_path, write_parquet, write_text
 
     start = time.perf_counter()
     model_dir, model_version = resolve_model_uri(model_dir, registry)
@@ -347,8 +421,15 @@ def run(
     if trained_here:
         model_dir = train_model_from_events(events, os.path.join(out_dir, "model"), epochs=epochs, echo=echo)
     train_secs = time.perf_counter() - start
+    staging = join_path(out_dir, f"_staging-{uuid.uuid4().hex[:12]}")
     with make_pipeline(pipeline_options(beam_args, workers=workers)) as p:
-        add_recommend_steps(p, events=events, catalog=catalog, model_dir=model_dir, out_dir=out_dir, **options)
+        add_recommend_steps(p, events=events, catalog=catalog, model_dir=model_dir, out_dir=staging, **options)
+    names = (*OUTPUTS, "dead_letter")
+    for name in names:  # an output that received no rows still exists, empty
+        if not FileSystems.match([FileSystems.join(staging, name, "*.parquet")])[0].metadata_list:
+            schema = DEAD_LETTER_SCHEMA if name == "dead_letter" else RECOMMENDATION_SCHEMA
+            write_parquet(schema.empty_table(), FileSystems.join(staging, name, "part-empty.parquet"))
+    commit_outputs(staging, out_dir, names)
     summary = {
         "events": events,
         "catalog": catalog,
@@ -360,13 +441,12 @@ def run(
         "seconds": round(time.perf_counter() - start, 2),
         "outputs": {},
     }
-    if out_dir.startswith("gs://"):
+    if "://" in out_dir:
         summary["outputs"] = {name: {"folder": f"{out_dir}/{name}"} for name in OUTPUTS}
     else:
         summary["outputs"] = {name: _count_rows(os.path.join(out_dir, name)) for name in OUTPUTS}
         summary["dead_letters"] = _count_rows(os.path.join(out_dir, "dead_letter"))["rows"]
-        with open(os.path.join(out_dir, "summary.json"), "w") as fh:
-            json.dump(summary, fh, indent=2)
+    write_text(json.dumps(summary, indent=2) + "\n", join_path(out_dir, "summary.json"))
     return summary
 
 

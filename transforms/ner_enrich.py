@@ -255,7 +255,7 @@ def add_ner_steps(
     *,
     max_chars: int = 20_000,
     handler=None,
-    num_shards: int = 1,
+    rows_per_shard: int = 200_000,
     **handler_kwargs,
 ) -> NerOutputs:
     """Add NER enrichment to the pipeline of ``products`` and write its three outputs under ``out``.
@@ -263,30 +263,32 @@ def add_ner_steps(
     ``products``: Product records (or dicts with PRODUCT_SCHEMA fields);
     ``ocr_text``: rows with ``product_id`` and ``text`` (or ``None``);
     ``model_path``: a NER model folder (local or ``gs://``), e.g. the
-    chosen candidate of ``python -m benchmarks.ner``.
+    chosen candidate of ``python -m benchmarks.ner``; it is loaded when the
+    job runs, not here. Outputs are sorted, hash-sharded Parquet
+    (:class:`transforms.shards.WriteSortedShards`): byte-identical across
+    re-runs and worker counts, at most ``rows_per_shard`` rows per shard.
     """
+    from transforms.shards import WriteSortedShards
+
     inputs = {"products": products}
     if ocr_text is not None:
         inputs["ocr"] = ocr_text
     outputs = inputs | "NER" >> NerEnrich(model_path, max_chars=max_chars, handler=handler, **handler_kwargs)
     base = out.rstrip("/")
-    outputs.entities | "WriteEntities" >> beam.io.WriteToParquet(
-        f"{base}/entities/part", ENTITY_SCHEMA, file_name_suffix=".parquet", num_shards=num_shards
+    outputs.entities | "WriteEntities" >> WriteSortedShards(
+        f"{base}/entities", ENTITY_SCHEMA, ("product_id", "source", "start", "end", "label"), rows_per_shard=rows_per_shard
     )
     (
         outputs.enriched
         | "EnrichedRows" >> beam.Map(_product_row)
-        | "WriteEnrichedCatalog"
-        >> beam.io.WriteToParquet(
-            f"{base}/catalog_enriched/part", PRODUCT_SCHEMA, file_name_suffix=".parquet", num_shards=num_shards
-        )
+        | "WriteEnrichedCatalog" >> WriteSortedShards(f"{base}/catalog_enriched", PRODUCT_SCHEMA, ("id",), rows_per_shard=rows_per_shard)
     )
     (
         outputs.dead_letters
         | "DeadLetterRows" >> beam.Map(_dead_letter_row)
         | "WriteNerDeadLetters"
-        >> beam.io.WriteToParquet(
-            f"{base}/dead_letter_ner/part", DEAD_LETTER_SCHEMA, file_name_suffix=".parquet", num_shards=num_shards
+        >> WriteSortedShards(
+            f"{base}/dead_letter_ner", DEAD_LETTER_SCHEMA, ("source_file", "source_format", "source_offset"), rows_per_shard=rows_per_shard
         )
     )
     return outputs

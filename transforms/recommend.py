@@ -301,6 +301,14 @@ class CooccurrenceCounts(beam.PTransform):
     ``"none"`` scores the raw count. Items that never share a basket with
     another item get no row (callers give them a fallback).
     ``min_count`` drops pairs seen fewer times (noise on large data).
+
+    Memory: the per-item basket counts reach the top-k step as a side input
+    dict, one int per distinct item: bounded by the catalog (about 4k items
+    for the UCI retail data, 40k at 10x its volume with every copy's ids
+    remapped; see ``benchmarks/results/scale.json``), never by the number of
+    baskets. Replacing it with a join would need one element per
+    co-occurring pair, keyed by the other item, which costs far more shuffle
+    than the dict costs memory.
     """
 
     def __init__(self, k: int = 10, *, normalize: str = "cosine", min_count: int = 1):
@@ -375,6 +383,8 @@ class ApplyFallback(beam.PTransform):
     the key itself and flagged ``fallback_name``; ``keyed_fallbacks``
     (optional): ``(key, list)`` second-choice answers for some keys (e.g.
     title-similar items of a cold product), flagged ``keyed_fallback_name``.
+    ``fallback_list`` is a side input of ``k + 1`` items whatever the data
+    size; everything else is joined per key (CoGroupByKey).
     A key is answered by the first non-empty of: its list, its keyed
     fallback, the global fallback.
     """
@@ -456,7 +466,9 @@ def title_neighbours(
 class TitleNeighboursFn(beam.DoFn):
     """Batches of ``(item, title)`` of cold items -> ``(item, title-similar known items)``.
 
-    The known items' titles arrive as a side input dict; the TF-IDF
+    The known items' titles arrive as a side input dict: one title per item
+    the model knows, so bounded by the model's vocabulary, not by events or
+    visitors. The TF-IDF
     vocabulary is fitted on them inside :func:`title_neighbours` per batch,
     so keep batches large (hundreds of items).
     """
