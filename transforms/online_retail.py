@@ -39,6 +39,7 @@ from transforms.records import (
     format_time,
     to_arrow,
 )
+from transforms.ftp import redact
 from transforms.validation import LIMITS
 
 __all__ = [
@@ -188,7 +189,11 @@ def parse_chunk(
     now: dt.datetime,
     first_chunk: bool,
 ) -> ParsedChunk:
-    """Parse and validate the lines of one chunk; every non-blank line is counted."""
+    """Parse and validate the lines of one chunk; every non-blank line is counted.
+
+    ``source_file`` is recorded with the password of an ``ftp://`` URI redacted.
+    """
+    source_file = redact(source_file)
     arr = np.frombuffer(data, dtype=np.uint8)
     starts, ends = _line_bounds(arr)
     blank = ends == starts

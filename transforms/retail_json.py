@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -25,11 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.errors import ConfigError
+from transforms.errors import ConfigError, SourceError
+from transforms.ftp import redact
 from transforms.records import DEAD_LETTER_SCHEMA, Product, UserEvent, arrow_schema, format_time, to_arrow
 from transforms.validation import Invalid, validate_event, validate_product
 
-__all__ = ["KINDS", "ColumnMapping", "ParsedRecords", "parse_records", "dedupe_records", "iter_jsonl", "iter_csv"]
+__all__ = ["KINDS", "ColumnMapping", "ParsedRecords", "parse_records", "dedupe_records", "iter_jsonl", "iter_csv", "iter_parquet"]
 
 KINDS = {"products": Product, "events": UserEvent}
 _LIST_FIELDS = {"categories", "brands"}
@@ -137,9 +139,26 @@ def iter_jsonl(data: bytes, base_offset: int, *, max_record_bytes: int = MAX_REC
             yield offset, text, problem
             continue
         try:
-            yield offset, text, json.loads(text)
+            obj = json.loads(text)
         except ValueError as exc:
             yield offset, text, Invalid("MALFORMED_JSON", f"not valid JSON: {exc}")
+            continue
+        if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+            yield offset, text, Invalid("ENCODING_ERROR", "a \\uXXXX escape encodes a lone UTF-16 surrogate, which is not a character")
+            continue
+        yield offset, text, obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(obj) -> bool:
+    """True when a string in ``obj`` (keys included) cannot be encoded as UTF-8."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def iter_csv(data: bytes, base_offset: int, header: list[str] | None, mapping: ColumnMapping, *, max_record_bytes: int = MAX_RECORD_BYTES):
@@ -167,6 +186,30 @@ def iter_csv(data: bytes, base_offset: int, header: list[str] | None, mapping: C
             yield offset, text, exc
 
 
+def iter_parquet(data: bytes, mapping: ColumnMapping, *, uri: str = "<bytes>") -> Iterable[tuple[int, str, object]]:
+    """(row index, row as JSON, mapped dict or Invalid) for each row of a Parquet file's bytes.
+
+    A file that is not Parquet (empty, truncated, another format) raises
+    :class:`~transforms.errors.SourceError` naming ``uri``: the caller
+    turns that into one ``UNREADABLE_FILE`` dead letter. A mapped column the
+    file lacks makes every row a ``MAPPING_ERROR`` dead letter.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SourceError(f"{redact(uri)} is not a readable Parquet file ({len(data)} bytes): {exc}") from exc
+    present = [c for c in mapping.columns() if c in table.column_names]
+    rows = table.select(present).to_pylist()
+    for i, row in enumerate(rows):
+        try:
+            mapped: object = mapping.apply(row)
+        except Invalid as exc:
+            mapped = exc
+        yield i, json.dumps(row, default=str, ensure_ascii=False), mapped
+
+
 def _event_key(e: UserEvent) -> str:
     details = sorted((d.product.id, d.quantity or 0) for d in e.productDetails)
     tx = e.purchaseTransaction.id if e.purchaseTransaction else ""
@@ -183,8 +226,13 @@ def parse_records(
     now: dt.datetime,
     default_currency: str,
 ) -> ParsedRecords:
-    """Validate parsed items into a typed table plus dead letters."""
+    """Validate parsed items into a typed table plus dead letters.
+
+    ``source_file`` is recorded with the password of an ``ftp://`` URI
+    redacted, so credentials never reach an output.
+    """
     cls = KINDS[kind]
+    source_file = redact(source_file)
     good, keys, offsets = [], [], []
     dead = collections.defaultdict(list)
     reasons: collections.Counter = collections.Counter()

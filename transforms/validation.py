@@ -198,6 +198,21 @@ def _number(value: object, field: str, reason: str = "BAD_PRICE") -> float:
     return float(value)
 
 
+def _pixels(image: Mapping, key: str) -> int | None:
+    value = image.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Invalid("BAD_TYPE", f"image {key} must be a whole number of pixels, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise Invalid("BAD_TYPE", f"image {key} must be a whole number of pixels, got {value!r}") from None
+    if not math.isfinite(number) or number != int(number) or number < 0 or number > 1_000_000:
+        raise Invalid("BAD_TYPE", f"image {key} must be a whole number of pixels between 0 and 1,000,000, got {value!r}")
+    return int(number)
+
+
 def _attributes(value: object) -> dict[str, CustomAttribute] | None:
     if value is None:
         return None
@@ -273,8 +288,7 @@ def validate_product(record: object, *, default_currency: str = "USD") -> Produc
             img = {"uri": img}
         if not isinstance(img, Mapping) or not isinstance(img.get("uri"), str) or not img["uri"].strip():
             raise Invalid("BAD_TYPE", "each image needs a non-empty uri")
-        h, w = img.get("height"), img.get("width")
-        images.append(Image(uri=img["uri"].strip(), height=int(h) if h is not None else None, width=int(w) if w is not None else None))
+        images.append(Image(uri=img["uri"].strip(), height=_pixels(img, "height"), width=_pixels(img, "width")))
     availability = record.get("availability")
     if availability in (None, ""):
         availability = "IN_STOCK"

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from transforms.errors import ModelLoadError
+import hashlib
+
+from transforms.errors import ChecksumMismatch, ModelLoadError
 
 __all__ = ["read_model_bytes"]
 
 
-def read_model_bytes(path: str) -> bytes:
-    """A model file's bytes from any FileSystems location (local, gs://), or ModelLoadError naming it."""
+def read_model_bytes(path: str, *, sha256: str | None = None) -> bytes:
+    """A model file's bytes from any FileSystems location (local, gs://), or ModelLoadError naming it.
+
+    An empty file is refused (no runtime gives a useful message for one).
+    With ``sha256`` (hex digest, e.g. the registry's record of the file)
+    the bytes are verified before anything parses them; a difference
+    raises :class:`~transforms.errors.ChecksumMismatch` naming both digests.
+    """
     from apache_beam.io.filesystems import FileSystems
 
     try:
         with FileSystems.open(path) as f:
-            return f.read()
+            data = f.read()
     except Exception as exc:
         raise ModelLoadError(f"cannot read model file {path!r}: {exc}") from exc
+    if not data:
+        raise ModelLoadError(f"model file {path!r} is empty (0 bytes): the export or copy that wrote it did not finish")
+    if sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256.lower():
+            raise ChecksumMismatch(
+                f"model file {path!r} has sha256 {actual}, but {sha256} was recorded for it: "
+                "the file was changed or damaged after registration; register the model again"
+            )
+    return data

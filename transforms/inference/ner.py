@@ -54,6 +54,7 @@ __all__ = [
     "NerInputError",
     "NerModelHandler",
     "NerTagger",
+    "REASONS",
     "load_tagger",
     "onnx_logits_fn",
     "torch_logits_fn",
@@ -61,6 +62,14 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 METRICS_NAMESPACE = "aisle.ner"
+
+# Every reason code a NER dead letter (transforms.ner_enrich) can carry, with what it means.
+REASONS = {
+    "NER_EMPTY_TEXT": "the text is empty or only white space: there is nothing to tag",
+    "NER_BAD_TEXT": "the value is not a string",
+    "NER_TEXT_TOO_LONG": "the text is longer than max_chars (texts up to that length are tagged in windows, never truncated)",
+    "NER_INFERENCE_FAILED": "the model failed on the batch holding this text (the detail has the error)",
+}
 
 # A logits function takes int64 arrays {input_ids, attention_mask,
 # token_type_ids} of shape [batch, tokens] and returns float logits
@@ -271,8 +280,13 @@ def load_tagger(
     config_path = os.path.join(local, "config.json")
     if not os.path.exists(config_path):
         raise ModelLoadError(f"{model_uri!r} has no config.json: it is not a NER model folder from components.ner_train")
-    with open(config_path) as f:
-        config = json.load(f)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"config.json of {model_uri!r} is not readable JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"config.json of {model_uri!r} is not a JSON object")
     id2label = config.get("id2label") or {}
     if not id2label or any(not (v == "O" or v[:2] in ("B-", "I-")) for v in id2label.values()):
         raise ModelLoadError(
@@ -294,6 +308,8 @@ def load_tagger(
 
         if not os.path.exists(onnx_path):
             raise ModelLoadError(f"{model_uri!r} has no {onnx_file}: export it with components.ner_export")
+        if os.path.getsize(onnx_path) == 0:
+            raise ModelLoadError(f"{onnx_file} of {model_uri!r} is empty (0 bytes): export it again with components.ner_export")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
@@ -308,8 +324,8 @@ def load_tagger(
 
         if intra_op_threads:
             torch.set_num_threads(intra_op_threads)
-        try:
-            model = AutoModelForTokenClassification.from_pretrained(local, local_files_only=True)
+        try:  # safetensors only: a pickled pytorch_model.bin from a user's folder is never loaded
+            model = AutoModelForTokenClassification.from_pretrained(local, local_files_only=True, use_safetensors=True)
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot load PyTorch weights from {model_uri!r}: {exc}") from exc
         fn = torch_logits_fn(model)

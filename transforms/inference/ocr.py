@@ -53,6 +53,7 @@ __all__ = [
     "OcrModelHandler",
     "OcrModelPaths",
     "OcrResult",
+    "REASONS",
     "decode_image",
     "failure_reason",
     "full_text",
@@ -62,6 +63,15 @@ __all__ = [
 METRICS_NAMESPACE = "aisle_ocr"
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # ~ 8000 x 5000; decompression bombs are far larger
 DEFAULT_MAX_IMAGE_BYTES = 50 * 2**20
+
+# Every reason code an OCR dead letter can carry, with what it means.
+REASONS = {
+    "IMAGE_NOT_FOUND": "no file exists at the image's uri (a wrong path, or the file was never uploaded)",
+    "IMAGE_READ_ERROR": "the image file exists but could not be read (permissions, a storage error)",
+    "IMAGE_TOO_LARGE": "the image is over the byte or pixel limit (max_image_bytes / max_image_pixels); decompression bombs land here",
+    "IMAGE_DECODE_ERROR": "the bytes are not a decodable image (empty, truncated, corrupt, or another file type)",
+    "OCR_INFERENCE_ERROR": "the OCR models failed on an image that decoded (the detail has the error)",
+}
 
 
 class ImageError(AisleError, ValueError):
@@ -230,10 +240,13 @@ def decode_image(
     if not data:
         raise ImageError("IMAGE_DECODE_ERROR", "image is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        with _bomb_limit(max_pixels):  # the decoder's own bomb check follows our limit, not its default
+            img = Image.open(io.BytesIO(data))
         w, h = img.size
     except Image.DecompressionBombError as e:
-        raise ImageError("IMAGE_TOO_LARGE", f"image refused by the decoder's bomb check: {e}") from e
+        raise ImageError(
+            "IMAGE_TOO_LARGE", f"image refused as a decompression bomb (the limit is {max_pixels} pixels; the decoder says: {e})"
+        ) from e
     except Exception as e:
         raise ImageError("IMAGE_DECODE_ERROR", f"not a decodable image ({type(e).__name__}: {e})") from e
     if w * h > max_pixels:

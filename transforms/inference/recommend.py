@@ -40,6 +40,7 @@ from transforms.recommend_vocab import encode_queries
 
 __all__ = [
     "QueryModel",
+    "REASONS",
     "SavedModelQueryHandler",
     "TFLiteQueryHandler",
     "load_tflite_predict",
@@ -50,6 +51,11 @@ __all__ = [
 ]
 
 METRICS_NAMESPACE = "aisle_recommend"
+
+# Every reason code a recommendation dead letter (pipelines.recommend) can carry, with what it means.
+REASONS = {
+    "INFERENCE_FAILED": "the model failed on the batch of queries holding this product or visitor (the detail has the error)",
+}
 
 
 class QueryModel:
@@ -95,24 +101,29 @@ def _localize_dir(path: str) -> str:
     for f in files:
         target = os.path.join(local, f[len(root) :])
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as out:
-            out.write(read_model_bytes(f))
+        try:  # a SavedModel may hold legitimately empty files, so no read_model_bytes here
+            with FileSystems.open(f) as src, open(target, "wb") as out:
+                out.write(src.read())
+        except Exception as exc:
+            raise ModelLoadError(f"cannot copy {f!r} of SavedModel folder {path!r}: {exc}") from exc
     return local
 
 
-def load_tflite_predict(model_content: bytes, *, num_threads: int = 2) -> QueryModel:
-    """A :class:`QueryModel` over a TFLite flatbuffer held in memory."""
+def load_tflite_predict(model_content: bytes, *, num_threads: int = 2, source: str = "<bytes>") -> QueryModel:
+    """A :class:`QueryModel` over a TFLite flatbuffer held in memory (``source``: where it came from, for messages)."""
     import tensorflow as tf
 
+    if not model_content:
+        raise ModelLoadError(f"TFLite model {source!r} is empty (0 bytes): convert it again with components.recommend_quantize.convert_tflite")
     try:
         interpreter = tf.lite.Interpreter(model_content=model_content, num_threads=num_threads)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the TFLite model: {exc}") from exc
+        raise ModelLoadError(f"cannot load TFLite model {source!r}: {exc}") from exc
     details = interpreter.get_input_details()
     by_role = {("ids" if np.dtype(d["dtype"]) == np.int32 else "weights"): d for d in details}
     if set(by_role) != {"ids", "weights"} or len(details) != 2:
         raise ModelLoadError(
-            f"TFLite model inputs {[d['name'] for d in details]} are not (ids int32, weights float); "
+            f"TFLite model {source!r}: inputs {[d['name'] for d in details]} are not (ids int32, weights float); "
             "convert it with components.recommend_quantize.convert_tflite"
         )
     out = interpreter.get_output_details()[0]
@@ -146,6 +157,12 @@ def load_saved_model_predict(path: str) -> QueryModel:
     import tensorflow as tf
 
     local = _localize_dir(path)
+    graph = os.path.join(local, "saved_model.pb")
+    if not os.path.isfile(graph) or os.path.getsize(graph) == 0:
+        state = "is empty (0 bytes)" if os.path.isfile(graph) else "is missing"
+        raise ModelLoadError(
+            f"cannot load SavedModel {path!r}: its saved_model.pb {state}; export it with components.recommend_model.export_model"
+        )
     try:
         loaded = tf.saved_model.load(local)
         fn = loaded.signatures["serving_default"]
@@ -227,7 +244,7 @@ class TFLiteQueryHandler(_QueryHandler):
         self.num_threads = num_threads
 
     def load_model(self) -> QueryModel:
-        return load_tflite_predict(read_model_bytes(self.model_uri), num_threads=self.num_threads)
+        return load_tflite_predict(read_model_bytes(self.model_uri), num_threads=self.num_threads, source=self.model_uri)
 
 
 def load_vocab(model_dir: str):
@@ -246,7 +263,13 @@ def load_item_embeddings(model_dir: str) -> tuple[tuple[str, ...], np.ndarray]:
     from apache_beam.io.filesystems import FileSystems
 
     vocab = load_vocab(model_dir)
-    emb = np.load(io.BytesIO(read_model_bytes(FileSystems.join(model_dir, "item_embeddings.npy"))))
+    path = FileSystems.join(model_dir, "item_embeddings.npy")
+    try:  # never unpickle: a plain array file only
+        emb = np.load(io.BytesIO(read_model_bytes(path)), allow_pickle=False)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read item embeddings {path!r}: {exc}") from exc
     if emb.shape[0] != len(vocab):
         raise ModelLoadError(
             f"{model_dir!r}: item_embeddings.npy has {emb.shape[0]} rows but vocab.json {len(vocab)} ids; re-export the model"
