@@ -240,7 +240,9 @@ def decode_image(
     if not data:
         raise ImageError("IMAGE_DECODE_ERROR", "image is empty (0 bytes)")
     try:
-        with _bomb_limit(max_pixels):  # the decoder's own bomb check follows our limit, not its default
+        # open reads only the header; the size check below replaces the decoder's
+        # own bomb check (whose default limit is not ours), then decoding runs under ours
+        with _bomb_limit(None):
             img = Image.open(io.BytesIO(data))
         w, h = img.size
     except Image.DecompressionBombError as e:
@@ -250,7 +252,7 @@ def decode_image(
     except Exception as e:
         raise ImageError("IMAGE_DECODE_ERROR", f"not a decodable image ({type(e).__name__}: {e})") from e
     if w * h > max_pixels:
-        raise ImageError("IMAGE_TOO_LARGE", f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}; raise max_image_pixels to accept it")
+        raise ImageError("IMAGE_TOO_LARGE", f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (a decompression bomb guard); raise max_image_pixels to accept it")
     if w < 1 or h < 1:
         raise ImageError("IMAGE_DECODE_ERROR", f"image has no pixels ({w}x{h})")
     try:
@@ -263,9 +265,9 @@ def decode_image(
 
 
 class _bomb_limit:
-    """Temporarily set PIL's decompression-bomb limit (process global) to ``max_pixels``."""
+    """Temporarily set PIL's decompression-bomb limit (process global) to ``max_pixels`` (None: no check)."""
 
-    def __init__(self, max_pixels: int):
+    def __init__(self, max_pixels: int | None):
         self.max_pixels = max_pixels
 
     def __enter__(self):

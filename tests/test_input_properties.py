@@ -1,0 +1,281 @@
+"""Property-based tests of the parsers the ingest properties do not cover.
+
+OCR image decoding and its limits, NER windowing and span decoding, the
+recommend job's event reader and FTP path handling: for any input, a typed
+result or the module's own error with a reason, never a crash, and
+nothing silently lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+import posixpath
+import urllib.parse
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from tests.test_bad_input import png_header
+
+settings.register_profile("aisle-inputs", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("aisle-inputs")
+
+TEXT = st.characters(blacklist_categories=("Cs",))
+
+# ---------------------------------------------------------------------------
+# OCR: image bytes -> BGR array or ImageError
+# ---------------------------------------------------------------------------
+
+
+def _encoded(fmt: str, width: int, height: int, seed: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _decode_or_reason(data: bytes, **limits):
+    from transforms.inference.ocr import REASONS, ImageError, decode_image
+
+    try:
+        arr = decode_image(data, **limits)
+    except ImageError as exc:
+        assert exc.reason in REASONS and str(exc).startswith(exc.reason + ": ")
+        return exc.reason
+    assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and arr.flags.c_contiguous
+    return arr
+
+
+@given(st.binary(max_size=512))
+def test_ocr_decode_random_bytes(data):
+    out = _decode_or_reason(data)
+    if not data:
+        assert out == "IMAGE_DECODE_ERROR"
+
+
+@given(st.sampled_from(["PNG", "JPEG", "BMP", "GIF"]), st.integers(1, 40), st.integers(1, 40), st.integers(0, 9), st.floats(0.0, 0.99))
+def test_ocr_decode_truncated_images(fmt, width, height, seed, keep):
+    whole = _encoded(fmt, width, height, seed)
+    arr = _decode_or_reason(whole)
+    assert not isinstance(arr, str) and arr.shape[:2] == (height, width)
+    cut = whole[: int(len(whole) * keep)]
+    out = _decode_or_reason(cut)
+    assert isinstance(out, str) or out.shape[:2] == (height, width)  # refused, or (rarely) complete enough
+
+
+@given(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1), st.integers(1, 10**8))
+def test_ocr_pixel_limit_is_checked_before_decoding(width, height, max_pixels):
+    out = _decode_or_reason(png_header(width, height), max_pixels=max_pixels)
+    if width * height > max_pixels:
+        assert out == "IMAGE_TOO_LARGE"
+    else:  # within the limit: decoded (a tiny image) or refused for its junk pixel data
+        assert isinstance(out, np.ndarray) or out == "IMAGE_DECODE_ERROR"
+
+
+@given(st.binary(min_size=1, max_size=4096), st.integers(0, 4095))
+def test_ocr_byte_limit(data, max_bytes):
+    out = _decode_or_reason(data, max_bytes=max_bytes)
+    if len(data) > max_bytes:
+        assert out == "IMAGE_TOO_LARGE"
+
+
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=4), st.sampled_from([np.uint8, np.float32, np.int64]))
+def test_ocr_handler_array_inputs(shape, dtype):
+    from transforms.inference.ocr import ImageError, OcrModelHandler
+
+    handler = OcrModelHandler(None, max_image_pixels=16)
+    x = np.zeros(shape, dtype=dtype)
+    try:
+        out = handler._as_image(x)
+    except ImageError as exc:
+        assert exc.reason in ("IMAGE_DECODE_ERROR", "IMAGE_TOO_LARGE")
+        return
+    assert out.ndim == 3 and out.shape[2] == 3 and out.dtype == np.uint8 and out.shape[0] * out.shape[1] <= 16
+
+
+# ---------------------------------------------------------------------------
+# NER: any text -> entities whose offsets index that text; nothing truncated
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from tests.ner_support import build_tiny_base
+
+    folder = build_tiny_base(tmp_path_factory.mktemp("ner_tok") / "base")
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def _everything_is_an_entity(tokenizer, max_length):
+    """A tagger whose model says B-LOC for every piece: each word must come back as one entity."""
+    from transforms.inference.ner import NerTagger
+    from transforms.ner_labels import LabelScheme
+
+    scheme = LabelScheme()
+    b_loc = scheme.label2id["B-LOC"]
+
+    def logits(feeds):
+        out = np.zeros(feeds["input_ids"].shape + (len(scheme.id2label),), np.float32)
+        out[..., b_loc] = 5.0
+        return out
+
+    return NerTagger(tokenizer, scheme, logits, max_length=max_length, max_tokens_per_batch=max(64, max_length))
+
+
+WORDS = st.one_of(
+    st.sampled_from(["Made", "in", "Portugal", ".", "New", "York", "500g", "!", "Ærøskøbing", "東京", "🍵", "don't", "x" * 60]),
+    st.text(TEXT, min_size=1, max_size=12),
+)
+SEPARATORS = st.sampled_from([" ", "  ", "\n", "\t", " . ", "\u200b", "", "\u00a0"])
+
+
+@given(st.lists(st.tuples(WORDS, SEPARATORS), max_size=60), st.sampled_from([3, 5, 8, 16, 64]))
+def test_ner_windows_cover_every_word(tokenizer, parts, max_length):
+    from transforms.ner_labels import split_words
+
+    text = "".join(w + s for w, s in parts)
+    tagger = _everything_is_an_entity(tokenizer, max_length)
+    (entities,) = tagger.entities([text])
+    words = split_words(text)
+    assert [(e.start, e.end, e.text) for e in entities] == [(w.start, w.end, w.text) for w in words]
+    for e in entities:
+        assert 0 <= e.start < e.end <= len(text) and text[e.start:e.end] == e.text
+        assert e.label == "LOC" and 0.0 <= e.score <= 1.0
+
+
+@given(st.integers(2_000, 20_000), st.sampled_from([16, 128]))
+@settings(max_examples=6)
+def test_ner_very_long_text_is_not_truncated(tokenizer, n_chars, max_length):
+    from transforms.ner_labels import split_words
+
+    sentence = "Grown in Peru and packed in Sweden. "
+    text = (sentence * (n_chars // len(sentence) + 1))[:n_chars]
+    tagger = _everything_is_an_entity(tokenizer, max_length)
+    (entities,) = tagger.entities([text])
+    words = split_words(text)
+    assert len(entities) == len(words) and entities[-1].end == words[-1].end  # the last word is tagged
+    assert tagger.model_calls >= 1 and tagger.real_tokens >= len(words)
+
+
+@given(st.one_of(st.none(), st.integers(), st.text(TEXT, max_size=30), st.just(" \n\t "), st.text(TEXT, min_size=31, max_size=40)))
+def test_ner_check_text(value):
+    from transforms.inference.ner import NerInputError, check_text
+
+    try:
+        assert check_text(value, max_chars=30) == value
+    except NerInputError as exc:
+        assert str(exc)
+        assert not isinstance(value, str) or not value.strip() or len(value) > 30
+    else:
+        assert isinstance(value, str) and value.strip() and len(value) <= 30
+
+
+# ---------------------------------------------------------------------------
+# recommend: any event row of USER_EVENT_SCHEMA -> a basket or None
+# ---------------------------------------------------------------------------
+
+IDS = st.one_of(st.sampled_from(["85123A", "22423", "POST", " 40001 ", "", "   ", "gift_0001_20", "C2", "99999"]), st.text(TEXT, max_size=6))
+DETAIL = st.fixed_dictionaries({"product": st.fixed_dictionaries({"id": IDS}), "quantity": st.one_of(st.none(), st.integers(-5, 5))})
+TX = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({
+        "revenue": st.floats(allow_nan=True, allow_infinity=True),
+        "currencyCode": st.sampled_from(["GBP", "EUR"]),
+        "id": st.one_of(st.none(), st.text(TEXT, max_size=4)),
+    }),
+)
+EVENT = st.fixed_dictionaries({
+    "eventType": st.sampled_from(["purchase-complete", "detail-page-view", "add-to-cart", "cancellation", ""]),
+    "visitorId": st.text(TEXT, max_size=4),
+    "eventTime": st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2030, 1, 1), timezones=st.just(dt.timezone.utc)),
+    "productDetails": st.one_of(st.none(), st.lists(DETAIL, max_size=5)),
+    "purchaseTransaction": TX,
+})
+
+
+@given(EVENT)
+def test_recommend_event_reader(event):
+    from transforms.online_retail import is_product_code
+    from transforms.records import USER_EVENT_SCHEMA
+    from transforms.recommend import purchase_from_event
+
+    (row,) = pa.Table.from_pylist([event], schema=USER_EVENT_SCHEMA).to_pylist()  # the shape the job reads
+    out = purchase_from_event(row)
+    revenue = (row["purchaseTransaction"] or {}).get("revenue")
+    if row["eventType"] != "purchase-complete" or (revenue is not None and revenue < 0):
+        assert out is None
+        return
+    basket, visitor, when, items = out
+    assert isinstance(basket, str) and basket
+    assert visitor == (row["visitorId"] or None) and when == row["eventTime"]
+    expected = []
+    for d in row["productDetails"] or ():
+        pid, qty = d["product"]["id"], d["quantity"]
+        if (qty is None or qty > 0) and is_product_code(pid) and pid.strip() not in expected:
+            expected.append(pid.strip())
+    assert list(items) == expected  # every line kept or dropped for a stated rule, never by accident
+
+
+def test_recommend_event_reader_nan_revenue():
+    """A NaN revenue is neither a refund nor a sale; today the event counts as a purchase."""
+    from transforms.recommend import purchase_from_event
+
+    row = {"eventType": "purchase-complete", "visitorId": "v", "eventTime": dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+           "productDetails": [{"product": {"id": "22423"}, "quantity": 1}],
+           "purchaseTransaction": {"revenue": math.nan, "currencyCode": "GBP", "id": "t"}}
+    assert purchase_from_event(row)[3] == ("22423",)
+
+
+# ---------------------------------------------------------------------------
+# FTP: listed names never escape the folder; passwords never show
+# ---------------------------------------------------------------------------
+
+NAMES = st.one_of(
+    st.text(TEXT, min_size=1, max_size=20),
+    st.lists(st.sampled_from(["..", ".", "", "a", "b.csv", "...", "%2e%2e", "\\..", "..\\x"]), min_size=1, max_size=6).map("/".join),
+)
+ROOTS = st.sampled_from(["/", "/drop", "/drop/day1", "/a/b/c"])
+
+
+@given(ROOTS, NAMES)
+def test_ftp_safe_join_never_escapes(root, name):
+    from transforms.errors import SourceError
+    from transforms.ftp import safe_join
+
+    try:
+        joined = safe_join(root, name)
+    except SourceError as exc:
+        assert "escapes" in str(exc)
+        return
+    assert joined == posixpath.normpath(joined)
+    assert ".." not in joined.split("/")
+    assert joined == root or joined.startswith(root.rstrip("/") + "/")
+
+
+PASSWORDS = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_categories=("Cs",)), min_size=6, max_size=16)
+
+
+@given(PASSWORDS, st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=6), NAMES)
+def test_ftp_password_round_trip_and_redaction(password, user, name):
+    from transforms.ftp import FtpLocation, redact
+
+    quoted = urllib.parse.quote(password, safe="")
+    uri = f"ftp://{user}:{quoted}@127.0.0.1:2121/drop/{urllib.parse.quote(name)}"
+    loc = FtpLocation.parse(uri)
+    assert loc.password == password and loc.user == user
+    assert loc.path.startswith("/") and loc.path == posixpath.normpath(loc.path)
+    again = FtpLocation.parse(loc.with_path(loc.path))
+    assert (again.password, again.path) == (password, loc.path)
+    shown = redact(loc.with_path(loc.path))
+    assume(password not in f"ftp://{user}:***@127.0.0.1:2121{loc.path}")
+    assert password not in urllib.parse.unquote(shown) and quoted not in shown
