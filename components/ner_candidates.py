@@ -50,7 +50,7 @@ from components.quantize import (
     quantize_int8_static,
 )
 from transforms.errors import ConfigError
-from transforms.ner_labels import encode_words, entity_f1, window_features
+from transforms.ner_labels import CASE_MARKERS_KEY, encode_words, entity_f1, window_features
 
 __all__ = [
     "STATIC_OP_TYPES",
@@ -93,7 +93,8 @@ def calibration_feeds(tokenizer_dir: str, sentences: Sequence[Sentence], *, max_
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    pieces = encode_words(tokenizer, [s.words for s in sentences])
+    config = json.loads((Path(tokenizer_dir) / "config.json").read_text())
+    pieces = encode_words(tokenizer, [s.words for s in sentences], case_markers=bool(config.get(CASE_MARKERS_KEY, False)))
     windows = window_features(pieces, max_length=max_length, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id)
     feeds = []
     for b in range(0, len(windows), batch_size):

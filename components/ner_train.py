@@ -32,6 +32,7 @@ import numpy as np
 from components.ner_data import Sentence, read_ner
 from transforms.errors import ConfigError, ModelLoadError
 from transforms.ner_labels import (
+    CASE_MARKERS_KEY,
     CONLL_TYPES,
     IGNORE_INDEX,
     LabelScheme,
@@ -121,6 +122,7 @@ class TrainConfig:
     types: tuple[str, ...] = CONLL_TYPES
     log_every_steps: int = 50
     max_train_seconds: float | None = None
+    case_markers: bool = False
 
 
 @dataclass
@@ -144,9 +146,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _features(tokenizer, sentences: Sequence[Sentence], scheme: LabelScheme, max_length: int):
+def _features(tokenizer, sentences: Sequence[Sentence], scheme: LabelScheme, max_length: int, *, case_markers: bool = False):
     """(input_ids, labels) per model window; sentences over ``max_length`` become several windows."""
-    pieces = encode_words(tokenizer, [s.words for s in sentences])
+    pieces = encode_words(tokenizer, [s.words for s in sentences], case_markers=case_markers)
     windows = window_features(
         pieces,
         max_length=max_length,
@@ -244,7 +246,11 @@ def train_ner(
         raise ConfigError("the NER training data has no sentences")
 
     tokenizer, model = load_base(base_model, scheme)
-    feats = _features(tokenizer, train_sents, scheme, cfg.max_length)
+    # A base already trained with case markers keeps them; the setting is saved
+    # in config.json, where serving (load_tagger) reads it.
+    case_markers = cfg.case_markers or bool(getattr(model.config, CASE_MARKERS_KEY, False))
+    setattr(model.config, CASE_MARKERS_KEY, case_markers)
+    feats = _features(tokenizer, train_sents, scheme, cfg.max_length, case_markers=case_markers)
     steps_per_epoch = math.ceil(len(feats) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -257,7 +263,7 @@ def train_ner(
         lr=cfg.learning_rate,
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), total_steps)
-    tagger = NerTagger(tokenizer, scheme, torch_logits_fn(model), max_length=cfg.max_length)
+    tagger = NerTagger(tokenizer, scheme, torch_logits_fn(model), max_length=cfg.max_length, case_markers=case_markers)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,6 +383,8 @@ def _cli(argv: Sequence[str] | None = None) -> None:
         value = getattr(defaults, name)
         kind = float if name in ("learning_rate", "max_train_seconds") else int
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
+    parser.add_argument("--case-markers", action="store_true",
+                        help="mark capitalized and all-capitals words for an uncased encoder (saved in config.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})

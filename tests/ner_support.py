@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from components.ner_data import Sentence
 from transforms.ner_labels import LabelScheme
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused1]", "[unused2]"]
 
 # Hand-written sentences (not from any data set): locations, people, organisations.
 SENTENCES = [

@@ -9,6 +9,8 @@ import pytest
 from components.ner_data import WNUT_TO_CONLL, detect_format, map_types, parse_ner, read_ner
 from transforms.errors import ConfigError
 from transforms.ner_labels import (
+    CASE_MARKER_TOKENS,
+    word_case,
     IGNORE_INDEX,
     Entity,
     LabelScheme,
@@ -69,6 +71,32 @@ def test_alignment_on_minilm_word_pieces(minilm_tokenizer):
     assert decoded[labels.index(5)] == "portugal"
     # predictions come back from the first piece of each word
     assert word_predictions(window.word_ids, labels, 3) == [0, 0, 5]
+
+
+def test_case_markers_follow_capitalized_words(minilm_tokenizer):
+    words = ["Made", "in", "PORTUGAL", "by", "acme", "U.S.", "42"]
+    (plain,) = encode_words(minilm_tokenizer, [words])
+    (marked,) = encode_words(minilm_tokenizer, [words], case_markers=True)
+    title, upper = (minilm_tokenizer.convert_tokens_to_ids(CASE_MARKER_TOKENS[c]) for c in ("title", "upper"))
+    assert [word_case(w) for w in words] == ["title", None, "upper", None, None, "upper", None]
+    assert marked == [
+        plain[0] + [title], plain[1], plain[2] + [upper], plain[3], plain[4], plain[5] + [upper], plain[6],
+    ]
+    # the label still comes from the word's first piece, which is unchanged
+    (window,) = window_features([marked], max_length=64, cls_id=101, sep_id=102)
+    assert word_predictions(window.word_ids, window.input_ids, len(words)) == [p[0] for p in plain]
+    # text cannot produce a marker: the literal string tokenizes to ordinary pieces
+    (literal,) = encode_words(minilm_tokenizer, [["[unused1]"]], case_markers=True)
+    assert title not in literal[0] and upper not in literal[0]
+
+
+def test_case_markers_need_reserved_tokens():
+    from transformers import BertTokenizer
+
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "lisbon"])})
+    assert encode_words(tokenizer, [["Lisbon"]]) == [[[4]]]
+    with pytest.raises(ConfigError, match="reserved tokens"):
+        encode_words(tokenizer, [["Lisbon"]], case_markers=True)
 
 
 def test_long_text_is_split_into_windows_not_truncated():

@@ -51,6 +51,26 @@ def test_training_is_reproducible(tiny_trained, tmp_path):
     assert weights[0] == weights[1]
 
 
+def test_case_markers_let_an_uncased_model_learn_case(tmp_path):
+    from components.ner_data import Sentence
+    from transforms.inference.ner import load_tagger
+
+    # The same lowercased words are a place or not depending on case only.
+    sents = [Sentence(("we", "saw", w), ("O", "O", t)) for w, t in
+             (("Nice", "B-LOC"), ("nice", "O"), ("Reading", "B-LOC"), ("reading", "O"))] * 2
+    base = build_tiny_base(tmp_path / "base", sents)
+    cfg = TrainConfig(**{**TINY.__dict__, "epochs": 30})
+    plain = train_ner(sents, str(tmp_path / "plain"), eval_data=sents, base_model=base, config=cfg, progress=lambda e: None)
+    marked = train_ner(sents, str(tmp_path / "marked"), eval_data=sents, base_model=base,
+                       config=TrainConfig(**{**cfg.__dict__, "case_markers": True}), progress=lambda e: None)
+    assert plain.best_f1 < 70.0  # an uncased model cannot tell "Nice" from "nice"
+    assert marked.best_f1 == 100.0
+    assert json.loads((tmp_path / "marked" / "config.json").read_text())["aisle_case_markers"] is True
+    tagger = load_tagger(str(tmp_path / "marked"), backend="torch")
+    assert tagger.case_markers
+    assert [e.text for e in tagger.entities(["we saw Nice", "we saw nice"])[0]] == ["Nice"]
+
+
 def test_early_stopping_and_bad_config(tiny_trained, tmp_path):
     _, base, _, _ = tiny_trained
     # A learning rate of zero never improves: patience 1 stops after the second evaluation.

@@ -300,23 +300,66 @@ class Window(NamedTuple):
     word_ids: tuple[int | None, ...]
 
 
-def encode_words(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+# Reserved vocabulary entries that mark a word's case for an uncased encoder
+# (config.json key ``aisle_case_markers``). Text never tokenizes to them: the
+# string "[unused1]" splits into ordinary pieces.
+CASE_MARKER_TOKENS = {"title": "[unused1]", "upper": "[unused2]"}
+CASE_MARKERS_KEY = "aisle_case_markers"
+
+
+def word_case(word: str) -> str | None:
+    """``"upper"`` (two or more letters, all capitals), ``"title"`` (first letter a capital) or None.
+
+    >>> [word_case(w) for w in ("EU", "Lisbon", "U.S.", "iPhone", "42", "A")]
+    ['upper', 'title', 'upper', None, None, 'title']
+    """
+    letters = [c for c in word if c.isalpha()]
+    if not letters or not letters[0].isupper():
+        return None
+    if len(letters) > 1 and all(c.isupper() for c in letters):
+        return "upper"
+    return "title"
+
+
+def case_marker_ids(tokenizer) -> dict[str, int]:
+    """Vocabulary ids of :data:`CASE_MARKER_TOKENS`; ConfigError when the vocabulary lacks them."""
+    ids = {case: tokenizer.convert_tokens_to_ids(token) for case, token in CASE_MARKER_TOKENS.items()}
+    if any(i is None or i == tokenizer.unk_token_id for i in ids.values()):
+        raise ConfigError(
+            f"case markers need the reserved tokens {sorted(CASE_MARKER_TOKENS.values())} in the vocabulary; "
+            "this tokenizer lacks them: train without case markers"
+        )
+    return ids
+
+
+def encode_words(tokenizer, sentences: Sequence[Sequence[str]], *, case_markers: bool = False) -> list[list[list[int]]]:
     """Word-piece ids of every word of every sentence (one tokenizer call for all).
 
     A word the tokenizer yields no piece for (a control character, say) gets
-    the unknown token, so every word has a first piece to predict from.
+    the unknown token, so every word has a first piece to predict from. With
+    ``case_markers`` (for uncased encoders, whose tokenizer lowercases), a
+    capitalized or all-capitals word gets a reserved marker piece after its
+    own pieces: the casing that matters most for names survives lowercasing,
+    and the word's label still sits on its first piece.
     """
     if not sentences:
         return []
     enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
     unk = tokenizer.unk_token_id
+    markers = case_marker_ids(tokenizer) if case_markers else {}
     out = []
     for i, words in enumerate(sentences):
         pieces: list[list[int]] = [[] for _ in words]
         for tid, wid in zip(enc["input_ids"][i], enc.word_ids(i)):
             if wid is not None:
                 pieces[wid].append(tid)
-        out.append([p if p else [unk] for p in pieces])
+        pieces = [p if p else [unk] for p in pieces]
+        if markers:
+            for w, word in enumerate(words):
+                case = word_case(word)
+                if case:
+                    pieces[w].append(markers[case])
+        out.append(pieces)
     return out
 
 

@@ -38,6 +38,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.errors import ConfigError, ModelLoadError
 from transforms.ner_labels import (
+    CASE_MARKERS_KEY,
     Entity,
     LabelScheme,
     Window,
@@ -109,6 +110,7 @@ class NerTagger:
         max_tokens_per_batch: int = 4096,
         max_batch_size: int = 64,
         max_padding_fraction: float = 0.1,
+        case_markers: bool = False,
     ):
         if max_padding_fraction < 0:
             raise ConfigError(f"max_padding_fraction must be >= 0, got {max_padding_fraction}")
@@ -123,6 +125,7 @@ class NerTagger:
         self.max_tokens_per_batch = max_tokens_per_batch
         self.max_batch_size = max_batch_size
         self.max_padding_fraction = max_padding_fraction
+        self.case_markers = case_markers
         self.model_calls = 0
         self.padded_tokens = 0
         self.real_tokens = 0
@@ -177,7 +180,7 @@ class NerTagger:
     # -- words ----------------------------------------------------------
     def tag_words(self, sentences: Sequence[Sequence[str]]) -> list[tuple[list[str], list[float]]]:
         """IOB2 tags (repaired) and the probability of each tag, for pre-split sentences."""
-        pieces = encode_words(self.tokenizer, sentences)
+        pieces = encode_words(self.tokenizer, sentences, case_markers=self.case_markers)
         windows = window_features(
             pieces,
             max_length=self.max_length,
@@ -331,7 +334,14 @@ def load_tagger(
         fn = torch_logits_fn(model)
     else:
         raise ConfigError(f"backend must be 'onnx', 'torch' or 'auto', got {backend!r}")
-    return NerTagger(tokenizer, scheme, fn, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
+    return NerTagger(
+        tokenizer,
+        scheme,
+        fn,
+        max_length=max_length,
+        max_tokens_per_batch=max_tokens_per_batch,
+        case_markers=bool(config.get(CASE_MARKERS_KEY, False)),
+    )
 
 
 # --------------------------------------------------------------------------
