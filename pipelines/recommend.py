@@ -90,25 +90,25 @@ class _ModelVocab:
     def __init__(self, model_dir: str):
         self.model_dir = model_dir
 
-    @property
-    def _vocab(self):
+    # methods, not properties: Beam's type inference reads attributes of
+    # objects a lambda captures, and must not load the model by doing so
+    def load(self):
         return _cached_vocab(self.model_dir)
 
-    @property
     def ids(self):
-        return self._vocab.ids
+        return self.load().ids
 
     def __contains__(self, item) -> bool:
-        return item in self._vocab
+        return item in self.load()
 
     def __len__(self) -> int:
-        return len(self._vocab)
+        return len(self.load())
 
     def encode(self, items):
-        return self._vocab.encode(items)
+        return self.load().encode(items)
 
     def index(self, item):
-        return self._vocab.index(item)
+        return self.load().index(item)
 
 
 def _parquet_pattern(location: str) -> str:
@@ -127,7 +127,8 @@ def _purchases(batch):
 def _merge_basket(kv):
     """Events of one transaction id -> (visitor, time, items)."""
     _, parts = kv
-    parts = list(parts)
+    # grouped values arrive in any order: sort them so the basket is the same on every run
+    parts = sorted(parts, key=lambda p: (p[1] is None, str(p[1]), p[2], p[0] or ""))
     items: dict[str, None] = {}
     for _, _, its in parts:
         items.update(dict.fromkeys(its))
@@ -139,7 +140,8 @@ def _merge_basket(kv):
 def _history(kv, vocab, max_items: int):
     """(visitor, [(time, items)]) -> (visitor, query rows), most recent purchases last, each item once."""
     visitor, purchases = kv
-    ordered = sorted(purchases, key=lambda p: p[0].timestamp() if p[0] is not None else float("-inf"))
+    # ties in time broken by the items, so the history is the same whatever order the purchases arrive in
+    ordered = sorted(purchases, key=lambda p: (p[0].timestamp() if p[0] is not None else float("-inf"), p[1]))
     last: dict[int, None] = {}
     for _, items in ordered:
         for row in vocab.encode(items):
@@ -152,7 +154,7 @@ def _history(kv, vocab, max_items: int):
 def _to_ranked(kv, vocab):
     key, result = kv
     rows, scores = result.inference
-    ids = vocab.ids
+    ids = vocab.ids()
     return key, tuple((ids[int(r)], float(s)) for r, s in zip(rows, scores))
 
 

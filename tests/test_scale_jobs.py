@@ -1,0 +1,133 @@
+"""enrich and recommend on two local worker processes write the same bytes as on one; the sharded writer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import hashlib
+import json
+import pathlib
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from tests.conftest import SAMPLES
+from transforms.shards import WriteSortedShards, shard_index
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def digest(folder: pathlib.Path) -> dict[str, str]:
+    """sha256 of every output file (Parquet and JSON lines), staging and summaries left out."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.suffix in (".parquet", ".jsonl") and not any(part.startswith(("_", "model")) for part in p.relative_to(folder).parts)
+    }
+
+
+def test_sorted_shards_split_by_count_and_sort_each_shard(tmp_path, local_runner):
+    schema = pa.schema([pa.field("key", pa.string()), pa.field("n", pa.int64())])
+    rows = [{"key": f"k{i:02d}", "n": i} for i in range(10)]
+    with TestPipeline(runner=local_runner) as p:
+        _ = p | beam.Create(rows[::-1]) | WriteSortedShards(str(tmp_path / "out"), schema, ("key",), rows_per_shard=3)
+    files = sorted(glob.glob(str(tmp_path / "out" / "*.parquet")))
+    assert all(f.endswith(f"-of-00004.parquet") for f in files)  # ceil(10 / 3) shards (empty ones get no file)
+    seen = []
+    for f in files:
+        keys = pq.read_table(f).column("key").to_pylist()
+        assert keys == sorted(keys)
+        index = int(pathlib.Path(f).name.split("-")[1])
+        assert {shard_index([k], 4) for k in keys} == {index}
+        seen += keys
+    assert sorted(seen) == [r["key"] for r in rows]
+
+
+def test_sorted_shards_check_their_keys():
+    from transforms.errors import ConfigError
+
+    schema = pa.schema([pa.field("key", pa.string())])
+    with pytest.raises(ConfigError, match="not columns"):
+        WriteSortedShards("out", schema, ("id",))
+    with pytest.raises(ConfigError, match="rows_per_shard"):
+        WriteSortedShards("out", schema, ("key",), rows_per_shard=0)
+
+
+# --------------------------------------------------------------------------- enrich
+
+
+@pytest.fixture(scope="module")
+def enrich_catalog(tmp_path_factory):
+    """Two products with sample images (absolute paths), 30 without; a tiny random NER model as ONNX."""
+    from components.ner_export import export_onnx
+    from tests.ner_support import build_tiny_base
+
+    root = tmp_path_factory.mktemp("enrich_scale")
+    lines = [json.loads(line) for line in (SAMPLES / "catalog_images.jsonl").read_text().splitlines()[:2]]
+    for rec in lines:
+        for img in rec["images"]:
+            img["uri"] = str(SAMPLES / img["uri"])
+    words = ["red", "mug", "tea", "made", "in", "spain", "glass", "jar", "candle", "heart"]
+    lines += [{"id": f"p{i:03d}", "title": " ".join(words[j % len(words)] for j in range(i, i + 4))} for i in range(30)]
+    catalog = root / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    base = build_tiny_base(root / "base", extra_words=words)
+    export_onnx(base, str(root / "onnx"))
+    return catalog, str(root / "onnx")
+
+
+def test_enrich_two_worker_processes_write_what_one_does(enrich_catalog, tmp_path):
+    from pipelines.enrich import run_enrich
+
+    catalog, ner = enrich_catalog
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        summary = run_enrich(str(catalog), str(out), threads=1, workers=workers, ner_model=ner, ner_options={"intra_op_threads": 1})
+        assert summary["conservation"]["ok"]
+        outs[workers] = digest(out)
+    assert outs[1] == outs[2]
+    assert {k.split("/")[0] for k in outs[1]} >= {"ocr_lines", "ocr_text", "catalog_enriched"}
+    enriched = pq.read_table(tmp_path / "w2" / "catalog_enriched").num_rows
+    assert enriched == 32
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+@pytest.fixture(scope="module")
+def retail_events(tmp_path_factory):
+    """The bundled retail sample through ``aisle ingest``, and an untrained model of its items (the job's cost does not depend on training)."""
+    pytest.importorskip("tensorflow")
+    from components.recommend_data import read_event_baskets
+    from components.recommend_model import TrainConfig, TrainedModel, build_model, export_model
+    from pipelines.ingest import run_ingest
+    from transforms.recommend_vocab import ItemVocab
+
+    root = tmp_path_factory.mktemp("recommend_scale")
+    run_ingest([str(SAMPLES / "retail" / "online_retail_sample.csv")], str(root / "ingest"), format="online-retail", workers=1, now=NOW)
+    baskets = [b.items for b in read_event_baskets(str(root / "ingest" / "events"))]
+    vocab = ItemVocab.build(baskets)
+    cfg = TrainConfig(dim=8, max_query_items=8, epochs=1)
+    export_model(TrainedModel(build_model(len(vocab), dim=cfg.dim, max_query_items=cfg.max_query_items), vocab, cfg), str(root / "model"))
+    return root
+
+
+def test_recommend_two_worker_processes_write_what_one_does(retail_events, tmp_path):
+    from pipelines.recommend import OUTPUTS, run
+
+    root = retail_events
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        summary = run(events=str(root / "ingest" / "events"), catalog=str(root / "ingest" / "products"), out_dir=str(out),
+                      model_dir=str(root / "model"), workers=workers, k=5, echo=lambda *_: None)
+        assert all(summary["outputs"][name]["rows"] > 0 for name in OUTPUTS)
+        assert not list(out.glob("_staging-*")), "the staging folder is removed after the commit"
+        outs[workers] = digest(out)
+    assert outs[1] == outs[2]
+    assert {k.split("/")[0] for k in outs[1]} == {*OUTPUTS, "dead_letter"}
+    assert any(k.endswith(".jsonl") for k in outs[1])
