@@ -11,9 +11,15 @@ Metrics (all micro-averaged over pages, i.e. totals first, then ratios):
   ``iou_threshold`` (greedy, highest IoU first, one-to-one);
 * ``line_cer``: character error rate (edit distance / reference length) over
   matched lines;
-* ``cer``: page-level, whitespace-free, reading-order CER: every line of a
-  page joined in reading order with all whitespace removed, compared with
-  the ground-truth lines joined in annotation order the same way;
+* ``cer``: page-level, whitespace-free, reading-order CER: the predicted
+  lines and the ground-truth lines are each put in reading order by the
+  same function (:func:`transforms.inference.ocr.reading_order`: rows by
+  vertical overlap, top to bottom, then left to right), joined with all
+  whitespace removed, and compared (edit distance / reference length).
+  Ordering both sides alike keeps the figure about the text, not about
+  whether a system lists the boxes of a row in the annotators' order;
+  ``cer_listed_order`` is the same comparison with each side in the order
+  it came in (the system's output order vs the annotation order);
 * ``word_f1`` (with ``word_precision``/``word_recall``): page-level bag of
   whitespace-separated words (multiset intersection), case-sensitive. It
   counts a word as right only when its spaces are right, so it punishes a
@@ -165,8 +171,14 @@ def _nospace_tokens(text: str) -> list[str]:
     return [t for t in _RUNS.findall(text)]
 
 
+def _reading_order(lines: Sequence[PredLine]) -> list[int]:
+    from transforms.inference.ocr import reading_order
+
+    return reading_order([np.asarray(b, dtype=np.float32).reshape(-1, 2) for _, b in lines])
+
+
 def page_counts(pred: Sequence[PredLine], truth: Page, *, iou_threshold: float = 0.5) -> dict[str, int]:
-    """Counts for one page (summed over pages by :func:`aggregate`); ``pred`` in reading order."""
+    """Counts for one page (summed over pages by :func:`aggregate`); ``pred`` in any order."""
     gt = [(t, box_rect(b)) for t, b in truth.lines]
     pr = [(t, box_rect(b)) for t, b in pred]
     pairs = sorted(
@@ -185,8 +197,10 @@ def page_counts(pred: Sequence[PredLine], truth: Page, *, iou_threshold: float =
     line_edits = sum(levenshtein(pr[i][0].upper(), gt[j][0].upper()) for i, j in matches)
     line_chars = sum(len(gt[j][0]) for _, j in matches)
 
-    gt_page = "".join(_WS.sub("", t) for t, _ in gt)
-    pr_page = "".join(_WS.sub("", t) for t, _ in pr)
+    gt_page = "".join(_WS.sub("", gt[j][0]) for j in _reading_order(truth.lines))
+    pr_page = "".join(_WS.sub("", pr[i][0]) for i in _reading_order(pred))
+    gt_listed = "".join(_WS.sub("", t) for t, _ in gt)
+    pr_listed = "".join(_WS.sub("", t) for t, _ in pr)
     gt_cased = Counter(w for t, _ in gt for w in t.split())
     pr_cased = Counter(w for t, _ in pr for w in t.split())
     gt_words = Counter(w.upper() for t, _ in gt for w in t.split())
@@ -202,6 +216,7 @@ def page_counts(pred: Sequence[PredLine], truth: Page, *, iou_threshold: float =
         "line_chars": line_chars,
         "page_edits": levenshtein(pr_page.upper(), gt_page.upper()),
         "page_edits_cased": levenshtein(pr_page, gt_page),
+        "page_edits_listed": levenshtein(pr_listed.upper(), gt_listed.upper()),
         "page_chars": len(gt_page),
         "words_cased_tp": sum((gt_cased & pr_cased).values()),
         "words_tp": sum((gt_words & pr_words).values()),
@@ -241,6 +256,7 @@ def aggregate(counts: Iterable[dict[str, int]]) -> dict[str, float]:
         "word_f1": _f1(wp, wr),
         "word_f1_nospace": _f1(rp, rr),
         "cer_cased": ratio("page_edits_cased", "page_chars"),
+        "cer_listed_order": ratio("page_edits_listed", "page_chars"),
         "word_f1_cased": _f1(ratio("words_cased_tp", "words_pred"), ratio("words_cased_tp", "words_gt")),
     }
 

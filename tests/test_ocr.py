@@ -138,6 +138,26 @@ def test_reading_order_groups_rows():
     assert reading_order([]) == []
 
 
+def test_reading_order_follows_tilted_rows_and_finds_the_row_of_a_short_box():
+    def box(x, y, w=60, h=30):
+        return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float32)
+
+    # two rows of a receipt photographed at a tilt: each box 6 px higher
+    # than its left neighbour, 18 px from one end of a row to the other
+    # (more than half a box height), rows 40 px apart
+    row1 = [box(10, 100), box(80, 94), box(150, 88), box(220, 82)]
+    row2 = [box(10, 140), box(80, 134), box(150, 128), box(220, 122)]
+    shuffled = [row2[3], row1[0], row2[0], row1[2], row1[3], row2[1], row1[1], row2[2]]
+    expected = [next(k for k, s in enumerate(shuffled) if s is b) for b in row1 + row2]
+    assert reading_order(shuffled) == expected
+    # a small "x" between a tall price and its item, on the item's row
+    boxes = [box(10, 10, h=40), box(300, 12, h=36), box(150, 25, w=10, h=12), box(10, 80)]
+    assert reading_order(boxes) == [0, 2, 1, 3]
+    # rows share a box when they overlap by at least half its height (30 px)
+    assert reading_order([box(80, 0), box(10, 14)]) == [1, 0]  # 16 px: one row, left first
+    assert reading_order([box(80, 0), box(10, 16)]) == [0, 1]  # 14 px: two rows, upper first
+
+
 def test_decode_image_limits():
     with pytest.raises(ImageError, match="not a decodable image") as e:
         decode_image(b"this is not an image")

@@ -56,6 +56,20 @@ def test_dropped_spaces_hurt_word_f1_not_cer():
     assert m["det_recall"] == 1.0
 
 
+def test_page_cer_reads_both_sides_in_the_same_order():
+    # one row "TOTAL RM 9.00" annotated as two boxes; a system that lists
+    # the lower line first and the row's boxes right to left still reads
+    # the same page
+    page = Page("p", "unused.jpg", (("TOTAL", _box(10, 10, 80, 30)), ("RM 9.00", _box(120, 12, 200, 32)), ("THANK YOU", _box(10, 50, 150, 70))))
+    pred = [("THANK YOU", _box(10, 50, 150, 70)), ("RM 9.00", _box(120, 11, 200, 31)), ("TOTAL", _box(10, 9, 80, 29))]
+    m = aggregate([page_counts(pred, page)])
+    assert m["cer"] == 0.0
+    assert m["cer_listed_order"] > 0.5  # THANKYOURM9.00TOTAL vs TOTALRM9.00THANKYOU
+    # a real reading error still counts
+    m2 = aggregate([page_counts([("THANK Y0U", pred[0][1]), *pred[1:]], page)])
+    assert m2["cer"] == pytest.approx(1 / len("TOTALRM9.00THANKYOU"))
+
+
 def test_case_is_ignored_by_default_but_reported():
     pred = [("Total RM 9.00", _box(10, 10, 200, 30)), ("Thank you", _box(10, 50, 150, 70))]
     m = aggregate([page_counts(pred, PAGE)])

@@ -321,28 +321,44 @@ def _overlap_of_smaller(a, b) -> float:
     return inter / smaller if smaller > 0 else 0.0
 
 
-def reading_order(boxes: Sequence[np.ndarray]) -> list[int]:
-    """Indices of ``boxes`` top-to-bottom, left-to-right, grouping boxes that share a row.
+def reading_order(boxes: Sequence[np.ndarray], *, min_row_overlap: float = 0.5) -> list[int]:
+    """Indices of ``boxes`` in reading order: rows top to bottom, each row left to right.
 
-    Two boxes share a row when their vertical centres are closer than half
-    the smaller box height.
+    Boxes are taken by vertical centre; a box joins the row whose vertical
+    band (the mean top and mean bottom of the row's boxes so far) overlaps
+    it most, when that overlap is at least ``min_row_overlap`` of the
+    smaller of the two heights, and starts a new row otherwise. Rows are
+    read in the order of their band's centre, a row's boxes by their left
+    edge. Comparing the band, not the first box, keeps the boxes of a
+    slightly tilted row together; searching every row, not only the last,
+    lets a short box that sits between two taller ones find its row.
+
+    The evaluation (:mod:`components.ocr_eval`) orders predicted and
+    ground-truth lines with this same function.
     """
     if not len(boxes):
         return []
-    rects = [_rect(np.asarray(b)) for b in boxes]
-    order = sorted(range(len(rects)), key=lambda i: (rects[i][1] + rects[i][3]) / 2)
-    rows: list[list[int]] = []
-    row_centre = None
-    row_height = None
+    rects = [_rect(np.asarray(b, dtype=np.float32).reshape(-1, 2)) for b in boxes]
+    order = sorted(range(len(rects)), key=lambda i: ((rects[i][1] + rects[i][3]) / 2, rects[i][0]))
+    rows: list[list] = []  # [sum of tops, sum of bottoms, members]
     for i in order:
-        x0, y0, x1, y1 = rects[i]
-        c, h = (y0 + y1) / 2, max(y1 - y0, 1.0)
-        if rows and abs(c - row_centre) < 0.5 * min(h, row_height):
-            rows[-1].append(i)
+        y0, y1 = rects[i][1], rects[i][3]
+        best, best_overlap = None, 0.0
+        for row in rows:
+            n = len(row[2])
+            r0, r1 = row[0] / n, row[1] / n
+            overlap = min(y1, r1) - max(y0, r0)
+            need = min_row_overlap * max(min(y1 - y0, r1 - r0), 1e-6)
+            if overlap >= need and overlap / need > best_overlap:
+                best, best_overlap = row, overlap / need
+        if best is None:
+            rows.append([y0, y1, [i]])
         else:
-            rows.append([i])
-            row_centre, row_height = c, h
-    return [i for row in rows for i in sorted(row, key=lambda j: rects[j][0])]
+            best[0] += y0
+            best[1] += y1
+            best[2].append(i)
+    rows.sort(key=lambda r: (r[0] + r[1]) / (2 * len(r[2])))
+    return [i for row in rows for i in sorted(row[2], key=lambda j: (rects[j][0], rects[j][1]))]
 
 
 def full_text(lines: Iterable[OcrLine]) -> str:
