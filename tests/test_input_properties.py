@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import math
 import posixpath
 import urllib.parse
@@ -279,3 +280,72 @@ def test_ftp_password_round_trip_and_redaction(password, user, name):
     shown = redact(loc.with_path(loc.path))
     assume(password not in f"ftp://{user}:***@127.0.0.1:2121{loc.path}")
     assert password not in urllib.parse.unquote(shown) and quoted not in shown
+
+
+# ---------------------------------------------------------------------------
+# ingest: JSON escapes that are not text; Parquet of any column types
+# ---------------------------------------------------------------------------
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+ESCAPES = st.sampled_from(["\\ud800", "\\udfff", "\\ud83c\\udf75", "\\u0000", "\\ud83c", "\\udf75\\ud83c", "\\\\ud800", "\\u00e9"])
+
+
+@given(st.lists(st.tuples(st.text(TEXT, max_size=5), ESCAPES), min_size=1, max_size=4), st.sampled_from(["id", "title"]))
+def test_retail_json_escapes_never_reach_the_writer_as_invalid_text(pieces, field):
+    import pyarrow.parquet as pq
+
+    from transforms.retail_json import dedupe_records, iter_jsonl, parse_records
+
+    value = "".join(json_escape(t) + e for t, e in pieces)
+    record = {"id": "p1", "title": "t"}
+    line = json_line(record, field, value)
+    parsed = parse_records(iter_jsonl(line.encode(), 0), kind="products", source_file="f", source_format="retail-json",
+                           now=NOW, default_currency="EUR")
+    kept, duplicates = dedupe_records(parsed.records, kind="products")
+    assert parsed.read == 1 == kept.num_rows + duplicates + parsed.dead.num_rows
+    pq.write_table(kept, pa.BufferOutputStream())  # the step that used to crash on a lone surrogate
+    pq.write_table(parsed.dead, pa.BufferOutputStream())
+    if parsed.dead.num_rows:
+        assert parsed.dead["reason"].to_pylist() in (["ENCODING_ERROR"], ["MISSING_ID"], ["MISSING_FIELD"])
+
+
+def json_escape(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+def json_line(record: dict, field: str, escaped_value: str) -> str:
+    head = {k: v for k, v in record.items() if k != field}
+    return json.dumps(head)[:-1] + f', "{field}": "{escaped_value}"}}'
+
+
+PARQUET_VALUES = st.one_of(
+    st.lists(st.one_of(st.none(), st.text(TEXT, max_size=6)), min_size=1, max_size=5),
+    st.lists(st.one_of(st.none(), st.integers(-(2**40), 2**40)), min_size=1, max_size=5),
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), min_size=1, max_size=5),
+    st.lists(st.one_of(st.none(), st.booleans()), min_size=1, max_size=5),
+    st.lists(st.one_of(st.none(), st.lists(st.text(TEXT, max_size=3), max_size=2)), min_size=1, max_size=5),
+    st.lists(st.one_of(st.none(), st.datetimes(timezones=st.just(dt.timezone.utc))), min_size=1, max_size=5),
+)
+
+
+@given(st.dictionaries(st.sampled_from(["sku", "name", "price", "other"]), PARQUET_VALUES, max_size=4))
+def test_parquet_reader_any_column_types(columns):
+    import pyarrow.parquet as pq
+
+    from transforms.errors import SourceError
+    from transforms.retail_json import ColumnMapping, dedupe_records, iter_parquet, parse_records
+    from transforms.validation import REASONS
+
+    n = min((len(v) for v in columns.values()), default=0)
+    table = pa.table({k: v[:n] for k, v in columns.items()}) if columns else pa.table({"x": pa.array([], pa.int64())})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    mapping = ColumnMapping.parse("id=sku,title=name,priceInfo.price=price")
+    parsed = parse_records(iter_parquet(data, mapping), kind="products", source_file="f.parquet", source_format="parquet",
+                           now=NOW, default_currency="EUR")
+    kept, duplicates = dedupe_records(parsed.records, kind="products")
+    assert parsed.read == table.num_rows == kept.num_rows + duplicates + parsed.dead.num_rows
+    assert set(parsed.dead["reason"].to_pylist()) <= set(REASONS)
+    with pytest.raises(SourceError, match="not a readable Parquet file"):
+        list(iter_parquet(data[: len(data) // 2], mapping, uri="f.parquet"))
