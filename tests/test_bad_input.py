@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import gzip
 import json
 import pathlib
 import shutil

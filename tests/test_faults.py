@@ -88,3 +88,71 @@ def test_killed_worker_then_rerun_equals_undisturbed_run(tmp_path):
     assert digest(out) == expected
     summary = json.loads((out / "summary.json").read_text())
     assert summary["conservation"]["ok"]
+
+
+RECOMMEND_SCRIPT = """
+import sys
+from pipelines.recommend import run
+run(events=sys.argv[1] + "/events", catalog=sys.argv[1] + "/products", out_dir=sys.argv[2], model_dir=sys.argv[3],
+    workers=2, k=5, echo=lambda *_: None)
+"""
+
+
+def recommend_outputs(folder: pathlib.Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.suffix in (".parquet", ".jsonl")
+            and not any(part.startswith("_") for part in p.relative_to(folder).parts)}
+
+
+def test_recommend_killed_worker_keeps_previous_output_and_rerun_equals_it(tmp_path):
+    """A recommend run whose worker process dies leaves the previous output as it was; a re-run rewrites the same bytes."""
+    import pytest
+
+    pytest.importorskip("tensorflow")
+    import datetime as dt
+
+    from components.recommend_data import read_event_baskets
+    from components.recommend_model import TrainConfig, TrainedModel, build_model, export_model
+    from pipelines.ingest import run_ingest
+    from pipelines.recommend import run
+    from transforms.recommend_vocab import ItemVocab
+
+    data = tmp_path / "ingest"
+    run_ingest([str(SAMPLES / "retail" / "online_retail_sample.csv")], str(data), format="online-retail", workers=1,
+               now=dt.datetime.fromisoformat(NOW))
+    vocab = ItemVocab.build([b.items for b in read_event_baskets(str(data / "events"))])
+    cfg = TrainConfig(dim=8, max_query_items=8, epochs=1)
+    export_model(TrainedModel(build_model(len(vocab), dim=8, max_query_items=8), vocab, cfg), str(tmp_path / "model"))
+
+    out = tmp_path / "out"
+    run(events=str(data / "events"), catalog=str(data / "products"), out_dir=str(out), model_dir=str(tmp_path / "model"),
+        k=5, echo=lambda *_: None)
+    previous = recommend_outputs(out)
+    assert len(previous) == 7  # 3 outputs x (Parquet + JSON lines) + dead letters
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    job = subprocess.Popen([sys.executable, "-c", RECOMMEND_SCRIPT, str(data), str(out), str(tmp_path / "model")], cwd=ROOT,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    killed, first_seen = None, None
+    deadline = time.time() + 120
+    while time.time() < deadline and job.poll() is None:
+        workers = children(job.pid)
+        if workers and first_seen is None:
+            first_seen = time.time()
+        staged = list(out.glob("_staging-*/*/*.parquet"))
+        if workers and (staged or time.time() - first_seen > 8):
+            killed = workers[-1]
+            os.kill(killed, signal.SIGKILL)  # a worker dies mid-run
+            break
+        time.sleep(0.05)
+    assert killed, "the job finished before a worker could be killed"
+    try:
+        job.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # the local runner may wait forever on a dead worker
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    assert recommend_outputs(out) == previous, "a killed run must leave the previous output untouched"
+
+    run(events=str(data / "events"), catalog=str(data / "products"), out_dir=str(out), model_dir=str(tmp_path / "model"),
+        k=5, echo=lambda *_: None)
+    assert recommend_outputs(out) == previous  # the killed run's _staging-* folder stays, ignored by readers
