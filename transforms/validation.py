@@ -333,11 +333,14 @@ def validate_event(record: object, *, now: dt.datetime, default_currency: str = 
     if len(details_raw) > LIMITS.product_details:
         raise Invalid("TOO_MANY_VALUES", f"{len(details_raw)} productDetails; the limit is {LIMITS.product_details}")
     details = []
-    for d in details_raw:
+    for n, d in enumerate(details_raw):
         product = d.get("product") if isinstance(d, Mapping) else None
         if not isinstance(product, Mapping):
             raise Invalid("BAD_TYPE", "each productDetails entry needs product: {id}")
-        pid = _text(product, "id", required=True, max_chars=LIMITS.id_chars, reason_missing="MISSING_ID")
+        try:
+            pid = _text(product, "id", required=True, max_chars=LIMITS.id_chars, reason_missing="MISSING_ID")
+        except Invalid as exc:  # say which id: the event has several
+            raise Invalid(exc.reason, f"productDetails[{n}].product.{exc.detail}") from None
         quantity = d.get("quantity")
         if quantity is not None:
             if isinstance(quantity, bool) or not isinstance(quantity, (int, float, str)):
