@@ -40,7 +40,7 @@ import uuid
 import apache_beam as beam
 import click
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.ml.inference.base import RunInference
 
 from transforms.errors import ConfigError
 from transforms.inference.recommend import (
@@ -167,7 +167,7 @@ def _blend(kv, alpha: float, k: int):
 
 def _dead_letter(failed, stage: str):
     batch, exc = failed
-    for element in batch:
+    for element in (e for group in batch for e in group):  # RunInference's batch of fixed batches
         key = element[0] if isinstance(element, tuple) and element else ""
         yield {
             "source_file": stage,
@@ -242,7 +242,7 @@ def add_recommend_steps(
     ``benchmarks/scale.py`` records their sizes at 1x, 3x and 10x the retail
     volume.
     """
-    from transforms.shards import WriteSortedShards
+    from transforms.shards import FixedBatches, FixedBatchHandler, WriteSortedShards
 
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
@@ -258,7 +258,8 @@ def add_recommend_steps(
     max_history = max_history_items or 48
 
     def handler():
-        return KeyedModelHandler(handler_cls(uri, top_k=k, max_batch_size=batch_size))
+        # batches fixed by the data: a batched matrix product may round differently for another batch shape
+        return FixedBatchHandler(handler_cls(uri, top_k=k, max_batch_size=batch_size))
 
     p = pipeline
     purchases = (
@@ -285,7 +286,7 @@ def add_recommend_steps(
         title_lists = (
             titles
             | "ColdTitles" >> beam.Filter(lambda kv: kv[0] not in vocab)
-            | "BatchCold" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
+            | "BatchCold" >> FixedBatches(2048)
             | "TitleNeighbours" >> beam.ParDo(TitleNeighboursFn(k), known_titles=beam.pvalue.AsDict(known_titles))
         )
     else:
@@ -303,7 +304,9 @@ def add_recommend_steps(
     # similar items: cosine over the learned embeddings, in batches
     neighbours = (
         items
-        | "BatchItems" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
+        | "KeyItems" >> beam.Map(lambda i: (i, None))
+        | "BatchItems" >> FixedBatches(1024)
+        | "BatchIds" >> beam.Map(lambda group: [i for i, _ in group])
         | "NearestNeighbours"
         >> beam.ParDo(NearestNeighboursFn(functools.partial(load_item_embeddings, model_dir), k)).with_outputs(
             "unknown", main="known"
@@ -317,9 +320,10 @@ def add_recommend_steps(
     learned, item_failures = (
         known_items
         | "ItemQuery" >> beam.Map(lambda i: (i, (vocab.index(i),)))
+        | "ItemQueryBatches" >> FixedBatches(batch_size)
         | "ScoreItems" >> RunInference(handler()).with_exception_handling()
     )
-    learned = learned | "ItemResults" >> beam.Map(_to_ranked, vocab)
+    learned = learned | "UnbatchItems" >> beam.FlatMap(lambda r: r.inference) | "ItemResults" >> beam.Map(_to_ranked, vocab)
     cooc = basket_items | "Cooccurrence" >> CooccurrenceCounts(k, normalize="cosine")
     blended = (
         {"learned": learned, "cooccurrence": cooc}
@@ -339,9 +343,12 @@ def add_recommend_steps(
     visitor_lists, visitor_failures = (
         visitors_hist
         | "KnownHistory" >> beam.Filter(lambda kv: len(kv[1]) > 0)
+        | "VisitorQueryBatches" >> FixedBatches(batch_size)
         | "ScoreVisitors" >> RunInference(handler()).with_exception_handling()
     )
-    visitor_lists = visitor_lists | "VisitorResults" >> beam.Map(_to_ranked, vocab)
+    visitor_lists = (
+        visitor_lists | "UnbatchVisitors" >> beam.FlatMap(lambda r: r.inference) | "VisitorResults" >> beam.Map(_to_ranked, vocab)
+    )
     rfy = (visitors, visitor_lists, popular) | "ForYouFallback" >> ApplyFallback(k)
 
     outputs = {"similar_items": similar, "frequently_bought_together": fbt, "recommended_for_you": rfy}

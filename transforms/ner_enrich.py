@@ -26,11 +26,12 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from transforms.attributes import extract_attributes, merge_attributes
 from transforms.errors import ConfigError
 from transforms.inference.ner import METRICS_NAMESPACE, NerInputError, NerModelHandler, check_text
+from transforms.shards import FixedBatches, FixedBatchHandler
 from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, DeadLetter, Product, from_arrow, to_arrow
 
 __all__ = ["ENTITY_SCHEMA", "NER_OUTPUTS", "NerEnrich", "NerOutputs", "add_ner_steps", "product_texts", "read_products"]
@@ -157,8 +158,9 @@ def _entity_rows(element: tuple[tuple[str, str], PredictionResult]) -> Iterable[
 
 def _failed_batch(element) -> Iterable[DeadLetter]:
     batch, exc = element
-    for key, text in batch:
-        yield _dead_letter(key, text, "NER_INFERENCE_FAILED", f"{type(exc).__name__}: {exc}")
+    for group in batch:  # RunInference's batch of fixed batches
+        for key, text in group:
+            yield _dead_letter(key, text, "NER_INFERENCE_FAILED", f"{type(exc).__name__}: {exc}")
 
 
 def _join_ocr(element) -> tuple[str, str]:
@@ -190,15 +192,20 @@ class NerEnrich(beam.PTransform):
 
     ``handler`` replaces the default ``NerModelHandler(model_path, ...)``
     (e.g. a handler with other batching); ``handler_kwargs`` go to the
-    default one.
+    default one. Texts reach the model in batches of at most
+    ``batch_texts`` that depend only on the data (see :class:`transforms.shards.FixedBatchHandler`),
+    so the entities are the same whatever the bundling or worker count.
     """
 
-    def __init__(self, model_path: str, *, max_chars: int = 20_000, handler=None, **handler_kwargs):
+    def __init__(self, model_path: str, *, max_chars: int = 20_000, handler=None, batch_texts: int = 128, **handler_kwargs):
         super().__init__()
         if not model_path and handler is None:
             raise ConfigError("NerEnrich needs model_path (a NER model folder) or a handler")
+        if batch_texts < 1:
+            raise ConfigError(f"batch_texts must be >= 1, got {batch_texts}")
         self._handler = handler or NerModelHandler(model_path, max_chars=max_chars, **handler_kwargs)
         self._max_chars = max_chars
+        self._batch_texts = batch_texts
 
     def expand(self, inputs: Mapping[str, beam.PCollection]) -> NerOutputs:
         if "products" not in inputs:
@@ -220,9 +227,9 @@ class NerEnrich(beam.PTransform):
             ocr_joined = inputs["products"].pipeline | "NoOcr" >> beam.Create([])
             texts = catalog_texts
         checked = texts | "CheckText" >> beam.ParDo(_CheckText(self._max_chars)).with_outputs("invalid", main="valid")
-        predictions, failed = checked.valid | "RunNer" >> RunInference(
-            KeyedModelHandler(self._handler)
-        ).with_exception_handling()
+        batches = checked.valid | "FixedBatches" >> FixedBatches(self._batch_texts)
+        batched, failed = batches | "RunNer" >> RunInference(FixedBatchHandler(self._handler)).with_exception_handling()
+        predictions = batched | "UnpackBatches" >> beam.FlatMap(lambda result: result.inference)
         entity_rows = predictions | "EntityRows" >> beam.FlatMap(_entity_rows)
         inference_failures = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
         dead = (checked.invalid, inference_failures) | "DeadLetters" >> beam.Flatten()

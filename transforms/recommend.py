@@ -440,8 +440,9 @@ def title_neighbours(
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    q_ids = [i for i, t in queries.items() if t and t.strip()]
-    c_ids = [i for i, t in candidates.items() if t and t.strip()]
+    # sorted: a side input dict's order follows arrival order, and float sums follow the matrix order
+    q_ids = sorted(i for i, t in queries.items() if t and t.strip())
+    c_ids = sorted(i for i, t in candidates.items() if t and t.strip())
     if not q_ids or not c_ids:
         return {}
     vectorizer = TfidfVectorizer(lowercase=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", sublinear_tf=True)

@@ -1,4 +1,8 @@
-"""Deterministic sharded output: rows in, ``part-SSSSS-of-NNNNN`` files out, identical on every re-run.
+"""Deterministic sharding: output files and inference batches that depend only on the data.
+
+Beam decides bundles, and so the batches ``BatchElements`` makes and the
+order in which grouped values arrive, differently from run to run and with
+another worker count. Two things here remove that from a job's output.
 
 :class:`WriteSortedShards` writes a PCollection of dict rows as Parquet
 (and optionally JSON lines) shards whose contents depend only on the rows,
@@ -18,6 +22,14 @@ byte-identical files. Write into a staging folder and publish it with
 file, and a reader never sees a half-written folder.
 
 >>> # rows | "WriteEntities" >> WriteSortedShards("out/_staging-1/entities", ENTITY_SCHEMA, ("product_id",))
+
+:class:`FixedBatches` + :class:`FixedBatchHandler` do the same for model
+inputs: a model whose output for one element depends on the rest of its
+batch (dynamic INT8 quantization computes activation scales per batch;
+a batched matrix product may round differently for another batch shape)
+then still gives the same output on every run.
+
+>>> # keyed | FixedBatches(128) | RunInference(FixedBatchHandler(NerModelHandler(path)))
 """
 
 from __future__ import annotations
@@ -28,10 +40,11 @@ from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.errors import ConfigError
 
-__all__ = ["WriteSortedShards", "shard_index", "shard_name"]
+__all__ = ["FixedBatchHandler", "FixedBatches", "WriteSortedShards", "shard_index", "shard_name"]
 
 
 def shard_name(index: int, total: int) -> str:
@@ -116,3 +129,84 @@ class WriteSortedShards(beam.PTransform):
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(_WriteShardFn(self.folder, self.schema, keys, self.jsonl, self.jsonl_prefix), n_shards=n)
         )
+
+
+def _key_text(key) -> str:
+    if isinstance(key, tuple):
+        return "\x1f".join(str(k) for k in key)
+    return str(key)
+
+
+class FixedBatches(beam.PTransform):
+    """``(key, example)`` -> tuples of at most ``batch_size`` of them, the same tuples on every run.
+
+    Elements are spread over ``ceil(n / batch_size)`` groups by a CRC-32 of
+    their key (a global count, one integer, sets ``n``), sorted by key in
+    each group and cut into chunks of ``batch_size``: the batches depend
+    only on the keys, never on bundling or worker count. A worker holds one
+    group (about ``batch_size`` elements) at a time. Keys should be distinct.
+    """
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    def expand(self, keyed):
+        size = self.batch_size
+
+        def bucket(kv, n):
+            return zlib.crc32(_key_text(kv[0]).encode("utf-8")) % n, kv
+
+        def chunks(kv):
+            ordered = sorted(kv[1], key=lambda e: _key_text(e[0]))
+            for i in range(0, len(ordered), size):
+                yield tuple(ordered[i : i + size])
+
+        n_groups = (
+            keyed
+            | "CountElements" >> beam.combiners.Count.Globally()
+            | "GroupCount" >> beam.Map(lambda n: max(1, -(-n // size)))
+        )
+        return (
+            keyed
+            | "AssignBatch" >> beam.Map(bucket, n=beam.pvalue.AsSingleton(n_groups))
+            | "GroupBatches" >> beam.GroupByKey()
+            | "CutBatches" >> beam.FlatMap(chunks)
+        )
+
+
+class FixedBatchHandler(ModelHandler):
+    """Runs an unkeyed ModelHandler on the batches :class:`FixedBatches` made.
+
+    An element is a tuple of ``(key, example)``; its result's ``inference``
+    is ``[(key, PredictionResult), ...]`` in the same order (flatten it with
+    ``beam.FlatMap(lambda r: r.inference)`` to get what a
+    ``KeyedModelHandler`` would give). Each fixed batch goes to the model
+    as one call, whatever batches RunInference itself would make. A
+    failure's batch (``with_exception_handling``) is a list of such tuples.
+    """
+
+    def __init__(self, inner: ModelHandler):
+        super().__init__()
+        self._inner = inner
+
+    def load_model(self):
+        return self._inner.load_model()
+
+    def run_inference(self, batch, model, inference_args=None):
+        out = []
+        for group in batch:
+            results = list(self._inner.run_inference([example for _, example in group], model, inference_args))
+            out.append(PredictionResult(group, [(key, r) for (key, _), r in zip(group, results)]))
+        return out
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+    def share_model_across_processes(self) -> bool:
+        return self._inner.share_model_across_processes()
+
+    def get_metrics_namespace(self) -> str:
+        return self._inner.get_metrics_namespace()
