@@ -85,6 +85,7 @@ XFAIL_INGEST = {
 # enrich: image (relative to the catalog) -> dead-letter reason, or None for an image that is read
 ENRICH_IMAGES = {
     "images/ok.png": None,
+    "images/thin.png": None,  # 1 x 3000 pixels: detected whole, not as 2,999 upscaled tiles
     "images/corrupt.jpg": "IMAGE_DECODE_ERROR",
     "images/truncated.png": "IMAGE_DECODE_ERROR",
     "images/truncated.jpg": "IMAGE_DECODE_ERROR",
@@ -94,7 +95,8 @@ ENRICH_IMAGES = {
     "generated/bomb.png": "IMAGE_TOO_LARGE",
     "generated/big.bmp": "IMAGE_TOO_LARGE",
 }
-ENRICH_PRODUCTS = 12
+ENRICH_PRODUCTS = 13
+ENRICH_NER_DEAD = {"NER_EMPTY_TEXT": 1}  # the sliver's image has no text: its empty OCR text is dead-lettered
 ENRICH_MAX_IMAGE_BYTES = 300_000
 
 # recommend: visitor -> fallback of its recommended-for-you row; None: a model-scored row; "absent": no row
@@ -244,7 +246,14 @@ def test_enrich_ner_takes_every_product_and_long_text_whole(enriched, enrich_cat
     assert len(products) == ENRICH_PRODUCTS
     enriched_ids = [r["id"] for r in pq.read_table(out / "catalog_enriched").to_pylist()]
     assert sorted(enriched_ids) == sorted(products)  # every product once, with or without attributes
-    assert summary["records"]["dead_letter_ner"] == 0  # nothing over max_chars: long texts are windowed
+    # nothing over max_chars (long texts are windowed); the one NER dead letter is the sliver's image, which has no
+    # text: an image without text gives an empty OCR text, which transforms/ner_enrich.py dead-letters
+    from transforms.inference.ner import REASONS as NER_REASONS
+
+    dead = pq.read_table(out / "dead_letter_ner").to_pylist()
+    assert [(d["source_file"], d["source_format"], d["reason"]) for d in dead] == [("product:sliver", "ner:ocr", "NER_EMPTY_TEXT")]
+    assert dict(collections.Counter(d["reason"] for d in dead)) == ENRICH_NER_DEAD
+    assert all(d["reason"] in NER_REASONS and d["detail"] for d in dead)
     entities = pq.read_table(out / "entities").to_pylist()
     assert entities
     for e in entities:  # offsets point into the text the entity came from
@@ -438,6 +447,7 @@ def corpus_counts() -> dict:
             "images_read": sum(r is None for r in ENRICH_IMAGES.values()),
             "dead_letters": sum(enrich_reasons.values()),
             "reasons": dict(sorted(enrich_reasons.items())),
+            "ner_dead_letters": dict(ENRICH_NER_DEAD),
         },
         "recommend": {
             "bad_events": len((CORPUS / "recommend" / "events.jsonl").read_text().splitlines()),

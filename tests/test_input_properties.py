@@ -92,6 +92,26 @@ def test_ocr_byte_limit(data, max_bytes):
 
 
 @FAST
+@given(st.integers(1, 60_000), st.integers(1, 20_000))
+def test_ocr_detection_work_is_bounded_for_any_shape(height, width):
+    """However thin or tall, an image costs at most max_tiles detector inputs of bounded size."""
+    from transforms.inference.ocr import OcrConfig, OcrEngine
+
+    engine = OcrEngine.__new__(OcrEngine)  # the tiling plan needs only the config
+    engine.config = config = OcrConfig()
+    tiles = engine._tiles(height, width)
+    assert 1 <= len(tiles) <= config.max_tiles
+    assert tiles[0][0] == 0 and tiles[-1][1] == height and all(a < b for a, b in tiles)
+    for (a, b), nxt in zip(tiles, tiles[1:] + [None]):  # tiles cover the image without gaps
+        assert nxt is None or nxt[0] <= b
+    bound = (config.det_max_side + 32) ** 2  # the detector input of one tile, in pixels, as _det_input sizes it
+    for a, b in tiles:
+        scale = engine._det_scale(b - a, width)
+        rh, rw = (max(32, int(round(n * scale / 32)) * 32) for n in (b - a, width))
+        assert rh * rw <= bound, (height, width, a, b, rh, rw)
+
+
+@FAST
 @given(st.lists(st.integers(0, 6), min_size=1, max_size=4), st.sampled_from([np.uint8, np.float32, np.int64]))
 def test_ocr_handler_array_inputs(shape, dtype):
     from transforms.inference.ocr import ImageError, OcrModelHandler
