@@ -129,6 +129,7 @@ def test_recommend_killed_worker_keeps_previous_output_and_rerun_equals_it(tmp_p
         k=5, echo=lambda *_: None)
     previous = recommend_outputs(out)
     assert len(previous) == 7  # 3 outputs x (Parquet + JSON lines) + dead letters
+    folders = {name: (out / name).stat().st_ino for name in ("similar_items", "frequently_bought_together", "recommended_for_you")}
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     job = subprocess.Popen([sys.executable, "-c", RECOMMEND_SCRIPT, str(data), str(out), str(tmp_path / "model")], cwd=ROOT,
@@ -151,8 +152,11 @@ def test_recommend_killed_worker_keeps_previous_output_and_rerun_equals_it(tmp_p
     except subprocess.TimeoutExpired:  # the local runner may wait forever on a dead worker
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
+    assert job.returncode != 0, "the killed run must not have completed"
+    assert {name: (out / name).stat().st_ino for name in folders} == folders, "a killed run must not replace an output folder"
     assert recommend_outputs(out) == previous, "a killed run must leave the previous output untouched"
 
     run(events=str(data / "events"), catalog=str(data / "products"), out_dir=str(out), model_dir=str(tmp_path / "model"),
         k=5, echo=lambda *_: None)
+    assert all((out / name).stat().st_ino != ino for name, ino in folders.items()), "the re-run commits new folders"
     assert recommend_outputs(out) == previous  # the killed run's _staging-* folder stays, ignored by readers

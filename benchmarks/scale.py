@@ -1,0 +1,279 @@
+"""Scale benchmark: ``aisle enrich`` (NER half) and ``aisle recommend`` at 1x, 3x and 10x the real retail volume.
+
+The UCI Online Retail file is synthesized to N times its volume by
+:func:`benchmarks.ingest.synthesize` (invoice, stock and customer ids
+remapped per copy, so every copy is distinct: N times the events, the
+products and the visitors), then ingested once per volume (untimed). On
+that data, each job runs in a fresh process, with 1 and with 2 local worker
+processes, and reports wall seconds, rows/s and the peak RSS of its whole
+process tree:
+
+* ``enrich``: the NER half over the product titles of the ingested catalog
+  (the retail data has titles but no images, so the OCR half has nothing to
+  read), with the NER model at ``out/models/ner/candidates/int8_dynamic``
+  when it exists, else a tiny random model built for the run (the JSON says
+  which); one onnxruntime thread per worker. Rows: products.
+* ``recommend``: similar items, frequently bought together and
+  recommended-for-you from the ingested events and catalog, with a model of
+  the volume's items (untrained: the job's cost does not depend on the
+  weights; ``dim`` as in production unless ``--dim``). Rows: purchase events.
+
+It also records, per volume, the sizes of recommend's side inputs (item
+counts, known titles) next to the number of events and visitors, and
+whether the 1- and 2-worker outputs are byte-identical.
+
+    python -m benchmarks.scale --json benchmarks/results/scale.json
+    python -m benchmarks.scale --volumes 1 --jobs recommend        # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import pathlib
+import pickle
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+from benchmarks._measure import run_measured
+from benchmarks.ingest import DEFAULT_DATA, synthesize
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NER_CANDIDATE = ROOT / "out" / "models" / "ner" / "candidates" / "int8_dynamic"
+NOW = "2026-01-01T00:00:00+00:00"
+JOBS = ("enrich", "recommend")
+
+
+# --------------------------------------------------------------------------- children (one fresh process each)
+
+
+def _ingest(csv: str, out: str) -> dict:
+    from pipelines.ingest import run_ingest
+
+    summary = run_ingest([csv], out, format="online-retail", workers=2, worker_mode="threads", now=dt.datetime.fromisoformat(NOW))
+    return {"read": summary["read"], "events": summary["records"]["events"], "products": summary["records"]["products"]}
+
+
+def _model(ingest_dir: str, model_dir: str, dim: int) -> dict:
+    """An untrained model of every item of the volume, and the sizes of recommend's side inputs."""
+    import pyarrow.parquet as pq
+
+    from components.recommend_data import read_event_baskets
+    from components.recommend_model import TrainConfig, TrainedModel, build_model, export_model
+    from transforms.recommend_vocab import ItemVocab
+
+    baskets = read_event_baskets(os.path.join(ingest_dir, "events"))
+    vocab = ItemVocab.build([b.items for b in baskets])
+    cfg = TrainConfig(dim=dim, epochs=1)
+    export_model(TrainedModel(build_model(len(vocab), dim=cfg.dim, max_query_items=cfg.max_query_items), vocab, cfg), model_dir)
+    counts: dict[str, int] = {}
+    for b in baskets:
+        for item in set(b.items):
+            counts[item] = counts.get(item, 0) + 1
+    products = pq.read_table(os.path.join(ingest_dir, "products"), columns=["id", "title"]).to_pylist()
+    titles = {p["id"]: p["title"] or "" for p in products if p["id"] in vocab}
+    events = pq.read_table(os.path.join(ingest_dir, "events"), columns=["visitorId"])
+    return {
+        "vocab_items": len(vocab),
+        "dim": dim,
+        "side_inputs": {
+            "item_counts": {"entries": len(counts), "pickled_bytes": len(pickle.dumps(counts))},
+            "known_titles": {"entries": len(titles), "pickled_bytes": len(pickle.dumps(titles))},
+            "popular_list": {"entries": 11},
+        },
+        "events": events.num_rows,
+        "visitors": len(set(events.column("visitorId").to_pylist()) - {None, ""}),
+    }
+
+
+def _enrich(catalog: str, out: str, workers: int, ner_model: str) -> dict:
+    import pyarrow.parquet as pq
+
+    from pipelines.enrich import run_enrich
+
+    rows = sum(pq.read_metadata(p).num_rows for p in pathlib.Path(catalog).glob("*.parquet"))
+    t0 = time.perf_counter()
+    summary = run_enrich(catalog, out, threads=1, workers=workers, ner_model=ner_model, ner_options={"intra_op_threads": 1})
+    secs = time.perf_counter() - t0
+    return {"job_secs": secs, "rows": rows, "records": summary["records"]}
+
+
+def _recommend(ingest_dir: str, out: str, workers: int, model_dir: str) -> dict:
+    import pyarrow.parquet as pq
+
+    from pipelines.recommend import run
+
+    rows = sum(pq.read_metadata(p).num_rows for p in pathlib.Path(ingest_dir, "events").glob("*.parquet"))
+    t0 = time.perf_counter()
+    summary = run(events=os.path.join(ingest_dir, "events"), catalog=os.path.join(ingest_dir, "products"), out_dir=out,
+                  model_dir=model_dir, workers=workers, echo=lambda *_: None)
+    secs = time.perf_counter() - t0
+    return {"job_secs": secs, "rows": rows, "outputs": summary["outputs"]}
+
+
+def _tiny_ner(folder: str) -> str:
+    """A 2-layer random token classifier exported to ONNX, when no NER candidate has been built."""
+    from components.ner_export import export_onnx
+    from tests.ner_support import build_tiny_base
+
+    base = build_tiny_base(pathlib.Path(folder) / "base")
+    return os.path.dirname(export_onnx(base, os.path.join(folder, "onnx")))
+
+
+def _child(argv: list[str]) -> None:
+    mode, *rest = argv
+    if mode == "ingest":
+        result = _ingest(*rest)
+    elif mode == "model":
+        result = _model(rest[0], rest[1], int(rest[2]))
+    elif mode == "tiny-ner":
+        result = {"model": _tiny_ner(rest[0])}
+    elif mode == "enrich":
+        result = _enrich(rest[0], rest[1], int(rest[2]), rest[3])
+    else:
+        result = _recommend(rest[0], rest[1], int(rest[2]), rest[3])
+    print(json.dumps(result, default=str))
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def _digest(folder: str) -> str:
+    h = hashlib.sha256()
+    base = pathlib.Path(folder)
+    for p in sorted(base.rglob("*")):
+        rel = p.relative_to(base)
+        if p.suffix in (".parquet", ".jsonl") and not any(part.startswith(("_", "model")) for part in rel.parts):
+            h.update(rel.as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _child_cmd(*args) -> list[str]:
+    return ["nice", "-n", "5", sys.executable, "-m", "benchmarks.scale", "--child", *map(str, args)]
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="a CSV of the UCI Online Retail layout")
+    parser.add_argument("--volumes", default="1,3,10", help="volume multiples, comma-separated")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="jobs to measure: enrich, recommend")
+    parser.add_argument("--workers", default="1,2", help="local worker processes to compare, comma-separated")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (medians reported)")
+    parser.add_argument("--dim", type=int, default=128, help="embedding size of the recommendation model")
+    parser.add_argument("--ner-model", default=None, help=f"NER model folder (default: {NER_CANDIDATE} if present, else a tiny one)")
+    parser.add_argument("--json", help="write the figures here (merged into an existing file per job and volume)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child)
+        return 0
+    volumes = [int(v) for v in args.volumes.split(",") if v]
+    jobs = [j for j in args.jobs.split(",") if j]
+    workers = [int(w) for w in args.workers.split(",") if w]
+    unknown = set(jobs) - set(JOBS)
+    if unknown:
+        parser.error(f"unknown jobs {sorted(unknown)}; choose from {', '.join(JOBS)}")
+    if not os.path.exists(args.data):
+        print(f"data file {args.data} not found (it lives in ../shared/data/retail)", file=sys.stderr)
+        return 2
+    from components.candidates import cpu_info
+
+    report: dict = {}
+    if args.json and os.path.exists(args.json):
+        report = json.loads(pathlib.Path(args.json).read_text())
+    report.update({"data": args.data, "machine": cpu_info(), "cpu_count": os.cpu_count(), "repeats": args.repeats})
+    report.setdefault("jobs", {})
+    tmp = tempfile.mkdtemp(prefix="aisle-bench-scale-")
+    try:
+        ner_model, ner_kind = args.ner_model, "given"
+        if "enrich" in jobs and not ner_model:
+            if (NER_CANDIDATE / "model.onnx").exists():
+                ner_model, ner_kind = str(NER_CANDIDATE), "MiniLM-L6 NER candidate int8_dynamic"
+            else:
+                ner_model = run_measured(_child_cmd("tiny-ner", os.path.join(tmp, "ner")))["result"]["model"]
+                ner_kind = "tiny random 2-layer BERT (no NER candidate built)"
+        for n in volumes:
+            csv = synthesize(args.data, n, os.path.join(tmp, f"x{n}.csv"))
+            ingest_dir = os.path.join(tmp, f"ingest-x{n}")
+            ingested = run_measured(_child_cmd("ingest", csv, ingest_dir))["result"]
+            os.remove(csv)
+            print(f"{n}x ingested: {ingested}", file=sys.stderr)
+            model_info = None
+            if "recommend" in jobs:
+                model_dir = os.path.join(tmp, f"model-x{n}")
+                model_info = run_measured(_child_cmd("model", ingest_dir, model_dir, args.dim))["result"]
+            for job in jobs:
+                entry: dict = {"volume": n, "ingested": ingested, "load_average_before": _load_average(), "workers": {}}
+                if job == "enrich":
+                    entry["ner_model"] = {"path": ner_model, "kind": ner_kind, "onnxruntime_threads_per_worker": 1}
+                else:
+                    entry["model"] = {"kind": "untrained (weights do not change the job's cost)", **model_info}
+                digests = {}
+                for w in workers:
+                    runs = []
+                    for r in range(args.repeats):
+                        out = os.path.join(tmp, f"out-{job}-x{n}-w{w}-{r}")
+                        if job == "enrich":
+                            cmd = _child_cmd("enrich", os.path.join(ingest_dir, "products"), out, w, ner_model)
+                        else:
+                            cmd = _child_cmd("recommend", ingest_dir, out, w, model_dir)
+                        m = run_measured(cmd)
+                        runs.append(m)
+                        digests.setdefault(w, _digest(out))
+                        shutil.rmtree(out, ignore_errors=True)
+                        print(f"{job} {n}x {w} worker(s) run {r}: job {m['result']['job_secs']:.1f}s "
+                              f"peak {m['peak_rss_mib']:.0f} MiB load {_load_average()}", file=sys.stderr)
+                    job_secs = statistics.median(m["result"]["job_secs"] for m in runs)
+                    rows = runs[0]["result"]["rows"]
+                    entry["rows"] = rows
+                    entry["workers"][str(w)] = {
+                        "job_secs_median": round(job_secs, 2),
+                        "process_secs_median": round(statistics.median(m["process_secs"] for m in runs), 2),
+                        "rows_per_sec": round(rows / job_secs),
+                        "peak_rss_mib_median": round(statistics.median(m["peak_rss_mib"] for m in runs)),
+                        "job_secs_all": [round(m["result"]["job_secs"], 2) for m in runs],
+                    }
+                if 1 in workers and 2 in workers:
+                    entry["speedup_2_vs_1_workers"] = round(
+                        entry["workers"]["1"]["job_secs_median"] / entry["workers"]["2"]["job_secs_median"], 2
+                    )
+                entry["outputs_identical_across_workers"] = len(set(digests.values())) == 1
+                entry["load_average_after"] = _load_average()
+                report["jobs"].setdefault(job, {})[f"{n}x"] = entry
+            shutil.rmtree(ingest_dir, ignore_errors=True)
+        for job, by_volume in report["jobs"].items():  # growth relative to 1x, per worker count
+            base = by_volume.get("1x")
+            if not base:
+                continue
+            for key, entry in by_volume.items():
+                entry["vs_1x"] = {
+                    w: {
+                        "rows": round(entry["rows"] / base["rows"], 2),
+                        "time": round(fig["job_secs_median"] / base["workers"][w]["job_secs_median"], 2),
+                        "peak_rss": round(fig["peak_rss_mib_median"] / base["workers"][w]["peak_rss_mib_median"], 2),
+                    }
+                    for w, fig in entry["workers"].items()
+                    if w in base["workers"]
+                }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
