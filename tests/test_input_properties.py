@@ -370,3 +370,45 @@ def test_parquet_reader_any_column_types(columns):
     assert set(parsed.dead["reason"].to_pylist()) <= set(REASONS)
     with pytest.raises(SourceError, match="not a readable Parquet file"):
         list(iter_parquet(data[: len(data) // 2], mapping, uri="f.parquet"))
+
+
+# ---------------------------------------------------------------------------
+# attributes: rules over any text, in time linear in its length
+# ---------------------------------------------------------------------------
+
+QTY_TEXT = st.lists(st.sampled_from(list("0123456789 .,x×gGmlLkK/\n") + ["per", "kr", "fl oz", "12", "x 5"]), max_size=25).map("".join)
+
+
+@FAST
+@given(QTY_TEXT)
+def test_quantity_pattern_matches_as_without_the_run_start_guard(text):
+    """The (?<!\\d) guard only skips starts inside digit runs, which could never begin a first match."""
+    import re
+
+    from transforms.attributes import _QTY_RE
+
+    unguarded = re.compile(_QTY_RE.pattern.replace("(?<!\\d)", "", 1), _QTY_RE.flags)
+    assert [m.span() for m in _QTY_RE.finditer(text)] == [m.span() for m in unguarded.finditer(text)]
+
+
+@FAST
+@given(st.text(TEXT, max_size=200), st.sampled_from(["title", "description", "ocr"]))
+def test_extract_attributes_any_text(text, field):
+    from transforms.attributes import ATTRIBUTE_KEYS, extract_attributes
+
+    found = extract_attributes({field: text})
+    assert set(found) <= set(ATTRIBUTE_KEYS)
+
+
+@pytest.mark.parametrize("text", ["1" * 20_000, "Product of Spain 500 g 2x 1,5 l €3,50 " * 500, "origin: " * 2_500],
+                         ids=["digit-run", "repeated-facts", "repeated-cue"])
+def test_extract_attributes_long_text_is_fast(text):
+    """OCR noise as long as the NER limit: before the fixes, 20,000 digits took minutes (quadratic regex search)."""
+    import time
+
+    from transforms.attributes import extract_attributes, normalize_country
+
+    normalize_country("Spain")  # builds the country index once, outside the timing
+    start = time.perf_counter()
+    extract_attributes({"ocr": text, "description": text[:5000]})
+    assert time.perf_counter() - start < 10.0  # generous for a shared machine; the fixed code takes well under 1 s

@@ -281,8 +281,10 @@ _UNITS = {
     "fl oz": ("ml", 29.5735295625),
 }
 _NUMBER = r"\d+(?:[.,]\d+)?"
+# (?<!\d): a match starts where a digit run starts; trying every position inside a long run of
+# digits made the search quadratic (20,000 digits of OCR noise took minutes).
 _QTY_RE = re.compile(
-    rf"(?:(?P<count>\d+)\s*[x×]\s*)?(?P<num>{_NUMBER})\s*(?P<unit>fl\.?\s*oz|{'|'.join(sorted((u for u in _UNITS if ' ' not in u), key=len, reverse=True))})(?![\w])",
+    rf"(?<!\d)(?:(?P<count>\d+)\s*[x×]\s*)?(?P<num>{_NUMBER})\s*(?P<unit>fl\.?\s*oz|{'|'.join(sorted((u for u in _UNITS if ' ' not in u), key=len, reverse=True))})(?![\w])",
     re.IGNORECASE,
 )
 _QTY_CUE_RE = re.compile(
@@ -295,7 +297,8 @@ _NUTRITION_RE = re.compile(
     r"kilojoule|kilocalorie|jod|iodine|sodium|natrium)\b",
     re.IGNORECASE,
 )
-_PER_UNIT_RE = re.compile(r"^\s*(?:/|per\b|pro\b|kr/)", re.IGNORECASE)
+# a unit price follows the match ("29,90 kr/kg", "500 g per pack"); used as .match(text, pos), no slicing
+_PER_UNIT_AT = re.compile(r"\s*(?:/|per\b|pro\b|kr/)", re.IGNORECASE)
 
 
 def _number(text: str) -> float:
@@ -317,10 +320,11 @@ def find_quantity(text: str, *, title: str | None = None) -> dict[str, Evidence]
         for line in body.splitlines():
             if _NUTRITION_RE.search(line):
                 continue
+            line_priority = 0 if _QTY_CUE_RE.search(line) else 1 if source == "title" else 2  # once per line
             for m in _QTY_RE.finditer(line):
-                if _PER_UNIT_RE.match(line[m.end() :]):
+                if _PER_UNIT_AT.match(line, m.end()):
                     continue
-                priority = 0 if _QTY_CUE_RE.search(line) else 1 if source == "title" else 2
+                priority = line_priority
                 candidates.append((priority, order, m, source))
                 order += 1
     out: dict[str, Evidence] = {}
@@ -365,7 +369,7 @@ def find_price(text: str) -> Evidence | None:
     (29.9, 'SEK')
     """
     for m in _PRICE_RE.finditer(text):
-        if _PER_UNIT_RE.match(text[m.end() :]):
+        if _PER_UNIT_AT.match(text, m.end()):
             continue
         symbol = (m.group("pre") or m.group("post")).strip()
         currency = _CURRENCY_SYMBOLS.get(symbol.lower(), symbol.upper())
