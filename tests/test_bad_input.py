@@ -205,7 +205,7 @@ def enrich_catalog(tmp_path_factory):
     root = tmp_path_factory.mktemp("enrich") / "catalog"
     shutil.copytree(CORPUS / "enrich", root)
     (root / "generated").mkdir()
-    (root / "generated" / "bomb.png").write_bytes(png_header(50_000, 50_000))  # 2.5 gigapixels in 60 bytes
+    (root / "generated" / "bomb.png").write_bytes(png_header(50_000, 50_000))  # 2.5 gigapixels in 74 bytes
     Image.new("RGB", (400, 400), "white").save(root / "generated" / "big.bmp")  # 480 kB, over the byte limit
     return root
 

@@ -224,7 +224,7 @@ def test_image_limits_exist_and_are_enforced(tmp_path):
     from transforms.inference.ocr import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ImageError, OcrModelHandler, decode_image
 
     assert 0 < DEFAULT_MAX_IMAGE_PIXELS <= 100_000_000 and 0 < DEFAULT_MAX_IMAGE_BYTES <= 100 * 2**20
-    with pytest.raises(ImageError, match="decompression bomb") as e:  # 60 bytes, 2.5 gigapixels: never decoded
+    with pytest.raises(ImageError, match="decompression bomb") as e:  # 74 bytes, 2.5 gigapixels: never decoded
         decode_image(png_header(50_000, 50_000))
     assert e.value.reason == "IMAGE_TOO_LARGE"
     with pytest.raises(ImageError) as e:
