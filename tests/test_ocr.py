@@ -226,3 +226,40 @@ def test_handler_loads_models_from_a_folder(tmp_path):
     assert engine.cls is None
     out = handler.run_inference([png_bytes(text_image(["SALT"]))], engine)
     assert [l.text.upper() for l in out[0].inference.lines] == ["SALT"]
+
+
+class _AlwaysUpsideDown:
+    """A classifier session that calls every line upside down, sure of it."""
+
+    def get_inputs(self):
+        class _In:
+            name = "x"
+
+        return [_In()]
+
+    def run(self, _outputs, feed):
+        n = next(iter(feed.values())).shape[0]
+        return [np.tile(np.array([[0.0, 1.0]], dtype=np.float32), (n, 1))]
+
+
+def test_a_wrongly_turned_line_keeps_its_upright_reading(engine):
+    wrong = OcrEngine(engine.det, engine.rec, _AlwaysUpsideDown(), characters=engine.characters[1:-1])
+    upright = wrong.read_image(bgr(text_image(["GST 0%", "TOTAL 12.50"])))
+    assert [l.angle for l in upright.lines] == [0, 0]
+    assert _close(upright.lines[0].text, "GST 0%") and _close(upright.lines[1].text, "TOTAL 12.50")
+    # a line that really is upside down still reads turned
+    turned = wrong.read_image(bgr(text_image(["NET WEIGHT 500G"]).rotate(180, expand=True)))
+    assert [l.angle for l in turned.lines] == [180]
+    assert _close(turned.lines[0].text, "NET WEIGHT 500G")
+
+
+def test_recognition_batches_return_each_crop_its_own_text(engine):
+    words = ["CASH", "TOTAL 12.50", "CHANGE 0.50", "THANK YOU FOR SHOPPING", "RM", "SUGAR 1KG", "7"]
+    crops = [bgr(text_image([w], size=28, gap=4))[8:-8] for w in words]  # one line each, little margin
+    texts = {}
+    for batch_size in (1, 3, 4, 16):
+        e = OcrEngine(engine.det, engine.rec, None, characters=engine.characters[1:-1], config=OcrConfig(rec_batch_size=batch_size))
+        texts[batch_size] = [t for t, _ in e.recognize(crops)]
+        assert all(_close(t, w) for t, w in zip(texts[batch_size], words)), (batch_size, texts[batch_size])
+    # batches of similar widths pad little: the text does not depend on the batch size
+    assert texts[1] == texts[3] == texts[4] == texts[16]
