@@ -16,6 +16,18 @@ from the events first), and writes under ``--out``:
 * ``dead_letter/``: queries the model failed on, as DeadLetter rows;
 * ``summary.json``: counts per output, fallbacks, the model used, seconds.
 
+Outputs are staged under ``<out>/_staging-<id>`` and swapped into place
+only when the whole job has succeeded, so a reader never sees a partial
+output; files are sorted, hash-sharded and byte-identical across re-runs
+and worker counts (model batches too are fixed by the data). On Dataflow::
+
+    aisle recommend --events gs://<project>-aisle-dev-processed/ingest/events \
+        --catalog gs://<project>-aisle-dev-processed/ingest/products \
+        --model gs://<project>-aisle-dev-models/recommender/<version> --out gs://<project>-aisle-dev-processed/recommend \
+        --runner DataflowRunner --project <project> --region europe-west1 \
+        --temp_location gs://<project>-aisle-dev-dataflow/tmp \
+        --sdk_container_image europe-west1-docker.pkg.dev/<project>/aisle/aisle:<tag> --sdk_location container
+
 Each output folder holds ``part-*.parquet`` (``RECOMMENDATION_SCHEMA``:
 key, model_type, results[{id, score}], fallback) and
 ``predictions-*.jsonl`` (one Retail-API-style prediction per line).
