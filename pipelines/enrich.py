@@ -468,8 +468,9 @@ def run_enrich(
 @click.option("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, show_default=True, help="Refuse larger images (decompression bombs).")
 @click.option("--ner-model", help="NER model folder (e.g. the chosen candidate under out/models/ner/candidates): adds entities, catalog_enriched and dead_letter_ner.")
 @click.option("--registry", "registry_root", default="out/registry", show_default=True, help="Local model registry that registry://name@alias model options resolve in.")
+@click.option("--workers", default=1, show_default=True, help="Local worker processes (remote runners ignore it).")
 @click.pass_context
-def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_image_pixels, ner_model, registry_root):
+def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_image_pixels, ner_model, registry_root, workers):
     """Read the text on product images into <out>/ocr_lines, <out>/ocr_text and dead letters.
 
     Extra flags (--runner, --project, --region, --temp_location, ...) go to Beam.
@@ -487,6 +488,7 @@ def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_
         max_image_pixels=max_image_pixels,
         beam_args=ctx.args,
         ner_model=ner_model,
+        workers=workers,
         registry=LocalRegistry(registry_root),
     )
     print_summary(summary)
