@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         if "enrich" in jobs and not ner_model:
             if (NER_CANDIDATE / "model.onnx").exists():
                 ner_model, ner_kind = str(NER_CANDIDATE), "MiniLM-L6 NER candidate int8_dynamic"
+                # a snapshot: the candidate folder may be rebuilt while the benchmark runs
+                ner_model = shutil.copytree(ner_model, os.path.join(tmp, "ner-model"))
+                ner_kind += f" (model.onnx sha256 {hashlib.sha256(pathlib.Path(ner_model, 'model.onnx').read_bytes()).hexdigest()[:16]})"
             else:
                 ner_model = run_measured(_child_cmd("tiny-ner", os.path.join(tmp, "ner")))["result"]["model"]
                 ner_kind = "tiny random 2-layer BERT (no NER candidate built)"
@@ -250,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry["outputs_identical_across_workers"] = len(set(digests.values())) == 1
                 entry["load_average_after"] = _load_average()
                 report["jobs"].setdefault(job, {})[f"{n}x"] = entry
+                _save(report, args.json)  # partial figures survive a later failure
             shutil.rmtree(ingest_dir, ignore_errors=True)
         for job, by_volume in report["jobs"].items():  # growth relative to 1x, per worker count
             base = by_volume.get("1x")
@@ -267,12 +271,16 @@ def main(argv: list[str] | None = None) -> int:
                 }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(args.json).write_text(text + "\n")
+    print(_save(report, args.json))
     return 0
+
+
+def _save(report: dict, path: str | None) -> str:
+    text = json.dumps(report, indent=2)
+    if path:
+        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(path).write_text(text + "\n")
+    return text
 
 
 if __name__ == "__main__":
