@@ -255,24 +255,30 @@ def main(argv: list[str] | None = None) -> int:
                 report["jobs"].setdefault(job, {})[f"{n}x"] = entry
                 _save(report, args.json)  # partial figures survive a later failure
             shutil.rmtree(ingest_dir, ignore_errors=True)
-        for job, by_volume in report["jobs"].items():  # growth relative to 1x, per worker count
-            base = by_volume.get("1x")
-            if not base:
-                continue
-            for key, entry in by_volume.items():
-                entry["vs_1x"] = {
-                    w: {
-                        "rows": round(entry["rows"] / base["rows"], 2),
-                        "time": round(fig["job_secs_median"] / base["workers"][w]["job_secs_median"], 2),
-                        "peak_rss": round(fig["peak_rss_mib_median"] / base["workers"][w]["peak_rss_mib_median"], 2),
-                    }
-                    for w, fig in entry["workers"].items()
-                    if w in base["workers"]
-                }
+        growth(report)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(_save(report, args.json))
     return 0
+
+
+def growth(report: dict) -> dict:
+    """Add ``vs_1x`` to every job and volume: rows, time and peak memory relative to 1x, per worker count."""
+    for by_volume in report["jobs"].values():
+        base = by_volume.get("1x")
+        if not base:
+            continue
+        for entry in by_volume.values():
+            entry["vs_1x"] = {
+                w: {
+                    "rows": round(entry["rows"] / base["rows"], 2),
+                    "time": round(fig["job_secs_median"] / base["workers"][w]["job_secs_median"], 2),
+                    "peak_rss": round(fig["peak_rss_mib_median"] / base["workers"][w]["peak_rss_mib_median"], 2),
+                }
+                for w, fig in entry["workers"].items()
+                if w in base["workers"]
+            }
+    return report
 
 
 def _save(report: dict, path: str | None) -> str:
