@@ -59,13 +59,14 @@ def test_case_markers_let_an_uncased_model_learn_case(tmp_path):
     sents = [Sentence(("we", "saw", w), ("O", "O", t)) for w, t in
              (("Nice", "B-LOC"), ("nice", "O"), ("Reading", "B-LOC"), ("reading", "O"))] * 2
     base = build_tiny_base(tmp_path / "base", sents)
-    cfg = TrainConfig(**{**TINY.__dict__, "epochs": 30})
+    cfg = TrainConfig(**{**TINY.__dict__, "epochs": 30, "case_markers": False})
     plain = train_ner(sents, str(tmp_path / "plain"), eval_data=sents, base_model=base, config=cfg, progress=lambda e: None)
     marked = train_ner(sents, str(tmp_path / "marked"), eval_data=sents, base_model=base,
                        config=TrainConfig(**{**cfg.__dict__, "case_markers": True}), progress=lambda e: None)
     assert plain.best_f1 < 70.0  # an uncased model cannot tell "Nice" from "nice"
     assert marked.best_f1 == 100.0
     assert json.loads((tmp_path / "marked" / "config.json").read_text())["aisle_case_markers"] is True
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["aisle_case_markers"] is False
     tagger = load_tagger(str(tmp_path / "marked"), backend="torch")
     assert tagger.case_markers
     assert [e.text for e in tagger.entities(["we saw Nice", "we saw nice"])[0]] == ["Nice"]
@@ -104,6 +105,18 @@ def test_onnx_export_matches_torch_and_candidates_build(tiny_trained):
     assert all(r.metrics["f1"] >= 90.0 for r in results)
     chosen = choose_candidate(results, metric="f1", max_accuracy_drop=1.0)
     assert chosen.name in folders
+
+
+def test_case_markers_default_to_on_for_a_lowercasing_tokenizer_with_the_reserved_tokens(tmp_path):
+    from transformers import AutoTokenizer, BertTokenizer
+
+    from components.ner_train import wants_case_markers
+
+    assert wants_case_markers(AutoTokenizer.from_pretrained(default_base_model(), local_files_only=True))
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[unused1]", "[unused2]", "lisbon", "Lisbon"])}
+    assert not wants_case_markers(BertTokenizer(vocab=vocab, do_lower_case=False))  # cased: sees case itself
+    del vocab["[unused2]"]
+    assert not wants_case_markers(BertTokenizer(vocab=vocab, do_lower_case=True))  # no reserved tokens
 
 
 def test_default_base_is_the_packaged_minilm():
