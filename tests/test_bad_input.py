@@ -69,19 +69,6 @@ INGEST = {
     "ingest/parquet/truncated.parquet": (PARQUET, 1, 0, 0, {"UNREADABLE_FILE": 1}),
     "ingest/parquet/empty.parquet": (PARQUET, 1, 0, 0, {"UNREADABLE_FILE": 1}),
 }
-# transforms/ingest.py reads Parquet with pq.read_table inside _ParseChunkFn._parse, outside its
-# SourceError handling: these three files crash the job today (see the xfail reason).
-PARQUET_CRASH = (
-    "transforms/ingest.py _ParseChunkFn._parse: read Parquet through transforms.retail_json.iter_parquet(data, "
-    "cfg.mapping, uri=chunk.uri) instead of pq.read_table(...).to_pylist(); it raises SourceError (-> UNREADABLE_FILE) "
-    "for unreadable files and MAPPING_ERROR for a missing mapped column, where pq.read_table raises ArrowInvalid and fails the job"
-)
-XFAIL_INGEST = {
-    "ingest/parquet/missing_column.parquet": PARQUET_CRASH,
-    "ingest/parquet/truncated.parquet": PARQUET_CRASH,
-    "ingest/parquet/empty.parquet": PARQUET_CRASH,
-}
-
 # enrich: image (relative to the catalog) -> dead-letter reason, or None for an image that is read
 ENRICH_IMAGES = {
     "images/ok.png": None,
@@ -115,8 +102,7 @@ def _dead_letters(out: pathlib.Path, name: str) -> pa.Table:
 
 def _ingest_params():
     for rel in INGEST:
-        marks = [pytest.mark.xfail(strict=True, reason=XFAIL_INGEST[rel])] if rel in XFAIL_INGEST else []
-        yield pytest.param(rel, id=rel.removeprefix("ingest/"), marks=marks)
+        yield pytest.param(rel, id=rel.removeprefix("ingest/"))
 
 
 @pytest.mark.parametrize("rel", list(_ingest_params()))
@@ -156,7 +142,7 @@ def test_ingest_record_over_the_size_limit(tmp_path):
 
 
 def test_parquet_reader_turns_bad_files_into_reasons():
-    """The reader the Parquet ingest needs (see PARQUET_CRASH): a clear SourceError or per-row MAPPING_ERROR."""
+    """The reader the Parquet ingest needs (transforms/ingest.py): a clear SourceError or per-row MAPPING_ERROR."""
     from transforms.errors import SourceError
     from transforms.retail_json import ColumnMapping, iter_parquet
     from transforms.validation import Invalid

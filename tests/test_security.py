@@ -172,10 +172,6 @@ def test_ftp_password_not_in_logs_summary_or_outputs(ftp_server, tmp_path, caplo
     assert all(":***@" in u for u in summary["inputs"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transforms/ingest.py _ParseChunkFn.process writes source_file=chunk.uri into the UNREADABLE_FILE dead letter: "
-    "it must be redact(chunk.uri) (transforms.ftp.redact), else an unreadable FTP file puts the password in dead_letter/"
-))
 def test_ftp_password_not_in_unreadable_file_dead_letter(ftp_server, tmp_path, caplog, capfd):  # noqa: F811
     from pipelines.ingest import run_ingest
 

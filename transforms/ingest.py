@@ -38,9 +38,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import online_retail
 from transforms.errors import ConfigError, SourceError
+from transforms.ftp import redact
 from transforms.io import Chunk, commit_outputs, join_path, plan_chunks, read_chunk, write_parquet, write_text
 from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, USER_EVENT_SCHEMA, retail_json_rows
-from transforms.retail_json import ColumnMapping, dedupe_records, iter_csv, iter_jsonl, parse_records, unjoined_events
+from transforms.retail_json import ColumnMapping, dedupe_records, iter_csv, iter_jsonl, iter_parquet, parse_records, unjoined_events
 from transforms.validation import is_currency
 
 __all__ = ["FORMATS", "IngestConfig", "IngestFiles", "merge_counts"]
@@ -174,8 +175,7 @@ class _ParseChunkFn(beam.DoFn):
         elif cfg.format == "csv":
             items = iter_csv(data, base, None if chunk.start == 0 else self.headers.get(chunk.uri), cfg.mapping)
         else:
-            rows = pq.read_table(pa.BufferReader(data), columns=cfg.mapping.columns()).to_pylist()
-            items = ((i, json.dumps(r, default=str), _mapped(cfg.mapping, r)) for i, r in enumerate(rows))
+            items = iter_parquet(data, cfg.mapping, uri=chunk.uri)
         parsed = parse_records(
             items, kind=cfg.kind, source_file=chunk.uri, source_format=cfg.format, now=cfg.now, default_currency=cfg.currency
         )
@@ -190,7 +190,7 @@ class _ParseChunkFn(beam.DoFn):
             _LOG.error("%s", exc)
             valid = None
             dead = pa.Table.from_pylist(
-                [dict(source_file=chunk.uri, source_offset=chunk.start, source_format=cfg.format, raw="", reason="UNREADABLE_FILE", detail=str(exc))],
+                [dict(source_file=redact(chunk.uri), source_offset=chunk.start, source_format=cfg.format, raw="", reason="UNREADABLE_FILE", detail=str(exc))],
                 schema=DEAD_LETTER_SCHEMA,
             )
             read, reasons, key = 1, collections.Counter({"UNREADABLE_FILE": 1}), None
@@ -210,15 +210,6 @@ class _ParseChunkFn(beam.DoFn):
             path = join_path(cfg.staging, "_shuffle", f"{part:05d}", f"{chunk.name}.parquet")
             write_parquet(rows, path)
             yield part, path
-
-
-def _mapped(mapping: ColumnMapping, row: dict):
-    from transforms.validation import Invalid
-
-    try:
-        return mapping.apply(row)
-    except Invalid as exc:
-        return exc
 
 
 class _BuildPartitionFn(beam.DoFn):
