@@ -45,6 +45,13 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_killed_worker_then_rerun_equals_undisturbed_run(tmp_path):
     src = tmp_path / "big.csv"
     lines = SAMPLES.joinpath("retail", "online_retail_sample.csv").read_bytes().splitlines(keepends=True)
@@ -134,18 +141,19 @@ def test_recommend_killed_worker_keeps_previous_output_and_rerun_equals_it(tmp_p
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     job = subprocess.Popen([sys.executable, "-c", RECOMMEND_SCRIPT, str(data), str(out), str(tmp_path / "model")], cwd=ROOT,
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    killed, first_seen = None, None
+    # The local runner starts its two worker processes when the first stage runs and keeps them to the end of
+    # the job; every output is committed only after the last stage. Killing a worker as soon as both exist is
+    # therefore always mid-run (waiting for staged output files instead could land after the last bundle).
+    killed = None
     deadline = time.time() + 120
     while time.time() < deadline and job.poll() is None:
-        workers = children(job.pid)
-        if workers and first_seen is None:
-            first_seen = time.time()
-        staged = list(out.glob("_staging-*/*/*.parquet"))
-        if workers and (staged or time.time() - first_seen > 8):
+        workers = [c for c in children(job.pid) if b"sdk_worker_main" in _cmdline(c)]
+        if len(workers) >= 2:
+            time.sleep(0.2)
             killed = workers[-1]
             os.kill(killed, signal.SIGKILL)  # a worker dies mid-run
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert killed, "the job finished before a worker could be killed"
     try:
         job.wait(timeout=20)
