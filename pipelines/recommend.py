@@ -14,7 +14,10 @@ from the events first), and writes under ``--out``:
   scores for their purchase history (the 48 most recent distinct
   products), those products excluded (``recommended-for-you``);
 * ``dead_letter/``: queries the model failed on, as DeadLetter rows;
-* ``summary.json``: counts per output, fallbacks, the model used, seconds.
+* ``summary.json``: events ``read``, ``used`` and ``dropped`` per reason
+  (:data:`transforms.recommend.DROP_REASONS`: views, refunds, empty
+  baskets, baskets of postage only; read == used + dropped, checked),
+  counts per output, fallbacks, the model used, seconds.
 
 Outputs are staged under ``<out>/_staging-<id>`` and swapped into place
 only when the whole job has succeeded, so a reader never sees a partial
@@ -48,6 +51,8 @@ import json
 import os
 import time
 import uuid
+from collections import Counter
+from collections.abc import Mapping
 
 import apache_beam as beam
 import click
@@ -70,13 +75,14 @@ from transforms.recommend import (
     ItemCounts,
     NearestNeighboursFn,
     TitleNeighboursFn,
+    DROP_REASONS,
     blend_lists,
-    purchase_from_event,
+    purchase_or_reason,
     recommendation_row,
     retail_prediction,
 )
 
-__all__ = ["OUTPUTS", "add_recommend_steps", "train_model_from_events", "run", "command"]
+__all__ = ["OUTPUTS", "EVENT_COUNTS", "add_recommend_steps", "event_accounting", "train_model_from_events", "run", "command"]
 
 # output folder -> Retail API model type
 OUTPUTS = {
@@ -129,11 +135,50 @@ def _parquet_pattern(location: str) -> str:
     return location.rstrip("/") + "/*.parquet"
 
 
+EVENT_COUNTS = "event_counts.json"
+
+
 def _purchases(batch):
+    """A record batch of UserEvents -> ``(basket_id, (visitor, time, items))`` per purchase, and one count dict.
+
+    The count dict (tagged ``counts``) holds ``read``, ``used`` and one key per
+    :data:`transforms.recommend.DROP_REASONS` code met in the batch, so the
+    job can account for every event it read.
+    """
+    counts = Counter(read=batch.num_rows)
     for row in batch.to_pylist():
-        purchase = purchase_from_event(row)
-        if purchase is not None and purchase[3]:
-            yield purchase[0], purchase[1:]
+        purchase = purchase_or_reason(row)
+        if isinstance(purchase, str):
+            counts[purchase] += 1
+            continue
+        counts["used"] += 1
+        yield purchase[0], purchase[1:]
+    yield beam.pvalue.TaggedOutput("counts", dict(counts))
+
+
+def _sum_counts(dicts) -> dict:
+    total: Counter = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(total)
+
+
+def _write_counts(counts: dict, path: str) -> None:
+    from transforms.io import write_text
+
+    write_text(json.dumps(dict(sorted(counts.items())), indent=2) + "\n", path)
+
+
+def event_accounting(counts: Mapping[str, int]) -> dict:
+    """``read``, ``used``, ``dropped`` per reason and ``conservation`` (read == used + dropped) from the job's counts."""
+    dropped = {reason: int(counts[reason]) for reason in DROP_REASONS if counts.get(reason)}
+    read, used = int(counts.get("read", 0)), int(counts.get("used", 0))
+    return {
+        "read": read,
+        "used": used,
+        "dropped": dropped,
+        "conservation": {"ok": read == used + sum(dropped.values()), "read": read, "used": used, "dropped": sum(dropped.values())},
+    }
 
 
 def _merge_basket(kv):
@@ -274,10 +319,16 @@ def add_recommend_steps(
         return FixedBatchHandler(handler_cls(uri, top_k=k, max_batch_size=batch_size))
 
     p = pipeline
-    purchases = (
+    events_read = (
         p
         | "ReadEvents" >> beam.io.ReadFromParquetBatched(_parquet_pattern(events), validate="://" not in events)
-        | "Purchases" >> beam.FlatMap(_purchases)
+        | "Purchases" >> beam.FlatMap(_purchases).with_outputs("counts", main="purchases")
+    )
+    purchases = events_read.purchases
+    (
+        events_read.counts
+        | "SumEventCounts" >> beam.CombineGlobally(_sum_counts)
+        | "WriteEventCounts" >> beam.Map(_write_counts, FileSystems.join(out_dir, EVENT_COUNTS))
     )
     baskets = purchases | "GroupByTransaction" >> beam.GroupByKey() | "MergeBasket" >> beam.Map(_merge_basket)
     basket_items = baskets | "BasketItems" >> beam.Map(lambda b: b[2])
@@ -450,6 +501,10 @@ def run(
         if not FileSystems.match([FileSystems.join(staging, name, "*.parquet")])[0].metadata_list:
             schema = DEAD_LETTER_SCHEMA if name == "dead_letter" else RECOMMENDATION_SCHEMA
             write_parquet(schema.empty_table(), FileSystems.join(staging, name, "part-empty.parquet"))
+    with FileSystems.open(FileSystems.join(staging, EVENT_COUNTS)) as f:
+        accounting = event_accounting(json.loads(f.read().decode("utf-8")))
+    if not accounting["conservation"]["ok"]:
+        raise ConfigError(f"event counts not conserved: {accounting['conservation']}")
     commit_outputs(staging, out_dir, names)
     summary = {
         "events": events,
@@ -460,6 +515,7 @@ def run(
         "engine": options.get("engine", "saved_model"),
         "train_seconds": round(train_secs, 2),
         "seconds": round(time.perf_counter() - start, 2),
+        **accounting,
         "outputs": {},
     }
     if "://" in out_dir:

@@ -352,22 +352,19 @@ def test_recommend_bad_events_do_not_crash_and_fall_back(recommended):
                 assert row["fallback"] == "popularity", row
 
 
-RECOMMEND_ACCOUNTING_FIX = (
-    "pipelines/recommend.py drops events silently: non-purchases, refunds, empty baskets and baskets with only "
-    "zero/negative quantities or non-product codes (v-empty, v-post, v-zero, v-neg, v-refund) leave no trace. Its summary "
-    "needs 'read' (events read) and per-reason counts of dropped events (e.g. 'dropped': {'NOT_A_PURCHASE', 'REFUND', "
-    "'EMPTY_BASKET'}), with read == events used + dropped + dead letters; purchase_from_event (transforms/recommend.py) "
-    "would return the reason instead of None"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RECOMMEND_ACCOUNTING_FIX)
 def test_recommend_summary_accounts_for_every_event(recommended):
+    """Every event read is used in a basket or dropped for a named reason; the corpus says which."""
+    from transforms.recommend import DROP_REASONS
+
     out, summary, good, bad, _ = recommended
     assert summary["read"] == len(good) + len(bad)
     dropped = summary["dropped"]
-    assert summary["read"] == summary["used"] + sum(dropped.values()) + summary["dead_letters"]
-    assert dropped.get("REFUND") == 1 and dropped.get("NOT_A_PURCHASE") == 1
+    assert set(dropped) <= set(DROP_REASONS)
+    assert summary["read"] == summary["used"] + sum(dropped.values()) and summary["conservation"]["ok"]
+    # v-view; v-refund; v-empty; v-post (postage and bank charges), v-zero, v-neg
+    assert dropped == {"NOT_A_PURCHASE": 1, "REFUND": 1, "EMPTY_BASKET": 1, "NO_PURCHASED_PRODUCT": 3}
+    assert summary["used"] == len(good) + len(bad) - 6
+    assert json.loads((out / "summary.json").read_text())["dropped"] == dropped
 
 
 # ---------------------------------------------------------------------------

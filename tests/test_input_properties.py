@@ -235,22 +235,28 @@ EVENT = st.fixed_dictionaries({
 def test_recommend_event_reader(event):
     from transforms.online_retail import is_product_code
     from transforms.records import USER_EVENT_SCHEMA
-    from transforms.recommend import purchase_from_event
+    from transforms.recommend import DROP_REASONS, purchase_or_reason
 
     (row,) = pa.Table.from_pylist([event], schema=USER_EVENT_SCHEMA).to_pylist()  # the shape the job reads
-    out = purchase_from_event(row)
+    out = purchase_or_reason(row)
     revenue = (row["purchaseTransaction"] or {}).get("revenue")
-    if row["eventType"] != "purchase-complete" or (revenue is not None and revenue < 0):
-        assert out is None
-        return
-    basket, visitor, when, items = out
-    assert isinstance(basket, str) and basket
-    assert visitor == (row["visitorId"] or None) and when == row["eventTime"]
     expected = []
     for d in row["productDetails"] or ():
         pid, qty = d["product"]["id"], d["quantity"]
         if (qty is None or qty > 0) and is_product_code(pid) and pid.strip() not in expected:
             expected.append(pid.strip())
+    if row["eventType"] != "purchase-complete":
+        assert out == "NOT_A_PURCHASE"
+        return
+    if revenue is not None and revenue < 0:
+        assert out == "REFUND"
+        return
+    if not expected:  # every event is used or dropped for a named reason
+        assert out == ("EMPTY_BASKET" if not row["productDetails"] else "NO_PURCHASED_PRODUCT") and out in DROP_REASONS
+        return
+    basket, visitor, when, items = out
+    assert isinstance(basket, str) and basket
+    assert visitor == (row["visitorId"] or None) and when == row["eventTime"]
     assert list(items) == expected  # every line kept or dropped for a stated rule, never by accident
 
 

@@ -56,6 +56,8 @@ __all__ = [
     "blend_lists",
     "cosine_normalize",
     "popular_items",
+    "DROP_REASONS",
+    "purchase_or_reason",
     "purchase_from_event",
     "NeighbourCountsFn",
     "CooccurrenceCounts",
@@ -113,31 +115,61 @@ def retail_prediction(rec: Recommendation, model_type: str) -> dict:
     return out
 
 
-def purchase_from_event(row: Mapping) -> Optional[tuple[str, Optional[str], object, tuple[str, ...]]]:
-    """``(basket_id, visitor, event_time, product ids)`` of a purchase-complete event row, else None.
+# Why an event read by ``aisle recommend`` adds nothing to a basket (the summary counts them per reason).
+DROP_REASONS = {
+    "NOT_A_PURCHASE": "not a purchase-complete event (views and carts do not make baskets)",
+    "REFUND": "a purchase with negative revenue (a refund or cancellation)",
+    "EMPTY_BASKET": "a purchase with no product details",
+    "NO_PURCHASED_PRODUCT": "every product detail has a quantity <= 0 or a non-product id (postage, bank charges, ...)",
+}
+
+Purchase = tuple[str, Optional[str], object, tuple[str, ...]]
+
+
+def purchase_or_reason(row: Mapping) -> Purchase | str:
+    """``(basket_id, visitor, event_time, product ids)`` of a purchase event row, or the DROP_REASONS code why not.
 
     ``row`` is a UserEvent as a plain dict (an Arrow ``to_pylist`` row).
     The basket id is ``purchaseTransaction.id`` (the visitor and time when it
     has none). Product details with a non-positive quantity or a
-    non-product id are dropped; a negative revenue (a refund) drops the event.
+    non-product id are left out; a negative revenue (a refund) drops the
+    event. The product ids come back stripped, each once, in their order.
+
+    >>> purchase_or_reason({"eventType": "detail-page-view"})
+    'NOT_A_PURCHASE'
+    >>> purchase_or_reason({"eventType": "purchase-complete", "visitorId": "v", "eventTime": None,
+    ...     "purchaseTransaction": {"id": "t1", "revenue": 3.0},
+    ...     "productDetails": [{"product": {"id": "POST"}, "quantity": 1}, {"product": {"id": "85123A"}, "quantity": 2}]})
+    ('t1', 'v', None, ('85123A',))
     """
     if row.get("eventType") != "purchase-complete":
-        return None
+        return "NOT_A_PURCHASE"
     tx = row.get("purchaseTransaction") or {}
     if tx.get("revenue") is not None and tx["revenue"] < 0:
-        return None
+        return "REFUND"
+    details = row.get("productDetails") or ()
+    if not details:
+        return "EMPTY_BASKET"
     t = row.get("eventTime")
     visitor = row.get("visitorId") or None
     basket_id = tx.get("id") or f"{visitor}@{t.isoformat() if t is not None else ''}"
     items: dict[str, None] = {}
-    for detail in row.get("productDetails") or ():
+    for detail in details:
         detail = detail or {}
         pid = (detail.get("product") or {}).get("id")
         qty = detail.get("quantity")
         if (qty is not None and qty <= 0) or not is_product_code(pid):
             continue
         items[pid.strip()] = None
+    if not items:
+        return "NO_PURCHASED_PRODUCT"
     return basket_id, visitor, t, tuple(items)
+
+
+def purchase_from_event(row: Mapping) -> Optional[Purchase]:
+    """The purchase of :func:`purchase_or_reason`, or None where it gives a reason."""
+    out = purchase_or_reason(row)
+    return None if isinstance(out, str) else out
 
 
 # --------------------------------------------------------------------------
