@@ -6,12 +6,16 @@ Steps (fixed labels)::
         -> OcrLines      -> <out>/ocr_lines/*.parquet
         -> OcrText       -> <out>/ocr_text/*.parquet   (one row per product)
         -> OcrDeadLetter -> <out>/dead_letter_ocr/*.parquet
+    ReadCatalog -> WriteCatalogDeadLetter -> <out>/dead_letter_catalog/*.parquet
+        (catalog records that are not products: not UTF-8, not JSON, no id, ...)
 
 ``add_ocr_steps`` adds the OCR half to any PCollection of image references
 and returns its outputs, so other enrichment steps (attribute extraction
 from the text) chain on ``outputs["text"]``; ``build_enrich`` wires the
 whole job onto a Pipeline it is given. Every image ends in exactly one
-place: an OCR result (possibly with no lines) or a dead letter.
+place: an OCR result (possibly with no lines) or a dead letter, and so
+does every catalog record that is not a product (summary ``read`` counts
+both: image references plus rejected records).
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from transforms.inference.ocr import (
     decode_image,
     failure_reason,
 )
-from transforms.records import DEAD_LETTER_SCHEMA
+from transforms.catalog import read_catalog_file
+from transforms.records import DEAD_LETTER_SCHEMA, DeadLetter
 
 __all__ = [
     "OCR_LINES_SCHEMA",
@@ -50,6 +55,7 @@ __all__ = [
     "build_enrich",
     "catalog_files",
     "command",
+    "catalog_entries",
     "image_refs",
     "run_enrich",
 ]
@@ -74,7 +80,7 @@ OCR_TEXT_SCHEMA = pa.schema(
         pa.field("n_images", pa.int32(), nullable=False),
     ]
 )
-OUTPUTS = ("ocr_lines", "ocr_text", "dead_letter_ocr")
+OUTPUTS = ("ocr_lines", "ocr_text", "dead_letter_ocr", "dead_letter_catalog")
 
 
 class ImageRef(NamedTuple):
@@ -124,30 +130,36 @@ def _resolve(uri: str, root: str) -> str:
     return FileSystems.join(root, uri) if "://" in root else os.path.normpath(os.path.join(root, uri))
 
 
-def image_refs(path: str, root: str) -> Iterator[ImageRef]:
-    """Every ``images[].uri`` of every product in one catalog file (Parquet or JSON lines)."""
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
+CATALOG_DEAD = "catalog_dead_letter"
 
-        with FileSystems.open(path) as f:
-            table = pq.read_table(f, columns=["id", "images"])
-        for row in table.to_pylist():
-            for i, img in enumerate(row.get("images") or []):
-                if img and img.get("uri"):
-                    yield ImageRef(str(row["id"]), _resolve(img["uri"], root), i)
-        return
-    with FileSystems.open(path) as f:
-        for n, raw in enumerate(f.read().decode("utf-8").splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{n}: not JSON ({e}); the catalog must be one product object per line") from e
-            for i, img in enumerate(rec.get("images") or []):
-                uri = img.get("uri") if isinstance(img, Mapping) else None
-                if uri:
-                    yield ImageRef(str(rec["id"]), _resolve(uri, root), i)
+
+def catalog_entries(path: str, root: str) -> Iterator[ImageRef | DeadLetter]:
+    """Every ``images[].uri`` of every product in one catalog file, and a DeadLetter for every record that is not a product.
+
+    Records come from :func:`transforms.catalog.read_catalog_file`: a line
+    that is not UTF-8, not JSON or not a valid product (no id, ...) is a
+    dead letter with its reason, never a failed job; its images are not read.
+    """
+    for record in read_catalog_file(path):
+        if isinstance(record, DeadLetter):
+            yield record
+            continue
+        for i, img in enumerate(record.images or ()):
+            if img.uri:
+                yield ImageRef(str(record.id), _resolve(img.uri, root), i)
+
+
+def image_refs(path: str, root: str) -> Iterator[ImageRef]:
+    """Every ``images[].uri`` of every valid product in one catalog file (Parquet or JSON lines)."""
+    return (e for e in catalog_entries(path, root) if isinstance(e, ImageRef))
+
+
+def _route_catalog(path: str, root: str):
+    for entry in catalog_entries(path, root):
+        if isinstance(entry, DeadLetter):
+            yield beam.pvalue.TaggedOutput(CATALOG_DEAD, entry._asdict())
+        else:
+            yield entry
 
 
 # ---------------------------------------------------------------------------
@@ -190,9 +202,14 @@ class LoadImage(beam.DoFn):
             return
         try:
             with FileSystems.open(ref.uri) as f:
-                data = f.read()
+                data = f.read(self.max_bytes + 1)  # the listed size may lie (a device, a growing file): never read more
         except Exception as e:
             yield beam.pvalue.TaggedOutput(DEAD, _dead(ref, "IMAGE_READ_ERROR", f"{type(e).__name__}: {e}"))
+            return
+        if len(data) > self.max_bytes:
+            yield beam.pvalue.TaggedOutput(
+                DEAD, _dead(ref, "IMAGE_TOO_LARGE", f"over the limit of {self.max_bytes} bytes (listed as {meta[0].size_in_bytes})")
+            )
             return
         try:
             image = decode_image(data, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
@@ -324,8 +341,12 @@ def build_enrich(
         | "CatalogFiles" >> beam.FlatMap(_catalog_pairs)
         | "SpreadCatalogFiles" >> beam.Reshuffle()
     )
-    refs = files | "ReadCatalog" >> beam.FlatMapTuple(image_refs) | "Reshuffle" >> beam.Reshuffle()
+    catalog_read = files | "ReadCatalog" >> beam.FlatMapTuple(_route_catalog).with_outputs(CATALOG_DEAD, main="refs")
+    refs = catalog_read.refs | "Reshuffle" >> beam.Reshuffle()
     outputs = add_ocr_steps(refs, handler=handler, max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes)
+    outputs["dead_letter_catalog"] = catalog_read[CATALOG_DEAD]
+    _write(outputs["dead_letter_catalog"], "WriteCatalogDeadLetter", out, "dead_letter_catalog", DEAD_LETTER_SCHEMA,
+           ("source_file", "source_offset"), rows_per_shard)
     _write(outputs["lines"], "WriteOcrLines", out, "ocr_lines", OCR_LINES_SCHEMA, ("product_id", "image_uri", "line_index"), rows_per_shard)
     _write(outputs["text"], "WriteOcrText", out, "ocr_text", OCR_TEXT_SCHEMA, ("product_id",), rows_per_shard)
     _write(outputs["dead_letter"], "WriteOcrDeadLetter", out, "dead_letter_ocr", DEAD_LETTER_SCHEMA, ("source_file", "source_offset"), rows_per_shard)
@@ -394,7 +415,7 @@ def run_enrich(
         max_image_bytes=max_image_bytes,
     )
     files, root = catalog_files(catalog)
-    n_images = sum(1 for f in files for _ in image_refs(f, root))
+    n_images = sum(1 for f in files for _ in catalog_entries(f, root))  # image references + catalog records that are not products
     pipeline = make_pipeline(pipeline_options(beam_args, workers=workers))
     build_enrich(
         pipeline,
@@ -413,16 +434,17 @@ def run_enrich(
         if not FileSystems.match([FileSystems.join(staging, name, "*.parquet")])[0].metadata_list:
             from transforms.io import write_parquet
 
-            schema = {"ocr_lines": OCR_LINES_SCHEMA, "ocr_text": OCR_TEXT_SCHEMA, "dead_letter_ocr": DEAD_LETTER_SCHEMA}[name]
+            schema = {"ocr_lines": OCR_LINES_SCHEMA, "ocr_text": OCR_TEXT_SCHEMA}.get(name, DEAD_LETTER_SCHEMA)
             write_parquet(schema.empty_table(), FileSystems.join(staging, name, "part-00000.parquet"))
     images_ok = _count(staging, "ocr_text", "n_images")
     import pyarrow.parquet as pq
 
     reasons: dict[str, int] = {}
-    for m in FileSystems.match([FileSystems.join(staging, "dead_letter_ocr", "*.parquet")])[0].metadata_list:
-        with FileSystems.open(m.path) as f:
-            for r in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
-                reasons[r] = reasons.get(r, 0) + 1
+    for folder in ("dead_letter_ocr", "dead_letter_catalog"):
+        for m in FileSystems.match([FileSystems.join(staging, folder, "*.parquet")])[0].metadata_list:
+            with FileSystems.open(m.path) as f:
+                for r in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
+                    reasons[r] = reasons.get(r, 0) + 1
     counts = {
         "read": n_images,
         "dead_letter": sum(reasons.values()),

@@ -249,20 +249,14 @@ def test_enrich_ner_takes_every_product_and_long_text_whole(enriched, enrich_cat
 
 
 def test_enrich_catalog_line_that_is_not_utf8(enrich_catalog, tmp_path):
-    _enrich_bad_catalog(enrich_catalog / "catalog_not_utf8.jsonl", tmp_path)
+    (dead,) = _enrich_bad_catalog(enrich_catalog / "catalog_not_utf8.jsonl", tmp_path)
+    assert dead["reason"] == "ENCODING_ERROR" and dead["source_offset"] == 0
 
 
 def test_enrich_catalog_product_without_id(enrich_catalog, tmp_path):
-    _enrich_bad_catalog(enrich_catalog / "catalog_missing_id.jsonl", tmp_path)
+    (dead,) = _enrich_bad_catalog(enrich_catalog / "catalog_missing_id.jsonl", tmp_path)
+    assert dead["reason"] == "MISSING_ID"
 
-
-ENRICH_CATALOG_FIX = (
-    "pipelines/enrich.py image_refs (and transforms/ner_enrich.py read_products) must not crash on a catalog line: decode "
-    "each line on its own and turn a non-UTF-8 line or a product without an id into a dead letter (ENCODING_ERROR / "
-    "MISSING_ID) or a SourceError naming file and line; today they raise UnicodeDecodeError / KeyError('id')"
-)
-test_enrich_catalog_line_that_is_not_utf8 = pytest.mark.xfail(strict=True, reason=ENRICH_CATALOG_FIX)(test_enrich_catalog_line_that_is_not_utf8)
-test_enrich_catalog_product_without_id = pytest.mark.xfail(strict=True, reason=ENRICH_CATALOG_FIX)(test_enrich_catalog_product_without_id)
 
 
 def _enrich_bad_catalog(catalog: pathlib.Path, tmp_path: pathlib.Path) -> None:
@@ -276,6 +270,9 @@ def _enrich_bad_catalog(catalog: pathlib.Path, tmp_path: pathlib.Path) -> None:
         assert catalog.name in str(exc)
         return
     assert summary["dead_letter"] >= 1 and summary["conservation"]["ok"]
+    dead = _dead_letters(tmp_path / "out", "dead_letter_catalog").to_pylist()
+    assert [d["source_file"] for d in dead] == [str(catalog)] and all(d["reason"] in REASONS and d["detail"] for d in dead)
+    return dead
 
 
 # ---------------------------------------------------------------------------

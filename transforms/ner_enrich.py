@@ -73,33 +73,15 @@ def _as_product(row: Any) -> Product:
 
 
 def read_products(path: str) -> Iterable[Product]:
-    """The products of one catalog file: Parquet with PRODUCT_SCHEMA, or Retail JSON lines.
+    """The valid products of one catalog file: Parquet with PRODUCT_SCHEMA, or Retail JSON lines.
 
-    Invalid JSON lines are skipped here: ``aisle ingest`` is the step that
-    dead-letters them, and enrichment expects its output.
+    Records that are not products are skipped here: the catalog reader
+    (:func:`transforms.catalog.read_catalog_file`) that ``aisle enrich``'s
+    OCR half shares dead-letters them there, once (``dead_letter_catalog``).
     """
-    from apache_beam.io.filesystems import FileSystems
+    from transforms.catalog import read_catalog_file
 
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        with FileSystems.open(path) as f:
-            table = pq.read_table(f)
-        names = [n for n in PRODUCT_SCHEMA.names if n in table.column_names]
-        yield from from_arrow(table.select(names), Product)
-        return
-    import json
-
-    from transforms.validation import Invalid, validate_product
-
-    with FileSystems.open(path) as f:
-        for raw in f.read().decode("utf-8").splitlines():
-            if not raw.strip():
-                continue
-            try:
-                yield validate_product(json.loads(raw))
-            except (Invalid, ValueError):
-                continue
+    return (r for r in read_catalog_file(path) if isinstance(r, Product))
 
 
 def product_texts(product: Product) -> Iterable[tuple[tuple[str, str], str]]:
