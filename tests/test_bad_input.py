@@ -248,6 +248,9 @@ def test_enrich_ner_takes_every_product_and_long_text_whole(enriched, enrich_cat
             assert text[e["start"]:e["end"]] == e["text"], e
 
 
+ENRICH_CATALOG_DEAD = {"ENCODING_ERROR": 1, "MISSING_ID": 1}
+
+
 def test_enrich_catalog_line_that_is_not_utf8(enrich_catalog, tmp_path):
     (dead,) = _enrich_bad_catalog(enrich_catalog / "catalog_not_utf8.jsonl", tmp_path)
     assert dead["reason"] == "ENCODING_ERROR" and dead["source_offset"] == 0
@@ -349,6 +352,10 @@ def test_recommend_bad_events_do_not_crash_and_fall_back(recommended):
                 assert row["fallback"] == "popularity", row
 
 
+# v-view; v-refund; v-empty; v-post (postage and bank charges only), v-zero, v-neg
+RECOMMEND_DROPPED = {"NOT_A_PURCHASE": 1, "REFUND": 1, "EMPTY_BASKET": 1, "NO_PURCHASED_PRODUCT": 3}
+
+
 def test_recommend_summary_accounts_for_every_event(recommended):
     """Every event read is used in a basket or dropped for a named reason; the corpus says which."""
     from transforms.recommend import DROP_REASONS
@@ -358,9 +365,8 @@ def test_recommend_summary_accounts_for_every_event(recommended):
     dropped = summary["dropped"]
     assert set(dropped) <= set(DROP_REASONS)
     assert summary["read"] == summary["used"] + sum(dropped.values()) and summary["conservation"]["ok"]
-    # v-view; v-refund; v-empty; v-post (postage and bank charges), v-zero, v-neg
-    assert dropped == {"NOT_A_PURCHASE": 1, "REFUND": 1, "EMPTY_BASKET": 1, "NO_PURCHASED_PRODUCT": 3}
-    assert summary["used"] == len(good) + len(bad) - 6
+    assert dropped == RECOMMEND_DROPPED
+    assert summary["used"] == len(good) + len(bad) - sum(RECOMMEND_DROPPED.values())
     assert json.loads((out / "summary.json").read_text())["dropped"] == dropped
 
 
@@ -428,13 +434,15 @@ def corpus_counts() -> dict:
             "dead_letters": sum(enrich_reasons.values()),
             "reasons": dict(sorted(enrich_reasons.items())),
             "ner_dead_letters": dict(ENRICH_NER_DEAD),
+            "catalog_dead_letters": dict(sorted(ENRICH_CATALOG_DEAD.items())),
         },
         "recommend": {
             "bad_events": len((CORPUS / "recommend" / "events.jsonl").read_text().splitlines()),
             "catalog_rows": len((CORPUS / "recommend" / "catalog.jsonl").read_text().splitlines()),
             "visitors_scored": sum(f is None for f in RECOMMEND_VISITORS.values()),
             "visitors_fallback": sum(f == "popularity" for f in RECOMMEND_VISITORS.values()),
-            "visitors_dropped_silently": sum(f == "absent" for f in RECOMMEND_VISITORS.values()),
+            "visitors_without_purchases": sum(f == "absent" for f in RECOMMEND_VISITORS.values()),
+            "events_dropped": dict(sorted(RECOMMEND_DROPPED.items())),
             "cold_products": len(RECOMMEND_COLD_PRODUCTS),
         },
     }
