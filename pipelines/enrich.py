@@ -140,7 +140,7 @@ def catalog_entries(path: str, root: str) -> Iterator[ImageRef | DeadLetter]:
     that is not UTF-8, not JSON or not a valid product (no id, ...) is a
     dead letter with its reason, never a failed job; its images are not read.
     """
-    for record in read_catalog_file(path):
+    for record in read_catalog_file(path, columns=("id", "images")):
         if isinstance(record, DeadLetter):
             yield record
             continue

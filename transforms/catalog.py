@@ -30,7 +30,7 @@ half skips them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from transforms.records import DeadLetter, Product
 
@@ -47,7 +47,8 @@ def _dead(path: str, offset: int, fmt: str, raw: bytes | str, reason: str, detai
     return DeadLetter(source_file=path, source_offset=offset, source_format=fmt, raw=raw[:_RAW_CHARS], reason=reason, detail=detail[:2000])
 
 
-def _read_parquet(path: str) -> Iterator[Product | DeadLetter]:
+def _read_parquet(path: str, columns: Sequence[str] | None) -> Iterator[Product | DeadLetter]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
@@ -55,11 +56,15 @@ def _read_parquet(path: str) -> Iterator[Product | DeadLetter]:
 
     try:
         with FileSystems.open(path) as f:
-            table = pq.read_table(f)
+            schema_names = pq.read_schema(f).names
+            wanted = [n for n in PRODUCT_SCHEMA.names if n in schema_names and (columns is None or n in columns or n in ("id", "title"))]
+            table = pq.read_table(f, columns=wanted)
         names = [n for n in PRODUCT_SCHEMA.names if n in table.column_names]
         if "id" not in names:
             raise ValueError(f"no 'id' column (columns: {table.column_names[:20]})")
         table = table.select(names)
+        if "title" not in names:  # a product file of another tool: titles are optional for enrichment
+            table = table.append_column("title", pa.nulls(table.num_rows, pa.string()).fill_null(""))
     except Exception as exc:  # a truncated, empty or foreign file: one dead letter, not a failed job
         yield _dead(path, 0, "catalog-parquet", "", "UNREADABLE_FILE", f"{type(exc).__name__}: {exc}")
         return
@@ -105,7 +110,7 @@ def _read_json_lines(path: str) -> Iterator[Product | DeadLetter]:
             if not raw:
                 return
             at, offset = offset, offset + len(raw)
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            if len(raw) > MAX_LINE_BYTES:
                 while raw and not raw.endswith(b"\n"):  # skip the rest of the line, bounded reads
                     raw = _readline(f, MAX_LINE_BYTES)
                     offset += len(raw)
@@ -129,15 +134,18 @@ def _read_json_lines(path: str) -> Iterator[Product | DeadLetter]:
                 yield _dead(path, at, fmt, text, exc.reason, f"{path} byte {at}: {exc.detail}")
 
 
-def read_catalog_file(path: str) -> Iterator[Product | DeadLetter]:
+def read_catalog_file(path: str, *, columns: Sequence[str] | None = None) -> Iterator[Product | DeadLetter]:
     """Every record of one catalog file (local or any FileSystems scheme) as a Product or a DeadLetter.
 
     ``.parquet`` files are read as Parquet, anything else as JSON lines
     (gzip by extension, through Beam's FileSystems). Lines are read one at
     a time, so memory is bounded by the longest line (``MAX_LINE_BYTES``),
-    not by the file.
+    not by the file. ``columns`` limits what is read from Parquet (the
+    Products get their defaults for the rest; ``id`` and ``title`` are
+    always read); JSON
+    lines are always validated whole.
     """
     if path.endswith(".parquet"):
-        yield from _read_parquet(path)
+        yield from _read_parquet(path, columns)
     else:
         yield from _read_json_lines(path)
