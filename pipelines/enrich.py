@@ -219,6 +219,24 @@ class LoadImage(beam.DoFn):
         yield ref, image
 
 
+class LoadImageBatch(beam.DoFn):
+    """A fixed batch of ``(ImageRef, ImageRef)`` -> the tuple of ``(ImageRef, BGR array)`` that loaded; the rest dead letters."""
+
+    def __init__(self, *, max_pixels: int, max_bytes: int):
+        self._load = LoadImage(max_pixels=max_pixels, max_bytes=max_bytes)
+
+    def process(self, group):
+        loaded = []
+        for ref, _ in group:
+            for out in self._load.process(ref):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield out
+                else:
+                    loaded.append(out)
+        if loaded:
+            yield tuple(loaded)
+
+
 def _line_rows(item: tuple[ImageRef, Any]) -> Iterator[dict]:
     ref, prediction = item
     result: OcrResult = prediction.inference
@@ -252,13 +270,23 @@ def _text_row(kv: tuple[str, Iterable[tuple[int, list[tuple[str, float]]]]]) -> 
     }
 
 
+def _failed_refs(batch) -> Iterator[ImageRef]:
+    for element in batch if isinstance(batch, list) else [batch]:
+        if isinstance(element, tuple) and element and isinstance(element[0], ImageRef):  # (ref, image)
+            yield element[0]
+        elif isinstance(element, tuple) and element and all(
+            isinstance(e, tuple) and e and isinstance(e[0], ImageRef) for e in element
+        ):  # a fixed batch of (ref, image)
+            yield from (e[0] for e in element)
+        else:
+            yield ImageRef("", repr(element)[:200], -1)
+
+
 def _failed_rows(failure) -> Iterator[dict]:
     """A RunInference failure ``(batch, exception)``: one dead letter per image of the batch."""
     batch, error = failure[0], failure[1]
     reason, detail = failure_reason(error)
-    elements = batch if isinstance(batch, list) else [batch]
-    for element in elements:
-        ref = element[0] if isinstance(element, tuple) and isinstance(element[0], ImageRef) else ImageRef("", repr(element)[:200], -1)
+    for ref in _failed_refs(batch):
         yield _dead(ref, reason, detail)
 
 
@@ -279,13 +307,24 @@ def add_ocr_steps(
     Returns ``{"lines": dict rows (OCR_LINES_SCHEMA), "text": dict rows
     (OCR_TEXT_SCHEMA), "dead_letter": dict rows (DEAD_LETTER_SCHEMA)}``.
     """
-    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.ml.inference.base import RunInference
+
+    from transforms.shards import FixedBatches, FixedBatchHandler
 
     handler = handler or OcrModelHandler(max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes)
-    loaded = refs | "LoadImages" >> beam.ParDo(LoadImage(max_pixels=max_image_pixels, max_bytes=max_image_bytes)).with_outputs(
-        DEAD, main="images"
+    # batches fixed by the data: recognition pads the text crops of a batch's images together, so a line's
+    # reading could otherwise change with bundling or worker count
+    batch_size = int(handler.batch_elements_kwargs().get("max_batch_size", 4))
+    loaded = (
+        refs
+        | "KeyImageRefs" >> beam.Map(lambda ref: (ref, ref))
+        | "ImageBatches" >> FixedBatches(batch_size)
+        | "LoadImages" >> beam.ParDo(LoadImageBatch(max_pixels=max_image_pixels, max_bytes=max_image_bytes)).with_outputs(
+            DEAD, main="images"
+        )
     )
-    results, failures = loaded.images | "OCR" >> RunInference(KeyedModelHandler(handler)).with_exception_handling()
+    batched, failures = loaded.images | "OCR" >> RunInference(FixedBatchHandler(handler)).with_exception_handling()
+    results = batched | "UnbatchOcr" >> beam.FlatMap(lambda r: r.inference)
     lines = results | "OcrLines" >> beam.FlatMap(_line_rows)
     text = results | "OcrImageText" >> beam.Map(_image_summary) | "GroupByProduct" >> beam.GroupByKey() | "OcrText" >> beam.Map(_text_row)
     failed = failures.failed_inferences | "OcrFailures" >> beam.FlatMap(_failed_rows)

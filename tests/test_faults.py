@@ -52,6 +52,36 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def kill_a_worker_mid_run(argv: list[str]) -> int:
+    """Start a local job with two worker processes, SIGKILL one of them mid-run; the job's exit status.
+
+    The local runner starts its two SDK worker processes when the first stage
+    runs and keeps them to the end of the job; outputs are committed only
+    after the last stage. Killing a worker as soon as both exist is therefore
+    always mid-run (waiting for staged output files instead could land after
+    the last bundle, and the job would complete).
+    """
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    job = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    killed = None
+    deadline = time.time() + 180
+    while time.time() < deadline and job.poll() is None:
+        workers = [c for c in children(job.pid) if b"sdk_worker_main" in _cmdline(c)]
+        if len(workers) >= 2:
+            time.sleep(0.2)
+            killed = workers[-1]
+            os.kill(killed, signal.SIGKILL)  # a worker dies mid-run
+            break
+        time.sleep(0.02)
+    assert killed, "the job finished before a worker could be killed"
+    try:
+        job.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # the local runner may wait forever on a dead worker
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    return job.returncode
+
+
 def test_killed_worker_then_rerun_equals_undisturbed_run(tmp_path):
     src = tmp_path / "big.csv"
     lines = SAMPLES.joinpath("retail", "online_retail_sample.csv").read_bytes().splitlines(keepends=True)
@@ -105,7 +135,7 @@ run(events=sys.argv[1] + "/events", catalog=sys.argv[1] + "/products", out_dir=s
 """
 
 
-def recommend_outputs(folder: pathlib.Path) -> dict:
+def job_outputs(folder: pathlib.Path) -> dict:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.suffix in (".parquet", ".jsonl")
             and not any(part.startswith("_") for part in p.relative_to(folder).parts)}
@@ -134,37 +164,44 @@ def test_recommend_killed_worker_keeps_previous_output_and_rerun_equals_it(tmp_p
     out = tmp_path / "out"
     run(events=str(data / "events"), catalog=str(data / "products"), out_dir=str(out), model_dir=str(tmp_path / "model"),
         k=5, echo=lambda *_: None)
-    previous = recommend_outputs(out)
+    previous = job_outputs(out)
     assert len(previous) == 7  # 3 outputs x (Parquet + JSON lines) + dead letters
     folders = {name: (out / name).stat().st_ino for name in ("similar_items", "frequently_bought_together", "recommended_for_you")}
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    job = subprocess.Popen([sys.executable, "-c", RECOMMEND_SCRIPT, str(data), str(out), str(tmp_path / "model")], cwd=ROOT,
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    # The local runner starts its two worker processes when the first stage runs and keeps them to the end of
-    # the job; every output is committed only after the last stage. Killing a worker as soon as both exist is
-    # therefore always mid-run (waiting for staged output files instead could land after the last bundle).
-    killed = None
-    deadline = time.time() + 120
-    while time.time() < deadline and job.poll() is None:
-        workers = [c for c in children(job.pid) if b"sdk_worker_main" in _cmdline(c)]
-        if len(workers) >= 2:
-            time.sleep(0.2)
-            killed = workers[-1]
-            os.kill(killed, signal.SIGKILL)  # a worker dies mid-run
-            break
-        time.sleep(0.02)
-    assert killed, "the job finished before a worker could be killed"
-    try:
-        job.wait(timeout=20)
-    except subprocess.TimeoutExpired:  # the local runner may wait forever on a dead worker
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-    assert job.returncode != 0, "the killed run must not have completed"
+    returncode = kill_a_worker_mid_run([sys.executable, "-c", RECOMMEND_SCRIPT, str(data), str(out), str(tmp_path / "model")])
+    assert returncode != 0, "the killed run must not have completed"
     assert {name: (out / name).stat().st_ino for name in folders} == folders, "a killed run must not replace an output folder"
-    assert recommend_outputs(out) == previous, "a killed run must leave the previous output untouched"
+    assert job_outputs(out) == previous, "a killed run must leave the previous output untouched"
 
     run(events=str(data / "events"), catalog=str(data / "products"), out_dir=str(out), model_dir=str(tmp_path / "model"),
         k=5, echo=lambda *_: None)
     assert all((out / name).stat().st_ino != ino for name, ino in folders.items()), "the re-run commits new folders"
-    assert recommend_outputs(out) == previous  # the killed run's _staging-* folder stays, ignored by readers
+    assert job_outputs(out) == previous  # the killed run's _staging-* folder stays, ignored by readers
+
+
+ENRICH_SCRIPT = """
+import sys
+from pipelines.enrich import run_enrich
+run_enrich(sys.argv[1], sys.argv[2], threads=1, batch_size=2, workers=2)
+"""
+
+
+def test_enrich_killed_worker_keeps_previous_output_and_rerun_equals_it(tmp_path):
+    """An enrich run whose worker process dies leaves the previous output as it was; a re-run rewrites the same bytes."""
+    from pipelines.enrich import OUTPUTS, run_enrich
+
+    catalog = str(SAMPLES / "catalog_images.jsonl")
+    out = tmp_path / "out"
+    run_enrich(catalog, str(out), threads=1, batch_size=2)
+    previous = job_outputs(out)
+    assert {k.split("/")[0] for k in previous} == set(OUTPUTS)
+    folders = {name: (out / name).stat().st_ino for name in OUTPUTS}
+
+    returncode = kill_a_worker_mid_run([sys.executable, "-c", ENRICH_SCRIPT, catalog, str(out)])
+    assert returncode != 0, "the killed run must not have completed"
+    assert {name: (out / name).stat().st_ino for name in OUTPUTS} == folders, "a killed run must not replace an output folder"
+    assert job_outputs(out) == previous, "a killed run must leave the previous output untouched"
+
+    run_enrich(catalog, str(out), threads=1, batch_size=2, workers=2)
+    assert all((out / name).stat().st_ino != ino for name, ino in folders.items()), "the re-run commits new folders"
+    assert job_outputs(out) == previous  # two workers write what one wrote
