@@ -173,3 +173,22 @@ def test_keyed_fallback_comes_before_popularity(local_runner):
             out,
             equal_to([Recommendation("cold", (("t1", 0.7),), "title"), Recommendation("colder", (("p1", 1.0),), "popularity")]),
         )
+
+
+@pytest.mark.parametrize("normalize", ["cosine", "none"])
+@pytest.mark.parametrize("seed", range(5))
+def test_top_cooccurring_equals_the_plain_python_ranking(seed, normalize):
+    """The NumPy top-k gives exactly the scores and order of scoring every pair in Python and sorting all."""
+    from transforms.recommend import cosine_normalize, top_cooccurring
+
+    rng = np.random.default_rng(seed)
+    items = [f"i{n:03d}" for n in range(300)]
+    counts = {i: int(c) for i, c in zip(items, rng.integers(1, 40, len(items)))}
+    others = {i: int(c) for i, c in zip(items, rng.integers(1, 6, len(items))) if rng.random() < 0.5}  # many ties
+    for k, min_count in ((5, 1), (10, 2), (1000, 1)):
+        expected = sorted(
+            ((o, float(c) if normalize == "none" else cosine_normalize(c, 17, counts[o])) for o, c in others.items() if c >= min_count),
+            key=lambda kv: (-kv[1], kv[0]),
+        )[:k]
+        assert top_cooccurring(others, counts, 17, k, normalize=normalize, min_count=min_count) == tuple(expected)
+    assert top_cooccurring({}, counts, 17, 5) == ()

@@ -55,6 +55,7 @@ __all__ = [
     "top_k_similar",
     "blend_lists",
     "cosine_normalize",
+    "top_cooccurring",
     "popular_items",
     "DROP_REASONS",
     "purchase_or_reason",
@@ -362,17 +363,43 @@ class CooccurrenceCounts(beam.PTransform):
 
         def top(kv, item_counts):
             item, others = kv
-            n_item = item_counts.get(item, 0)
-            scored = [
-                (other, float(c) if normalize == "none" else cosine_normalize(c, n_item, item_counts.get(other, 0)))
-                for other, c in others.items()
-                if c >= min_count
-            ]
-            scored.sort(key=lambda kv: (-kv[1], kv[0]))
-            if scored:
-                yield item, tuple(scored[:k])
+            result = top_cooccurring(others, item_counts, item_counts.get(item, 0), k,
+                                     normalize=normalize, min_count=min_count)
+            if result:
+                yield item, result
 
         return neighbours | "TopK" >> beam.FlatMap(top, item_counts=beam.pvalue.AsDict(counts))
+
+
+def top_cooccurring(
+    others: Mapping[str, int], item_counts: Mapping[str, int], n_item: int, k: int, *, normalize: str = "cosine", min_count: int = 1
+) -> tuple[tuple[str, float], ...]:
+    """The ``k`` best of one item's co-occurrence ``others`` (other -> shared baskets), best first, ties by id.
+
+    Scores are the raw counts (``normalize="none"``) or
+    :func:`cosine_normalize` of them, computed in NumPy over all pairs at
+    once (the same float64 operations, so the same scores); only the
+    candidates that reach the k-th best score are sorted.
+
+    >>> top_cooccurring({"b": 2, "c": 2, "d": 1}, {"b": 4, "c": 1, "d": 1}, 4, 2)
+    (('c', 1.0), ('b', 0.5))
+    """
+    ids = [o for o, c in others.items() if c >= min_count]
+    if not ids:
+        return ()
+    counts = np.fromiter((others[o] for o in ids), np.float64, len(ids))
+    if normalize == "none":
+        scores = counts
+    else:
+        n_other = np.fromiter((item_counts.get(o, 0) for o in ids), np.float64, len(ids))
+        scores = counts / np.sqrt(max(float(n_item), 1e-12) * np.maximum(n_other, 1e-12))
+    if len(ids) > k:
+        kth = np.partition(scores, len(ids) - k)[len(ids) - k]
+        keep = np.flatnonzero(scores >= kth)  # ties at the k-th score included, then ordered by id
+    else:
+        keep = np.arange(len(ids))
+    ranked = sorted(((ids[i], float(scores[i])) for i in keep), key=lambda kv: (-kv[1], kv[0]))
+    return tuple(ranked[:k])
 
 
 class NearestNeighboursFn(beam.DoFn):
