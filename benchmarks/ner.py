@@ -1,11 +1,15 @@
 """NER benchmark: every candidate of the trained token classifier, side by side in one run.
 
 On a CoNLL-2003-format file (by default the CoNLL-2003 valid split under
-``../shared/data/ner``), for PyTorch FP32 eager, ONNX Runtime FP32 unfused
-and fused, dynamic INT8, naive static INT8 and sensitivity-driven mixed
-precision: entity F1 (overall and LOC), sentences/s and p50/p95 latency of
-a 64-sentence batch at each thread count, and size; then the choice under
-the accuracy budget and a report (HTML table + accuracy-vs-latency plot).
+``../shared/data/ner``), for PyTorch FP32 eager, ONNX Runtime FP32 without
+fusion (``fp32_unfused``: the exported graph, online optimization at
+"basic"), with onnxruntime's online fusions (``fp32``) and with the
+transformers optimizer's offline fusion (``fp32_fused``), dynamic INT8 of
+the exported and of the offline-fused graph, naive static INT8 and
+sensitivity-driven mixed precision: entity F1 (overall and LOC),
+sentences/s and p50/p95 latency of a 64-sentence batch at each thread
+count, and size; then the choice under the accuracy budget and a report
+(HTML table + accuracy-vs-latency plot).
 
     python -m benchmarks.ner --eval ../shared/data/ner/conll2003/valid.txt --json benchmarks/results/ner.json
 
@@ -129,7 +133,8 @@ def main(argv=None) -> int:
     calibration = read_ner(args.train, limit=args.calibration_sentences)
     tuning = read_ner(args.tuning, limit=args.tuning_sentences)
     skip = {s for s in args.skip.split(",") if s}
-    include = [c for c in ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_static", "int8_mixed") if c not in skip]
+    include = [c for c in ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_dynamic_fused", "int8_static", "int8_mixed")
+               if c not in skip]
 
     t0 = time.perf_counter()
     _say(f"building candidates {include} under {model_dir / 'candidates'}")
@@ -143,24 +148,30 @@ def main(argv=None) -> int:
     threads = [int(t) for t in args.threads.split(",") if t]
     scores: dict = {}
     by_threads = {}
+    # the no-fusion baseline: the exported graph with onnxruntime's online fusions off (a measurement, not a candidate)
+    measured, levels = dict(folders), {}
+    if "fp32" in folders:
+        measured["fp32_unfused"], levels["fp32_unfused"] = folders["fp32"], "basic"
+        build_notes["fp32_unfused"] = {"graph": "fp32", "onnxruntime_graph_optimization": "basic (no fusion)"}
     for n in threads:
-        _say(f"evaluating {len(folders)} candidates on {len(eval_sents)} sentences of {args.eval} at {n} thread(s)")
+        _say(f"evaluating {len(measured)} candidates on {len(eval_sents)} sentences of {args.eval} at {n} thread(s)")
         notes = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in build_notes.items()}
         by_threads[n] = evaluate_ner_candidates(
-            folders, eval_sents, threads=n, repeats=args.repeats, max_length=args.max_length, notes=notes, scores=scores,
+            measured, eval_sents, threads=n, repeats=args.repeats, max_length=args.max_length, notes=notes, scores=scores,
+            graph_optimization=levels,
         )
         for r in by_threads[n]:
             _say(f"  {n}t {r.name:13s} F1 {r.metrics['f1']:.2f} LOC {r.metrics['f1_LOC']:.2f} "
                  f"{r.throughput_per_s:7.1f} sent/s p95 {r.latency_ms_p95:7.1f} ms {r.size_bytes / 2**20:6.1f} MB")
 
-    deploy = by_threads[threads[0]]
+    deploy = [r for r in by_threads[threads[0]] if r.name in folders]
     try:
         chosen = choose_candidate(deploy, metric="f1", max_accuracy_drop=args.max_f1_drop, reference="fp32")
         choice_error = None
     except Exception as exc:  # noqa: BLE001: recorded in the report
         chosen, choice_error = None, str(exc)
     report_paths = write_report(
-        deploy, chosen, args.report_dir, title=f"NER candidates ({threads[0]} thread(s), {pathlib.Path(args.eval).name})",
+        by_threads[threads[0]], chosen, args.report_dir, title=f"NER candidates ({threads[0]} thread(s), {pathlib.Path(args.eval).name})",
         metric="f1", context={"eval": args.eval, "sentences": len(eval_sents), "threads": threads[0],
                               "max_f1_drop": args.max_f1_drop, "build_notes": build_notes},
     )
@@ -170,19 +181,24 @@ def main(argv=None) -> int:
 
     ratios = {}
     for n in threads:
-        torch_r, fp32_r, fused_r = res(n, "torch_fp32"), res(n, "fp32"), res(n, "fp32_fused")
+        torch_r, fp32_r, fused_r, plain_r = res(n, "torch_fp32"), res(n, "fp32"), res(n, "fp32_fused"), res(n, "fp32_unfused")
         row = {}
-        if fp32_r and fused_r:
-            row["fused_vs_unfused_throughput"] = fused_r.throughput_per_s / fp32_r.throughput_per_s
-        for q in ("int8_dynamic", "int8_static", "int8_mixed"):
+        if fp32_r and plain_r:  # onnxruntime's online fusions (LayerNorm, GELU, MatMul+Add) vs none
+            row["fused_vs_unfused_throughput"] = fp32_r.throughput_per_s / plain_r.throughput_per_s
+        if fused_r and plain_r:  # the transformers optimizer's offline fusion (Attention, SkipLayerNorm, ...) vs none
+            row["offline_fused_vs_unfused_throughput"] = fused_r.throughput_per_s / plain_r.throughput_per_s
+        if fused_r and fp32_r:
+            row["offline_vs_online_fusion_throughput"] = fused_r.throughput_per_s / fp32_r.throughput_per_s
+        for q in ("int8_dynamic", "int8_dynamic_fused", "int8_static", "int8_mixed"):
             r = res(n, q)
             if r and torch_r:
                 row[f"{q}_vs_torch_throughput"] = r.throughput_per_s / torch_r.throughput_per_s
         if chosen and torch_r:
             row["chosen_vs_torch_throughput"] = res(n, chosen.name).throughput_per_s / torch_r.throughput_per_s
         ratios[str(n)] = row
-    fp32_f1 = scores[folders["fp32"]]["f1"]
-    f1_drops = {name: fp32_f1 - scores[path]["f1"] for name, path in folders.items()}
+    metrics = {r.name: r.metrics for r in by_threads[threads[0]]}
+    fp32_f1 = metrics["fp32"]["f1"]
+    f1_drops = {name: fp32_f1 - m["f1"] for name, m in metrics.items()}
     n0 = str(threads[0])
     targets = {}
     if chosen:
@@ -205,8 +221,8 @@ def main(argv=None) -> int:
         "training": train_info,
         "candidates": {
             name: {
-                "f1": scores[path]["f1"],
-                "f1_LOC": scores[path]["f1_LOC"],
+                "f1": metrics[name]["f1"],
+                "f1_LOC": metrics[name]["f1_LOC"],
                 "f1_drop_vs_ort_fp32": f1_drops[name],
                 "size_bytes": res(threads[0], name).size_bytes,
                 "by_threads": {
@@ -220,7 +236,7 @@ def main(argv=None) -> int:
                 },
                 "notes": build_notes.get(name, {}),
             }
-            for name, path in folders.items()
+            for name in measured
         },
         "chosen": chosen.name if chosen else None,
         "choice_error": choice_error,

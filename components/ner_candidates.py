@@ -5,11 +5,17 @@ builds one folder per candidate, each loadable by
 ``transforms.inference.ner.load_tagger`` (model + tokenizer + label map):
 
 * ``torch_fp32``: the PyTorch model itself, eager mode (the baseline);
-* ``fp32``: the ONNX export, unfused (the accuracy reference);
-* ``fp32_fused``: onnxruntime's transformers optimizer (Attention,
+* ``fp32``: the ONNX export (the accuracy reference), served with
+  onnxruntime's online graph optimization (its own LayerNorm, GELU and
+  MatMul+Add fusions when the session starts);
+* ``fp32_fused``: onnxruntime's transformers optimizer, offline (Attention,
   SkipLayerNormalization, EmbedLayerNormalization, BiasGelu fusion);
-* ``int8_dynamic``: dynamic INT8 of the fused graph (weights INT8 with
-  per-channel scales, activations quantized at run time);
+* ``int8_dynamic``: dynamic INT8 of the exported graph (weights INT8 with
+  per-channel scales, activations quantized at run time; the session fuses
+  the quantized MatMuls);
+* ``int8_dynamic_fused``: the same of the transformers optimizer's graph
+  (on this project's 2-core AMD EPYC its Attention op made INT8 slower,
+  1 thread: 275 vs 341 sentences/s, so it is the alternative, not the default);
 * ``int8_static``: static QDQ INT8 of every quantizable op of the unfused
   graph, calibrated on real sentences (the naive recipe);
 * ``int8_mixed``: static QDQ INT8 with the op groups that measurement
@@ -34,7 +40,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -81,11 +87,15 @@ STATIC_OP_TYPES = (
 )
 
 
-def make_tagger(model_dir: str, *, backend: str = "auto", threads: int = 1, onnx_file: str = "model.onnx", max_length: int = 128):
+def make_tagger(
+    model_dir: str, *, backend: str = "auto", threads: int = 1, onnx_file: str = "model.onnx", max_length: int = 128,
+    graph_optimization: str = "all",
+):
     """A :class:`~transforms.inference.ner.NerTagger` for a candidate folder at a fixed thread count."""
     from transforms.inference.ner import load_tagger
 
-    return load_tagger(model_dir, backend=backend, onnx_file=onnx_file, intra_op_threads=threads, max_length=max_length)
+    return load_tagger(model_dir, backend=backend, onnx_file=onnx_file, intra_op_threads=threads, max_length=max_length,
+                       graph_optimization=graph_optimization)
 
 
 def calibration_feeds(tokenizer_dir: str, sentences: Sequence[Sentence], *, max_length: int = 128, batch_size: int = 8) -> list[dict]:
@@ -141,7 +151,7 @@ def build_candidates(
     tuning: Sequence[Sentence],
     max_f1_drop: float = 1.0,
     max_length: int = 128,
-    include: Sequence[str] = ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_static", "int8_mixed"),
+    include: Sequence[str] = ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_dynamic_fused", "int8_static", "int8_mixed"),
     progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, str], dict[str, dict]]:
     """Build every candidate folder under ``out_dir``; returns ``({name: folder}, {name: build notes})``.
@@ -171,19 +181,20 @@ def build_candidates(
     shape = model_shape(torch_dir)
 
     fused = None
-    if {"fp32_fused", "int8_dynamic"} & set(include):
+    if {"fp32_fused", "int8_dynamic_fused"} & set(include):
         say("fusing the graph (onnxruntime transformers optimizer)")
         fused = optimize_graph(fp32, str(folder("fp32_fused") / "model.onnx"), **shape)
         notes["fp32_fused"] = {"fused_ops": dict(_op_counts(fused, ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "Gelu", "FastGelu", "LayerNormalization")))}
         if "fp32_fused" in include:
             folders["fp32_fused"] = str(out / "fp32_fused")
-    if "int8_dynamic" in include:
-        # Per-channel weight scales: on MiniLM-L6 per-tensor scales cost 0.6 F1
-        # on CoNLL valid, per-channel none (measured on 300 sentences).
-        say("dynamic INT8 (per-channel weights)")
-        quantize_int8_dynamic(fused, str(folder("int8_dynamic") / "model.onnx"), per_channel=True)
-        notes["int8_dynamic"] = {"per_channel": True, "graph": "fp32_fused"}
-        folders["int8_dynamic"] = str(out / "int8_dynamic")
+    # Per-channel weight scales: on MiniLM-L6 per-tensor scales cost 0.6 F1
+    # on CoNLL valid, per-channel none (measured on 300 sentences).
+    for name, graph, source in (("int8_dynamic", fp32, "fp32"), ("int8_dynamic_fused", fused, "fp32_fused")):
+        if name in include:
+            say(f"dynamic INT8 of the {source} graph (per-channel weights)")
+            quantize_int8_dynamic(graph, str(folder(name) / "model.onnx"), per_channel=True)
+            notes[name] = {"per_channel": True, "graph": source}
+            folders[name] = str(out / name)
 
     if {"int8_static", "int8_mixed"} & set(include):
         feeds = calibration_feeds(torch_dir, calibration, max_length=max_length)
@@ -260,6 +271,7 @@ def evaluate_ner_candidates(
     max_length: int = 128,
     notes: dict[str, str] | None = None,
     scores: dict[str, dict[str, float]] | None = None,
+    graph_optimization: Mapping[str, str] | None = None,
 ) -> list[CandidateResult]:
     """Entity F1 (overall, LOC) on ``sentences`` and batch latency/throughput for every candidate.
 
@@ -270,6 +282,10 @@ def evaluate_ner_candidates(
     ``throughput_per_s`` is sentences per second. ``scores`` caches accuracy
     by model folder (accuracy does not depend on threads): pass the same
     dict to calls at several thread counts to score each candidate once.
+    ``graph_optimization`` gives some candidates another onnxruntime graph
+    optimization level than ``"all"`` (e.g. ``{"fp32_unfused": "basic"}``
+    with ``folders["fp32_unfused"]`` the ``fp32`` folder: the cost of the
+    graph without any fusion).
     """
     if not sentences:
         raise ConfigError("evaluate_ner_candidates got no sentences")
@@ -277,24 +293,30 @@ def evaluate_ner_candidates(
 
     torch.set_num_threads(threads)  # the PyTorch candidate runs at the same thread count
     taggers: dict[str, object] = {}
+    levels = {name: (graph_optimization or {}).get(name, "all") for name in folders}
 
-    def tagger(path: str):
-        if path not in taggers:
+    def key(name: str) -> str:
+        return folders[name] if levels[name] == "all" else f"{folders[name]}@{levels[name]}"
+
+    def tagger(name: str):
+        path = folders[name]
+        if key(name) not in taggers:
             backend = "torch" if not os.path.exists(os.path.join(path, "model.onnx")) else "onnx"
-            taggers[path] = make_tagger(path, backend=backend, threads=threads, max_length=max_length)
-        return taggers[path]
+            taggers[key(name)] = make_tagger(path, backend=backend, threads=threads, max_length=max_length,
+                                             graph_optimization=levels[name])
+        return taggers[key(name)]
 
     cache = scores if scores is not None else {}
 
-    def score(path: str) -> dict[str, float]:
-        if path not in cache:
-            f1 = _f1_of(tagger(path), sentences)
-            cache[path] = {"f1": f1["f1"], "f1_LOC": f1.get("f1_LOC", 0.0), "precision": f1["precision"], "recall": f1["recall"]}
-        return cache[path]
+    def score(name: str) -> dict[str, float]:
+        if key(name) not in cache:
+            f1 = _f1_of(tagger(name), sentences)
+            cache[key(name)] = {"f1": f1["f1"], "f1_LOC": f1.get("f1_LOC", 0.0), "precision": f1["precision"], "recall": f1["recall"]}
+        return cache[key(name)]
 
     batch = [s.words for s in sentences[:batch_sentences]]
-    metrics = {name: score(path) for name, path in folders.items()}
-    runners = {name: (lambda t=tagger(path): t.tag_words(batch)) for name, path in folders.items()}
+    metrics = {name: score(name) for name in folders}
+    runners = {name: (lambda t=tagger(name): t.tag_words(batch)) for name in folders}
     timing = interleaved_latency(runners, warmup=warmup, repeats=repeats)
     return [
         CandidateResult(

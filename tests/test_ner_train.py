@@ -92,9 +92,10 @@ def test_onnx_export_matches_torch_and_candidates_build(tiny_trained):
     root, _, _, _ = tiny_trained
     folders, notes = build_candidates(
         str(root / "torch"), str(root / "candidates"), calibration=SENTENCES, tuning=SENTENCES, max_length=32,
-        include=("torch_fp32", "fp32", "fp32_fused", "int8_dynamic"),
+        include=("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_dynamic_fused"),
     )
     assert notes["fp32_fused"]["fused_ops"]["Attention"] == 2  # one per layer
+    assert notes["int8_dynamic"]["graph"] == "fp32" and notes["int8_dynamic_fused"]["graph"] == "fp32_fused"
     words = [s.words for s in SENTENCES]
     torch_tags = load_tagger(folders["torch_fp32"], backend="torch").tag_words(words)
     onnx_tags = load_tagger(folders["fp32"]).tag_words(words)
@@ -105,6 +106,15 @@ def test_onnx_export_matches_torch_and_candidates_build(tiny_trained):
     assert all(r.metrics["f1"] >= 90.0 for r in results)
     chosen = choose_candidate(results, metric="f1", max_accuracy_drop=1.0)
     assert chosen.name in folders
+
+    # the same folder without onnxruntime's online fusions: the same tags, measured under its own name
+    plain = evaluate_ner_candidates({"fp32": folders["fp32"], "fp32_unfused": folders["fp32"]}, SENTENCES, repeats=1, warmup=0,
+                                    max_length=32, graph_optimization={"fp32_unfused": "basic"})
+    assert [r.name for r in plain] == ["fp32", "fp32_unfused"] and plain[0].metrics == plain[1].metrics
+    basic_tags = load_tagger(folders["fp32"], graph_optimization="basic").tag_words(words)
+    assert np.allclose(np.concatenate([p for _, p in basic_tags]), np.concatenate([p for _, p in onnx_tags]), atol=1e-4)
+    with pytest.raises(ConfigError, match="graph_optimization='fast'"):
+        load_tagger(folders["fp32"], graph_optimization="fast")
 
 
 def test_case_markers_default_to_on_for_a_lowercasing_tokenizer_with_the_reserved_tokens(tmp_path):

@@ -32,7 +32,7 @@ def quantize_ner(
     from components.ner_candidates import build_candidates
 
     for name in include:
-        check_choice("include", name, ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_static", "int8_mixed"))
+        check_choice("include", name, ("torch_fp32", "fp32", "fp32_fused", "int8_dynamic", "int8_dynamic_fused", "int8_static", "int8_mixed"))
     tune = read_sentences(os.path.join(heldout.path, "tune.txt"))
     out = candidates.path
     os.makedirs(out, exist_ok=True)

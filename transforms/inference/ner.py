@@ -262,6 +262,15 @@ def _local_copy(model_uri: str) -> str:
     return local
 
 
+# onnxruntime's online graph optimization levels, by the names load_tagger takes.
+GRAPH_OPTIMIZATION = {
+    "none": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
 def load_tagger(
     model_uri: str,
     *,
@@ -271,13 +280,21 @@ def load_tagger(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     max_length: int = 128,
     max_tokens_per_batch: int = 4096,
+    graph_optimization: str = "all",
 ) -> NerTagger:
     """A :class:`NerTagger` for a model folder: ONNX (``onnx_file``) or PyTorch weights.
 
     ``backend`` is ``onnx``, ``torch`` or ``auto`` (ONNX when the folder
     has ``onnx_file``). ``intra_op_threads`` 0 lets the runtime choose.
+    ``graph_optimization`` is onnxruntime's online graph optimization level
+    (``GRAPH_OPTIMIZATION``): ``"all"`` (the default: constant folding plus
+    its fusions of LayerNorm, GELU, MatMul+Add and quantized MatMuls) or
+    ``"basic"`` (no fusion: what an unfused graph costs).
     """
     from transformers import AutoTokenizer
+
+    if graph_optimization not in GRAPH_OPTIMIZATION:
+        raise ConfigError(f"graph_optimization={graph_optimization!r}: use one of {sorted(GRAPH_OPTIMIZATION)}")
 
     local = _local_copy(model_uri)
     config_path = os.path.join(local, "config.json")
@@ -316,6 +333,7 @@ def load_tagger(
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
         try:
             session = ort.InferenceSession(onnx_path, options, providers=list(providers))
         except Exception as exc:  # noqa: BLE001
@@ -388,6 +406,7 @@ class NerModelHandler(ModelHandler[str, PredictionResult, NerTagger]):
         max_batch_size: int = 64,
         max_batch_duration_secs: int | None = None,
         large_model: bool = False,
+        graph_optimization: str = "all",
     ):
         if max_chars < 1:
             raise ConfigError(f"max_chars must be >= 1, got {max_chars}")
@@ -399,6 +418,7 @@ class NerModelHandler(ModelHandler[str, PredictionResult, NerTagger]):
             providers=tuple(providers),
             max_length=max_length,
             max_tokens_per_batch=max_tokens_per_batch,
+            graph_optimization=graph_optimization,
         )
         self._max_chars = max_chars
         self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
