@@ -65,6 +65,7 @@ __all__ = [
     "evaluate_ner_candidates",
     "interleaved_latency",
     "make_tagger",
+    "model_latency",
     "op_type_groups",
 ]
 
@@ -331,6 +332,31 @@ def evaluate_ner_candidates(
         )
         for name, path in folders.items()
     ]
+
+
+def model_latency(
+    models: Mapping[str, tuple[str, int]],
+    feeds: Sequence[dict],
+    *,
+    threads: int = 1,
+    repeats: int = 20,
+    warmup: int = 2,
+) -> dict[str, dict[str, float]]:
+    """The model alone: ms to run ``feeds`` through each ``{name: (onnx path, onnxruntime opt level)}``, interleaved.
+
+    No tokenization or decoding, so graph changes (fusion, quantization)
+    show at their full size; levels as :func:`components.quantize.make_session`
+    takes them (1 = basic, no fusion; 99 = all).
+    """
+    from components.quantize import make_session
+
+    def runner(path: str, level: int):
+        session = make_session(path, threads=threads, opt_level=level)
+        names = {i.name for i in session.get_inputs()}
+        mine = [{k: v for k, v in feed.items() if k in names} for feed in feeds]
+        return lambda: [session.run(None, feed) for feed in mine]
+
+    return interleaved_latency({name: runner(*spec) for name, spec in models.items()}, warmup=warmup, repeats=repeats)
 
 
 def _model_size(folder: str) -> int:
