@@ -14,8 +14,8 @@ builds one folder per candidate, each loadable by
   per-channel scales, activations quantized at run time; the session fuses
   the quantized MatMuls);
 * ``int8_dynamic_fused``: the same of the transformers optimizer's graph
-  (on this project's 2-core AMD EPYC its Attention op made INT8 slower,
-  1 thread: 275 vs 341 sentences/s, so it is the alternative, not the default);
+  (on the 2-core machine of ``benchmarks/results/ner.json`` its Attention op
+  made INT8 slower at 1 thread, so it is the alternative, not the default);
 * ``int8_static``: static QDQ INT8 of every quantizable op of the unfused
   graph, calibrated on real sentences (the naive recipe);
 * ``int8_mixed``: static QDQ INT8 with the op groups that measurement
