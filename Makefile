@@ -51,9 +51,12 @@ bench-ner: venv ## NER candidates on CoNLL-2003 valid (trains first if no model;
 bench-recommend: venv ## recommendation baselines and candidates on the retail time split (about 15 min)
 	$(PY) -m benchmarks.recommend --data ../shared/data/retail/online_retail_2010-12_2011-09.csv --split-date 2011-08-01 --json benchmarks/results/recommend.json
 
+bench-scale: venv ## enrich (NER half) and recommend at 1x/3x/10x the retail volume, 1 vs 2 workers (about 35 min)
+	$(PY) -m benchmarks.scale --json benchmarks/results/scale.json
+
 NER_TRAIN := $(PY) -m components.ner_train --train ../shared/data/ner/conll2003/train.txt --eval ../shared/data/ner/conll2003/valid.txt --max-length 64 --num-threads 1
 
-train-ner: venv ## fine-tune the NER model on CoNLL-2003 train, the recipe of the benchmark figures (about 75 min on 2 cores)
+train-ner: venv ## fine-tune the NER model on CoNLL-2003 train, the recipe of the benchmark figures (about 35 min on 2 cores)
 	$(NER_TRAIN) --out out/models/ner/stage1 --epochs 2 --learning-rate 1e-4 --no-case-markers
 	$(NER_TRAIN) --out out/models/ner/stage2 --base-model out/models/ner/stage1 --epochs 1 --learning-rate 4e-5 --eval-every-steps 220 --no-case-markers
 	$(NER_TRAIN) --out out/models/ner/torch --base-model out/models/ner/stage2 --epochs 1 --learning-rate 5e-5 --eval-every-steps 220 --case-markers
@@ -61,4 +64,4 @@ train-ner: venv ## fine-tune the NER model on CoNLL-2003 train, the recipe of th
 clean: ## remove outputs (keeps .venv)
 	rm -rf out .pytest_cache
 
-.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ocr bench-ner bench-recommend train-ner clean
+.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ocr bench-ner bench-recommend bench-scale train-ner clean
