@@ -52,6 +52,18 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def sdk_workers(pid: int) -> list[int]:
+    """The Python SDK worker processes under ``pid``: the runner starts each through ``/bin/sh -c``."""
+    found, stack = [], children(pid)
+    while stack:
+        child = stack.pop()
+        argv = _cmdline(child).split(b"\0")
+        if b"sdk_worker_main" in b" ".join(argv) and not argv[0].endswith(b"sh"):
+            found.append(child)
+        stack.extend(children(child))
+    return sorted(found)
+
+
 def kill_a_worker_mid_run(argv: list[str], ready=lambda: True) -> int:
     """Start a local job with two worker processes, SIGKILL one of them mid-run; the job's exit status.
 
@@ -67,7 +79,7 @@ def kill_a_worker_mid_run(argv: list[str], ready=lambda: True) -> int:
     killed = None
     deadline = time.time() + 180
     while time.time() < deadline and job.poll() is None:
-        workers = [c for c in children(job.pid) if b"sdk_worker_main" in _cmdline(c)]
+        workers = sdk_workers(job.pid)
         if len(workers) >= 2 and ready():
             time.sleep(0.2)
             killed = workers[-1]
