@@ -12,6 +12,15 @@ TESTDATA = ROOT / "tests" / "testdata"
 SAMPLES = ROOT / "samples"
 SHARED_DATA = pathlib.Path(os.environ.get("AISLE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+try:  # property tests: random examples locally; CI (.ci/run sets AISLE_HYPOTHESIS_PROFILE=ci) runs a fixed, reproducible set
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("aisle", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("ci", parent=settings.get_profile("aisle"), derandomize=True, database=None)
+    settings.load_profile(os.environ.get("AISLE_HYPOTHESIS_PROFILE", "aisle"))
+except ImportError:  # the test extra is not installed: the property tests skip themselves
+    pass
+
 
 @pytest.fixture
 def local_runner():

@@ -159,3 +159,18 @@ def test_overlong_fields_are_refused_not_truncated():
     row = b"1,85123A," + b"X" * 1001 + b",1,2011-01-01 10:00:00,1.0,,UK\n"
     parsed = parse(row)
     assert parsed.lines.num_rows == 0 and parsed.dead["reason"].to_pylist() == ["FIELD_TOO_LONG"]
+
+
+def test_a_carriage_return_inside_a_line_is_a_malformed_row_not_a_crash():
+    """pyarrow's CSV reader ends a row at a bare CR; the line splitter must reject such a line first."""
+    import datetime as dt
+
+    from transforms.online_retail import parse_chunk
+
+    good = b"536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom"
+    data = good + b"\r\n" + b"536366,22423,RE\rGENCY,1,2010-12-01 08:28:00,12.75,17850,United Kingdom\n" + b",,,,,,,\r0"
+    parsed = parse_chunk(data, source_file="f.csv", base_offset=0, now=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), first_chunk=True)
+    assert parsed.read == 3 and parsed.lines.num_rows == 1
+    assert parsed.dead["reason"].to_pylist() == ["MALFORMED_ROW", "MALFORMED_ROW"]
+    assert all("carriage return" in d for d in parsed.dead["detail"].to_pylist())
+    assert parsed.dead["source_offset"].to_pylist() == [len(good) + 2, data.index(b",,,")]

@@ -112,6 +112,18 @@ def _line_bounds(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends - has_cr
 
 
+def _has_inner_cr(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per line: a carriage return before its end (a line's own CRLF is already outside ``ends``)."""
+    cr = np.flatnonzero(arr == 13)
+    out = np.zeros(len(starts), dtype=bool)
+    if len(cr) and len(starts):
+        line = np.searchsorted(starts, cr, side="right") - 1
+        ok = line >= 0
+        cr, line = cr[ok], line[ok]
+        out[line[cr < ends[line]]] = True
+    return out
+
+
 def _field_counts(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Separators outside quotes per line, and whether the line's quotes balance."""
     quotes = np.flatnonzero(arr == 34)
@@ -198,8 +210,9 @@ def parse_chunk(
     starts, ends = _line_bounds(arr)
     blank = ends == starts
     seps, balanced = _field_counts(arr, starts, ends)
+    inner_cr = _has_inner_cr(arr, starts, ends)  # the CSV reader would end the row there
     reason = np.full(len(starts), None, dtype=object)
-    reason[~blank & ~(balanced & (seps == len(COLUMNS) - 1))] = "MALFORMED_ROW"
+    reason[~blank & (inner_cr | ~(balanced & (seps == len(COLUMNS) - 1)))] = "MALFORMED_ROW"
     header = np.zeros(len(starts), dtype=bool)
     if first_chunk:
         first = np.flatnonzero(~blank)
@@ -224,7 +237,9 @@ def parse_chunk(
     dead_raw = [data[starts[i] : ends[i]].decode("utf-8", "replace") for i in dead_idx]
     dead_reason = [reason[i] for i in dead_idx]
     dead_detail = [
-        _DETAIL["MALFORMED_ROW"].format(f"found {int(seps[i]) + 1} columns" if balanced[i] else "unbalanced quotes")
+        _DETAIL["MALFORMED_ROW"].format(
+            "a carriage return inside the line" if inner_cr[i] else f"found {int(seps[i]) + 1} columns" if balanced[i] else "unbalanced quotes"
+        )
         if reason[i] == "MALFORMED_ROW"
         else _DETAIL["ENCODING_ERROR"]
         for i in dead_idx
