@@ -33,11 +33,12 @@ import json
 from collections.abc import Iterator, Sequence
 
 from transforms.records import DeadLetter, Product
+from transforms.retail_json import MAX_RECORD_BYTES
 
 __all__ = ["MAX_LINE_BYTES", "read_catalog_file"]
 
-# A product line longer than this is not read into memory as one record.
-MAX_LINE_BYTES = 4 * 1024 * 1024
+# A product line longer than this is not read into memory as one record (ingest's record limit).
+MAX_LINE_BYTES = MAX_RECORD_BYTES
 _RAW_CHARS = 2000
 
 
@@ -91,6 +92,7 @@ def _readline(f, limit: int) -> bytes:
 def _read_json_lines(path: str) -> Iterator[Product | DeadLetter]:
     from apache_beam.io.filesystems import FileSystems
 
+    from transforms.retail_json import iter_jsonl
     from transforms.validation import Invalid, validate_product
 
     fmt = "catalog-jsonl"
@@ -116,22 +118,14 @@ def _read_json_lines(path: str) -> Iterator[Product | DeadLetter]:
                     offset += len(raw)
                 yield _dead(path, at, fmt, b"", "RECORD_TOO_LARGE", f"a line of over {MAX_LINE_BYTES} bytes at byte {at}")
                 continue
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield _dead(path, at, fmt, raw, "ENCODING_ERROR", f"{path} byte {at}: the line is not UTF-8 ({exc})")
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield _dead(path, at, fmt, text, "MALFORMED_JSON", f"{path} byte {at}: not JSON ({exc}); the catalog is one product object per line")
-                continue
-            try:
-                yield validate_product(record)
-            except Invalid as exc:
-                yield _dead(path, at, fmt, text, exc.reason, f"{path} byte {at}: {exc.detail}")
+            # ingest's line checks (UTF-8, JSON, lone surrogates), then the product's
+            for _, text, record in iter_jsonl(raw, at, max_record_bytes=MAX_LINE_BYTES):
+                try:
+                    if isinstance(record, Invalid):
+                        raise record
+                    yield validate_product(record)
+                except Invalid as exc:
+                    yield _dead(path, at, fmt, text, exc.reason, f"{path} byte {at}: {exc.detail}")
 
 
 def read_catalog_file(path: str, *, columns: Sequence[str] | None = None) -> Iterator[Product | DeadLetter]:
