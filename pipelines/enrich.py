@@ -45,6 +45,7 @@ from transforms.inference.ocr import (
     failure_reason,
 )
 from transforms.catalog import read_catalog_file
+from transforms.counts import WriteCounts, read_counts
 from transforms.records import DEAD_LETTER_SCHEMA, DeadLetter
 
 __all__ = [
@@ -154,12 +155,19 @@ def image_refs(path: str, root: str) -> Iterator[ImageRef]:
     return (e for e in catalog_entries(path, root) if isinstance(e, ImageRef))
 
 
+CATALOG_COUNTS = "catalog_counts.json"
+
+
 def _route_catalog(path: str, root: str):
+    """Image refs, tagged catalog dead letters, and one tagged count of both (the job's ``read``)."""
+    n = 0
     for entry in catalog_entries(path, root):
+        n += 1
         if isinstance(entry, DeadLetter):
             yield beam.pvalue.TaggedOutput(CATALOG_DEAD, entry._asdict())
         else:
             yield entry
+    yield beam.pvalue.TaggedOutput("counts", {"read": n})
 
 
 # ---------------------------------------------------------------------------
@@ -380,7 +388,8 @@ def build_enrich(
         | "CatalogFiles" >> beam.FlatMap(_catalog_pairs)
         | "SpreadCatalogFiles" >> beam.Reshuffle()
     )
-    catalog_read = files | "ReadCatalog" >> beam.FlatMapTuple(_route_catalog).with_outputs(CATALOG_DEAD, main="refs")
+    catalog_read = files | "ReadCatalog" >> beam.FlatMapTuple(_route_catalog).with_outputs(CATALOG_DEAD, "counts", main="refs")
+    catalog_read.counts | "CatalogCounts" >> WriteCounts(FileSystems.join(out, CATALOG_COUNTS))
     refs = catalog_read.refs | "Reshuffle" >> beam.Reshuffle()
     outputs = add_ocr_steps(refs, handler=handler, max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes)
     outputs["dead_letter_catalog"] = catalog_read[CATALOG_DEAD]
@@ -453,8 +462,7 @@ def run_enrich(
         max_image_pixels=max_image_pixels,
         max_image_bytes=max_image_bytes,
     )
-    files, root = catalog_files(catalog)
-    n_images = sum(1 for f in files for _ in catalog_entries(f, root))  # image references + catalog records that are not products
+    files, _ = catalog_files(catalog)
     pipeline = make_pipeline(pipeline_options(beam_args, workers=workers))
     build_enrich(
         pipeline,
@@ -475,6 +483,7 @@ def run_enrich(
 
             schema = {"ocr_lines": OCR_LINES_SCHEMA, "ocr_text": OCR_TEXT_SCHEMA}.get(name, DEAD_LETTER_SCHEMA)
             write_parquet(schema.empty_table(), FileSystems.join(staging, name, "part-00000.parquet"))
+    n_images = read_counts(FileSystems.join(staging, CATALOG_COUNTS)).get("read", 0)  # image refs + records that are not products
     images_ok = _count(staging, "ocr_text", "n_images")
     import pyarrow.parquet as pq
 

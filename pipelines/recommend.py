@@ -59,6 +59,7 @@ import click
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 
+from transforms.counts import WriteCounts, read_counts
 from transforms.errors import ConfigError
 from transforms.inference.recommend import (
     SavedModelQueryHandler,
@@ -154,19 +155,6 @@ def _purchases(batch):
         counts["used"] += 1
         yield purchase[0], purchase[1:]
     yield beam.pvalue.TaggedOutput("counts", dict(counts))
-
-
-def _sum_counts(dicts) -> dict:
-    total: Counter = Counter()
-    for d in dicts:
-        total.update(d)
-    return dict(total)
-
-
-def _write_counts(counts: dict, path: str) -> None:
-    from transforms.io import write_text
-
-    write_text(json.dumps(dict(sorted(counts.items())), indent=2) + "\n", path)
 
 
 def event_accounting(counts: Mapping[str, int]) -> dict:
@@ -325,11 +313,7 @@ def add_recommend_steps(
         | "Purchases" >> beam.FlatMap(_purchases).with_outputs("counts", main="purchases")
     )
     purchases = events_read.purchases
-    (
-        events_read.counts
-        | "SumEventCounts" >> beam.CombineGlobally(_sum_counts)
-        | "WriteEventCounts" >> beam.Map(_write_counts, FileSystems.join(out_dir, EVENT_COUNTS))
-    )
+    events_read.counts | "EventCounts" >> WriteCounts(FileSystems.join(out_dir, EVENT_COUNTS))
     baskets = purchases | "GroupByTransaction" >> beam.GroupByKey() | "MergeBasket" >> beam.Map(_merge_basket)
     basket_items = baskets | "BasketItems" >> beam.Map(lambda b: b[2])
     event_items = basket_items | "EventItems" >> beam.FlatMap(lambda items: items)
@@ -501,8 +485,7 @@ def run(
         if not FileSystems.match([FileSystems.join(staging, name, "*.parquet")])[0].metadata_list:
             schema = DEAD_LETTER_SCHEMA if name == "dead_letter" else RECOMMENDATION_SCHEMA
             write_parquet(schema.empty_table(), FileSystems.join(staging, name, "part-empty.parquet"))
-    with FileSystems.open(FileSystems.join(staging, EVENT_COUNTS)) as f:
-        accounting = event_accounting(json.loads(f.read().decode("utf-8")))
+    accounting = event_accounting(read_counts(FileSystems.join(staging, EVENT_COUNTS)))
     if not accounting["conservation"]["ok"]:
         raise ConfigError(f"event counts not conserved: {accounting['conservation']}")
     commit_outputs(staging, out_dir, names)
