@@ -192,3 +192,29 @@ def test_top_cooccurring_equals_the_plain_python_ranking(seed, normalize):
         )[:k]
         assert top_cooccurring(others, counts, 17, k, normalize=normalize, min_count=min_count) == tuple(expected)
     assert top_cooccurring({}, counts, 17, 5) == ()
+
+
+@pytest.mark.parametrize("normalize,min_count", [("cosine", 1), ("none", 1), ("cosine", 2)])
+def test_cooccurrence_shards_and_groups_do_not_change_the_lists(local_runner, normalize, min_count):
+    """Tiny shards and groups (baskets split across groups, items across shards) give the lists of a plain count."""
+    from collections import Counter
+
+    from transforms.recommend import top_cooccurring
+
+    rng = np.random.default_rng(7)
+    items = [f"p{n:02d}" for n in range(23)]
+    baskets = [tuple(str(i) for i in rng.choice(items, int(rng.integers(1, 8)))) for _ in range(120)]  # repeats inside a basket too
+    n = Counter(i for b in baskets for i in set(b))
+    shared: dict[str, Counter] = {}
+    for b in baskets:
+        for a in set(b):
+            shared.setdefault(a, Counter()).update(set(b) - {a})
+    expected = []
+    for item, others in shared.items():
+        top = top_cooccurring(others, n, n[item], 4, normalize=normalize, min_count=min_count)
+        if top:
+            expected.append((item, top))
+    assert len(expected) > 10
+    with TestPipeline(runner=local_runner) as p:
+        out = p | beam.Create(baskets) | CooccurrenceCounts(4, normalize=normalize, min_count=min_count, items_per_shard=3, baskets_per_group=7)
+        assert_that(out, equal_to(expected))

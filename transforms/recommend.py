@@ -12,9 +12,9 @@ Pure functions (used by training, evaluation and the Beam steps alike):
 Beam pieces:
 
 * :class:`CooccurrenceCounts`: baskets -> ``(item, [(other, score), ...])``
-  top-k lists, raw or cosine-normalized, with a CombineFn per item
-  (:class:`NeighbourCountsFn`) so a basket of L items costs L elements,
-  not L squared;
+  top-k lists, raw or cosine-normalized, from sparse products over shards
+  of the item index, so a basket of L items crosses the shuffle as a few
+  int32 rows, never as L squared pairs;
 * :class:`NearestNeighboursFn`: a DoFn scoring batches of item rows
   against the whole embedding matrix;
 * :class:`ApplyFallback`: keys with no usable list get the fallback list,
@@ -35,7 +35,7 @@ with ``results`` a tuple of ``(item_id, score)`` best first and
 from __future__ import annotations
 
 import math
-from collections import Counter
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Optional
 
@@ -60,7 +60,7 @@ __all__ = [
     "DROP_REASONS",
     "purchase_or_reason",
     "purchase_from_event",
-    "NeighbourCountsFn",
+    "ItemTable",
     "CooccurrenceCounts",
     "ItemCounts",
     "NearestNeighboursFn",
@@ -287,33 +287,93 @@ def popular_items(counts: Mapping[str, float], k: int, *, exclude: Iterable[str]
 # --------------------------------------------------------------------------
 
 
-class NeighbourCountsFn(beam.CombineFn):
-    """Per item: how many baskets each other item shares with it (a Counter)."""
+class ItemTable(NamedTuple):
+    """Every item of the baskets, sorted, with the number of baskets holding it.
 
-    def create_accumulator(self):
-        return Counter()
+    The global index of an item is its position in ``ids``; Python's string
+    order, so ordering by index is ordering by id. One string and one int
+    per distinct item: bounded by the catalog, not by the number of baskets.
+    """
 
-    def add_input(self, acc, others):
-        acc.update(others)
-        return acc
+    ids: tuple[str, ...]
+    counts: np.ndarray  # int64, baskets per item, aligned with ids
 
-    def merge_accumulators(self, accumulators):
-        it = iter(accumulators)
-        out = next(it)
-        for acc in it:
-            out.update(acc)
-        return out
+    @classmethod
+    def from_counts(cls, pairs: Iterable[tuple[str, int]]) -> "ItemTable":
+        ordered = sorted(pairs)
+        return cls(tuple(i for i, _ in ordered), np.fromiter((c for _, c in ordered), np.int64, len(ordered)))
 
-    def extract_output(self, acc):
-        return dict(acc)
+    def index(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.ids)}
 
 
-def _basket_neighbours(items: Sequence[str]):
-    distinct = sorted(set(items))
-    if len(distinct) < 2:
-        return
-    for i, item in enumerate(distinct):
-        yield item, distinct[:i] + distinct[i + 1 :]
+def _basket_group(items: Sequence[str], n_groups: int) -> tuple[int, tuple[str, ...]]:
+    distinct = tuple(sorted(set(items)))
+    return zlib.crc32("\x1f".join(distinct).encode("utf-8")) % n_groups, distinct
+
+
+def _baskets_by_shard(kv, table: ItemTable, items_per_shard: int):
+    """A group of baskets -> ``(shard, (indptr, indices))``: the group's baskets that hold an item of each shard.
+
+    A basket becomes one CSR row of global item indices (int32); it goes to
+    every shard (a range of ``items_per_shard`` indices) it holds an item
+    of, so a shard sees every basket its items share.
+    """
+    import scipy.sparse as sp
+
+    _, baskets = kv
+    index = table.index()
+    lengths = np.fromiter((len(b) for b in baskets), np.int64, len(baskets))
+    indptr = np.concatenate(([0], np.cumsum(lengths)))
+    indices = np.fromiter((index[i] for b in baskets for i in b), np.int32, int(indptr[-1]))
+    matrix = sp.csr_matrix((np.ones(len(indices), np.int32), indices, indptr), shape=(len(baskets), len(table.ids)))
+    n_shards = -(-len(table.ids) // items_per_shard)
+    rows = np.repeat(np.arange(len(baskets), dtype=np.int64), lengths)
+    pairs = np.unique(rows * n_shards + indices // items_per_shard)
+    for shard in np.unique(pairs % n_shards):
+        sub = matrix[pairs[pairs % n_shards == shard] // n_shards]
+        yield int(shard), (sub.indptr.astype(np.int64), sub.indices.astype(np.int32))
+
+
+def _shard_top_k(kv, table: ItemTable, items_per_shard: int, k: int, normalize: str, min_count: int):
+    """``(shard, [(indptr, indices), ...])`` -> ``(item, top-k co-occurring items)`` for the shard's items.
+
+    The shard's rows of the co-occurrence matrix ``C = B^T B`` (``B``: the
+    baskets it received, one row each) come from one sparse product; scores
+    are those of :func:`top_cooccurring`, with the same float64 operations.
+    """
+    import scipy.sparse as sp
+
+    shard, parts = kv
+    parts = list(parts)
+    n_items = len(table.ids)
+    lengths = np.concatenate([np.diff(indptr) for indptr, _ in parts])
+    indices = np.concatenate([ind for _, ind in parts])
+    indptr = np.concatenate(([0], np.cumsum(lengths)))
+    baskets = sp.csr_matrix((np.ones(len(indices), np.int32), indices, indptr), shape=(len(lengths), n_items))
+    lo, hi = shard * items_per_shard, min((shard + 1) * items_per_shard, n_items)
+    shared = (baskets.tocsc()[:, lo:hi].T @ baskets).tocsr()  # (hi - lo) x n_items: baskets shared per pair
+    shared.sort_indices()
+    for row in range(hi - lo):
+        item = lo + row
+        cols = shared.indices[shared.indptr[row] : shared.indptr[row + 1]]
+        vals = shared.data[shared.indptr[row] : shared.indptr[row + 1]]
+        keep = (cols != item) & (vals >= min_count)
+        cols, vals = cols[keep], vals[keep]
+        if not len(cols):
+            continue
+        counts = vals.astype(np.float64)
+        if normalize == "none":
+            scores = counts
+        else:
+            n_other = table.counts[cols].astype(np.float64)
+            scores = counts / np.sqrt(max(float(table.counts[item]), 1e-12) * np.maximum(n_other, 1e-12))
+        if len(cols) > k:
+            kth = np.partition(scores, len(cols) - k)[len(cols) - k]
+            top = np.flatnonzero(scores >= kth)  # ties at the k-th score included, then ordered by id
+            cols, scores = cols[top], scores[top]
+        order = np.lexsort((cols, -scores))[:k]  # best score first, ties by index, i.e. by id
+        yield table.ids[item], tuple((table.ids[int(c)], float(s)) for c, s in zip(cols[order], scores[order]))
 
 
 class ItemCounts(beam.PTransform):
@@ -335,40 +395,54 @@ class CooccurrenceCounts(beam.PTransform):
     another item get no row (callers give them a fallback).
     ``min_count`` drops pairs seen fewer times (noise on large data).
 
-    Memory: the per-item basket counts reach the top-k step as a side input
-    dict, one int per distinct item: bounded by the catalog (about 4k items
-    for the UCI retail data, 40k at 10x its volume with every copy's ids
-    remapped; see ``benchmarks/results/scale.json``), never by the number of
-    baskets. Replacing it with a join would need one element per
-    co-occurring pair, keyed by the other item, which costs far more shuffle
-    than the dict costs memory.
+    How: the items, sorted, get global indices (:class:`ItemTable`, a side
+    input of one id and one count per distinct item: bounded by the
+    catalog). Baskets are grouped (about ``baskets_per_group`` per group)
+    and turned into sparse rows of indices; the items are cut into shards of
+    ``items_per_shard`` indices, and each group sends every shard the rows
+    of its baskets that hold one of the shard's items. A shard's rows of the
+    co-occurrence matrix are then one SciPy sparse product, and its top-k
+    one pass over them. What crosses the shuffle is each basket once as
+    strings and then a few times as int32 arrays, never a pair per element;
+    a worker holds one group of baskets, or one shard's baskets and its
+    ``items_per_shard`` rows of counts.
     """
 
-    def __init__(self, k: int = 10, *, normalize: str = "cosine", min_count: int = 1):
+    def __init__(self, k: int = 10, *, normalize: str = "cosine", min_count: int = 1,
+                 items_per_shard: int = 1024, baskets_per_group: int = 4096):
         super().__init__()
         if k < 1:
             raise ConfigError(f"CooccurrenceCounts k must be >= 1, got {k}")
         if normalize not in ("none", "cosine"):
             raise ConfigError(f"CooccurrenceCounts normalize must be 'none' or 'cosine', got {normalize!r}")
+        if items_per_shard < 1 or baskets_per_group < 1:
+            raise ConfigError(f"items_per_shard and baskets_per_group must be >= 1, got {items_per_shard} and {baskets_per_group}")
         self.k, self.normalize, self.min_count = k, normalize, min_count
+        self.items_per_shard, self.baskets_per_group = items_per_shard, baskets_per_group
 
     def expand(self, baskets):
-        counts = baskets | "ItemCounts" >> ItemCounts()
-        neighbours = (
+        per_group, per_shard = self.baskets_per_group, self.items_per_shard
+        table = beam.pvalue.AsSingleton(
             baskets
-            | "BasketNeighbours" >> beam.FlatMap(_basket_neighbours)
-            | "CountNeighbours" >> beam.CombinePerKey(NeighbourCountsFn())
+            | "ItemCounts" >> ItemCounts()
+            | "AllItemCounts" >> beam.combiners.ToList()
+            | "ItemTable" >> beam.Map(ItemTable.from_counts)
         )
-        k, normalize, min_count = self.k, self.normalize, self.min_count
-
-        def top(kv, item_counts):
-            item, others = kv
-            result = top_cooccurring(others, item_counts, item_counts.get(item, 0), k,
-                                     normalize=normalize, min_count=min_count)
-            if result:
-                yield item, result
-
-        return neighbours | "TopK" >> beam.FlatMap(top, item_counts=beam.pvalue.AsDict(counts))
+        n_groups = beam.pvalue.AsSingleton(
+            baskets
+            | "CountBaskets" >> beam.combiners.Count.Globally()
+            | "GroupCount" >> beam.Map(lambda n: max(1, -(-n // per_group)))
+        )
+        return (
+            baskets
+            | "AssignGroup" >> beam.Map(_basket_group, n_groups=n_groups)
+            | "GroupBaskets" >> beam.GroupByKey()
+            | "BasketRows" >> beam.FlatMap(_baskets_by_shard, table=table, items_per_shard=per_shard)
+            | "GroupShards" >> beam.GroupByKey()
+            | "TopK"
+            >> beam.FlatMap(_shard_top_k, table=table, items_per_shard=per_shard, k=self.k,
+                            normalize=self.normalize, min_count=self.min_count)
+        )
 
 
 def top_cooccurring(
