@@ -4,9 +4,14 @@ The UCI Online Retail file is synthesized to N times its volume by
 :func:`benchmarks.ingest.synthesize` (invoice, stock and customer ids
 remapped per copy, so every copy is distinct: N times the events, the
 products and the visitors), then ingested once per volume (untimed). On
-that data, each job runs in a fresh process, with 1 and with 2 local worker
-processes, and reports wall seconds, rows/s and the peak RSS of its whole
-process tree:
+that data, each job runs in a fresh process in three worker configurations
+(``--workers``): ``1`` (one worker, as ``--workers 1`` runs it: in the
+launcher's process, no serialization between steps), ``1p`` (one worker
+process of the multi-process runner) and ``2`` (two worker processes), and
+reports wall seconds, rows/s and the peak RSS of its whole process tree.
+``speedup_2_vs_1_workers`` compares ``2`` with ``1`` (what a user gains
+from ``--workers 2``); ``speedup_2_vs_1_processes`` compares ``2`` with
+``1p`` (how the multi-process runner scales with a second process):
 
 * ``enrich``: the NER half over the product titles of the ingested catalog
   (the retail data has titles but no images, so the OCR half has nothing to
@@ -20,7 +25,7 @@ process tree:
 
 It also records, per volume, the sizes of recommend's side inputs (item
 counts, known titles) next to the number of events and visitors, and
-whether the 1- and 2-worker outputs are byte-identical.
+whether the outputs of every worker configuration are byte-identical.
 
     python -m benchmarks.scale --json benchmarks/results/scale.json
     python -m benchmarks.scale --volumes 1 --jobs recommend        # a quick run
@@ -92,27 +97,36 @@ def _model(ingest_dir: str, model_dir: str, dim: int) -> dict:
     }
 
 
-def _enrich(catalog: str, out: str, workers: int, ner_model: str) -> dict:
+def _workers(config: str) -> tuple[int, list[str]]:
+    """``"2"`` -> 2 workers as aisle runs them (1: in-process); ``"1p"`` -> one worker process (multi_processing)."""
+    if config.endswith("p"):
+        return int(config[:-1]), ["--direct_running_mode=multi_processing", f"--direct_num_workers={int(config[:-1])}"]
+    return int(config), []
+
+
+def _enrich(catalog: str, out: str, workers: str, ner_model: str) -> dict:
     import pyarrow.parquet as pq
 
     from pipelines.enrich import run_enrich
 
     rows = sum(pq.read_metadata(p).num_rows for p in pathlib.Path(catalog).glob("*.parquet"))
     t0 = time.perf_counter()
-    summary = run_enrich(catalog, out, threads=1, workers=workers, ner_model=ner_model, ner_options={"intra_op_threads": 1})
+    n, beam_args = _workers(workers)
+    summary = run_enrich(catalog, out, threads=1, workers=n, beam_args=beam_args, ner_model=ner_model, ner_options={"intra_op_threads": 1})
     secs = time.perf_counter() - t0
     return {"job_secs": secs, "rows": rows, "records": summary["records"]}
 
 
-def _recommend(ingest_dir: str, out: str, workers: int, model_dir: str) -> dict:
+def _recommend(ingest_dir: str, out: str, workers: str, model_dir: str) -> dict:
     import pyarrow.parquet as pq
 
     from pipelines.recommend import run
 
     rows = sum(pq.read_metadata(p).num_rows for p in pathlib.Path(ingest_dir, "events").glob("*.parquet"))
     t0 = time.perf_counter()
+    n, beam_args = _workers(workers)
     summary = run(events=os.path.join(ingest_dir, "events"), catalog=os.path.join(ingest_dir, "products"), out_dir=out,
-                  model_dir=model_dir, workers=workers, echo=lambda *_: None)
+                  model_dir=model_dir, workers=n, beam_args=beam_args, echo=lambda *_: None)
     secs = time.perf_counter() - t0
     return {"job_secs": secs, "rows": rows, "outputs": summary["outputs"]}
 
@@ -135,9 +149,9 @@ def _child(argv: list[str]) -> None:
     elif mode == "tiny-ner":
         result = {"model": _tiny_ner(rest[0])}
     elif mode == "enrich":
-        result = _enrich(rest[0], rest[1], int(rest[2]), rest[3])
+        result = _enrich(rest[0], rest[1], rest[2], rest[3])
     else:
-        result = _recommend(rest[0], rest[1], int(rest[2]), rest[3])
+        result = _recommend(rest[0], rest[1], rest[2], rest[3])
     print(json.dumps(result, default=str))
 
 
@@ -167,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="a CSV of the UCI Online Retail layout")
     parser.add_argument("--volumes", default="1,3,10", help="volume multiples, comma-separated")
     parser.add_argument("--jobs", default=",".join(JOBS), help="jobs to measure: enrich, recommend")
-    parser.add_argument("--workers", default="1,2", help="local worker processes to compare, comma-separated")
+    parser.add_argument("--workers", default="1,1p,2",
+                        help="worker configurations to compare, comma-separated: N as aisle runs N workers (1: in-process), Np: N worker processes")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (medians reported)")
     parser.add_argument("--dim", type=int, default=128, help="embedding size of the recommendation model")
     parser.add_argument("--ner-model", default=None, help=f"NER model folder (default: {NER_CANDIDATE} if present, else a tiny one)")
@@ -179,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     volumes = [int(v) for v in args.volumes.split(",") if v]
     jobs = [j for j in args.jobs.split(",") if j]
-    workers = [int(w) for w in args.workers.split(",") if w]
+    workers = [w for w in args.workers.split(",") if w]
     unknown = set(jobs) - set(JOBS)
     if unknown:
         parser.error(f"unknown jobs {sorted(unknown)}; choose from {', '.join(JOBS)}")
@@ -246,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
                         "peak_rss_mib_median": round(statistics.median(m["peak_rss_mib"] for m in runs)),
                         "job_secs_all": [round(m["result"]["job_secs"], 2) for m in runs],
                     }
-                if 1 in workers and 2 in workers:
-                    entry["speedup_2_vs_1_workers"] = round(
-                        entry["workers"]["1"]["job_secs_median"] / entry["workers"]["2"]["job_secs_median"], 2
-                    )
+                secs = {w: fig["job_secs_median"] for w, fig in entry["workers"].items()}
+                if "1" in secs and "2" in secs:
+                    entry["speedup_2_vs_1_workers"] = round(secs["1"] / secs["2"], 2)
+                if "1p" in secs and "2" in secs:
+                    entry["speedup_2_vs_1_processes"] = round(secs["1p"] / secs["2"], 2)
                 entry["outputs_identical_across_workers"] = len(set(digests.values())) == 1
                 entry["load_average_after"] = _load_average()
                 report["jobs"].setdefault(job, {})[f"{n}x"] = entry

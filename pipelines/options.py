@@ -9,13 +9,15 @@ Flink, Spark) is chosen through the standard Beam pipeline options.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-__all__ = ["LOCAL_RUNNERS", "is_local", "make_pipeline", "pipeline_options"]
+__all__ = ["LOCAL_RUNNERS", "THREAD_ENV", "is_local", "make_pipeline", "pipeline_options", "worker_threads"]
 
 # Runner names that mean "run here": all of them map to the FnApiRunner.
 LOCAL_RUNNERS = frozenset({None, "", "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "local"})
@@ -35,12 +37,15 @@ def pipeline_options(
     multi_processing``: for per-element Python work) or as threads of this
     process (``multi_threading``: enough when the work is in Arrow/numpy
     kernels that release the GIL, and it starts instantly). Remote runners
-    ignore both.
+    ignore both. ``--direct_running_mode`` or ``--direct_num_workers`` given
+    in ``beam_args`` win over ``workers``: ``--direct_running_mode=
+    multi_processing --direct_num_workers=1`` runs one worker process.
     """
     if worker_mode not in ("processes", "threads"):
         raise ValueError(f"worker_mode must be 'processes' or 'threads', got {worker_mode!r}")
     options = PipelineOptions(list(beam_args), **overrides)
-    if is_local(options):
+    explicit = any(arg.startswith(("--direct_running_mode", "--direct_num_workers")) for arg in beam_args)
+    if is_local(options) and not explicit:
         direct = options.view_as(DirectOptions)
         if workers > 1:
             direct.direct_running_mode = "multi_processing" if worker_mode == "processes" else "multi_threading"
@@ -56,8 +61,48 @@ def is_local(options: PipelineOptions) -> bool:
     return runner in LOCAL_RUNNERS
 
 
+# The thread pools of numpy's BLAS, OpenMP and TensorFlow, each sized to every core of the machine by default.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+@contextlib.contextmanager
+def worker_threads(threads: int) -> Iterator[None]:
+    """Processes started inside the block size their thread pools (:data:`THREAD_ENV`) to ``threads``.
+
+    Variables the user has set are left as they are; the environment is
+    restored on exit.
+    """
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    for name, value in saved.items():
+        if value is None:
+            os.environ[name] = str(threads)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+class _LocalPipeline(beam.Pipeline):
+    """A Pipeline on the FnApiRunner whose worker processes share the cores instead of each taking them all.
+
+    With ``direct_running_mode=multi_processing`` every worker process would
+    start BLAS and TensorFlow thread pools as wide as the machine: N workers
+    on C cores run N x C busy threads. Each worker gets ``C // N`` threads.
+    """
+
+    def run(self, test_runner_api="AUTO"):
+        direct = self._options.view_as(DirectOptions)
+        if direct.direct_running_mode != "multi_processing":
+            return super().run(test_runner_api)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        with worker_threads(max(1, cores // max(1, direct.direct_num_workers))):
+            return super().run(test_runner_api)
+
+
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Pipeline on the runner the options name; the FnApiRunner when local."""
     if is_local(options):
-        return beam.Pipeline(runner=FnApiRunner(), options=options)
+        return _LocalPipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)

@@ -137,6 +137,32 @@ def _parquet_pattern(location: str) -> str:
 
 
 EVENT_COUNTS = "event_counts.json"
+# the UserEvent columns purchase_or_reason reads
+EVENT_COLUMNS = ["eventType", "visitorId", "eventTime", "productDetails", "purchaseTransaction"]
+
+
+class _ReadParquet(beam.PTransform):
+    """Record batches of the Parquet files at ``location`` (a folder, a file or a pattern), read in parallel.
+
+    The files are matched and split into ranges inside the pipeline, and the
+    ranges are spread over the workers (``ReadAllFromParquetBatched``): a
+    root read would leave all of it to the one worker holding the impulse.
+    A local location that matches no file is a ConfigError when the graph
+    is built; a remote one is matched by the workers.
+    """
+
+    def __init__(self, location: str, columns: list[str] | None = None):
+        super().__init__()
+        self.pattern, self.columns = _parquet_pattern(location), columns
+        if "://" not in location and not FileSystems.match([self.pattern])[0].metadata_list:
+            raise ConfigError(f"no Parquet files at {location} (looked for {self.pattern})")
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Pattern" >> beam.Create([self.pattern])
+            | "ReadRanges" >> beam.io.ReadAllFromParquetBatched(columns=self.columns)
+        )
 
 
 def _purchases(batch):
@@ -309,7 +335,7 @@ def add_recommend_steps(
     p = pipeline
     events_read = (
         p
-        | "ReadEvents" >> beam.io.ReadFromParquetBatched(_parquet_pattern(events), validate="://" not in events)
+        | "ReadEvents" >> _ReadParquet(events, EVENT_COLUMNS)
         | "Purchases" >> beam.FlatMap(_purchases).with_outputs("counts", main="purchases")
     )
     purchases = events_read.purchases
@@ -321,8 +347,7 @@ def add_recommend_steps(
     if catalog:
         titles = (
             p
-            | "ReadCatalog"
-            >> beam.io.ReadFromParquetBatched(_parquet_pattern(catalog), columns=["id", "title"], validate="://" not in catalog)
+            | "ReadCatalog" >> _ReadParquet(catalog, ["id", "title"])
             | "CatalogTitles"
             >> beam.FlatMap(lambda batch: [(i, t or "") for i, t in zip(batch.column("id").to_pylist(), batch.column("title").to_pylist()) if i])
         )

@@ -131,3 +131,48 @@ def test_recommend_two_worker_processes_write_what_one_does(retail_events, tmp_p
     assert outs[1] == outs[2]
     assert {k.split("/")[0] for k in outs[1]} == {*OUTPUTS, "dead_letter"}
     assert any(k.endswith(".jsonl") for k in outs[1])
+
+
+# --------------------------------------------------------------------------- local runner options
+
+
+def _worker_env(_):
+    import os
+
+    yield os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("TF_NUM_INTRAOP_THREADS")
+
+
+def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
+    """Two worker processes each size their BLAS and TensorFlow pools to half the cores; the launcher's environment is restored."""
+    import os
+
+    from pipelines.options import THREAD_ENV, make_pipeline, pipeline_options
+
+    for name in THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    cores = len(os.sched_getaffinity(0))
+    out = tmp_path / "env.json"
+    with make_pipeline(pipeline_options([], workers=2)) as p:
+        _ = (
+            p
+            | beam.Create(range(64))
+            | beam.Reshuffle()
+            | beam.FlatMap(_worker_env)
+            | beam.combiners.ToList()
+            | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
+        )
+    seen = json.loads(out.read_text())
+    assert {(blas, tf) for _, blas, tf in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)))}
+    assert all(pid != os.getpid() for pid, _, _ in seen)
+    assert not any(name in os.environ for name in THREAD_ENV)
+
+
+def test_explicit_running_mode_flags_win_over_workers():
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from pipelines.options import pipeline_options
+
+    direct = pipeline_options(["--direct_running_mode=multi_processing", "--direct_num_workers=1"], workers=1).view_as(DirectOptions)
+    assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_processing", 1)
+    direct = pipeline_options([], workers=1).view_as(DirectOptions)
+    assert (direct.direct_running_mode, direct.direct_num_workers) == ("in_memory", 1)
