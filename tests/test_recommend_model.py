@@ -144,3 +144,20 @@ def test_recency_weights_halve_per_half_life():
     assert w.tolist() == pytest.approx([1.0, 0.5, 0.25])
     with pytest.raises(ConfigError, match="half_life_days"):
         recency_weights([t], half_life_days=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_k_excluding_equals_ranking_every_column(seed):
+    """Blocked top-k gives the full ranking's rows and scores, ties by row, exclusions and NaN left out."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 6, (40, 1000)).astype(np.float32)  # many ties, also across blocks
+    scores[3, :] = 1.0
+    scores[5, 10:] = np.nan
+    queries = [tuple(rng.choice(1000, int(rng.integers(0, 30)), replace=False)) for _ in range(40)]
+    for k in (1, 7, 64, 200):
+        got = top_k_excluding(scores, queries, k, block=16)
+        for r, (rows, vals) in enumerate(got):
+            row = scores[r].astype(np.float64)
+            ranked = sorted((c for c in range(1000) if c not in set(queries[r]) and np.isfinite(row[c])), key=lambda c: (-row[c], c))[:k]
+            assert rows.tolist() == ranked
+            assert vals.tolist() == [float(scores[r, c]) for c in ranked]
