@@ -46,6 +46,7 @@ each product output, and every visitor one row in ``recommended_for_you``.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import os
@@ -165,8 +166,18 @@ class _ReadParquet(beam.PTransform):
         )
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _micros(t: dt.datetime | None) -> int | None:
+    """Microseconds since the epoch (a naive time read as UTC): an int crosses the shuffle far cheaper than a datetime."""
+    if t is None:
+        return None
+    return ((t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)) - _EPOCH) // dt.timedelta(microseconds=1)
+
+
 def _purchases(batch):
-    """A record batch of UserEvents -> ``(basket_id, (visitor, time, items))`` per purchase, and one count dict.
+    """A record batch of UserEvents -> ``(basket_id, (visitor, time_us, items))`` per purchase, and one count dict.
 
     The count dict (tagged ``counts``) holds ``read``, ``used`` and one key per
     :data:`transforms.recommend.DROP_REASONS` code met in the batch, so the
@@ -179,7 +190,8 @@ def _purchases(batch):
             counts[purchase] += 1
             continue
         counts["used"] += 1
-        yield purchase[0], purchase[1:]
+        basket_id, visitor, t, items = purchase
+        yield basket_id, (visitor, _micros(t), items)
     yield beam.pvalue.TaggedOutput("counts", dict(counts))
 
 
@@ -196,10 +208,10 @@ def event_accounting(counts: Mapping[str, int]) -> dict:
 
 
 def _merge_basket(kv):
-    """Events of one transaction id -> (visitor, time, items)."""
+    """Events of one transaction id -> (visitor, time_us, items)."""
     _, parts = kv
     # grouped values arrive in any order: sort them so the basket is the same on every run
-    parts = sorted(parts, key=lambda p: (p[1] is None, str(p[1]), p[2], p[0] or ""))
+    parts = sorted(parts, key=lambda p: (p[1] is None, p[1] if p[1] is not None else 0, p[2], p[0] or ""))
     items: dict[str, None] = {}
     for _, _, its in parts:
         items.update(dict.fromkeys(its))
@@ -209,10 +221,10 @@ def _merge_basket(kv):
 
 
 def _history(kv, vocab, max_items: int):
-    """(visitor, [(time, items)]) -> (visitor, query rows), most recent purchases last, each item once."""
+    """(visitor, [(time_us, items)]) -> (visitor, query rows), most recent purchases last, each item once."""
     visitor, purchases = kv
     # ties in time broken by the items, so the history is the same whatever order the purchases arrive in
-    ordered = sorted(purchases, key=lambda p: (p[0].timestamp() if p[0] is not None else float("-inf"), p[1]))
+    ordered = sorted(purchases, key=lambda p: (p[0] if p[0] is not None else float("-inf"), p[1]))
     last: dict[int, None] = {}
     for _, items in ordered:
         for row in vocab.encode(items):
