@@ -1,4 +1,4 @@
-"""Run a command in a fresh process and sample the RSS of its whole process tree."""
+"""Run a command in a fresh process and sample the RSS of its whole process tree, and of each process in it."""
 
 from __future__ import annotations
 
@@ -23,30 +23,51 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _tree_rss_bytes(pid: int) -> int:
-    tree, total, stack = _children(), 0, [pid]
+def _tree_rss(pid: int) -> dict[int, int]:
+    """RSS bytes of ``pid`` and of every process under it."""
+    tree, rss, stack = _children(), {}, [pid]
     while stack:
         p = stack.pop()
         stack.extend(tree.get(p, []))
         try:
             with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                rss[p] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             pass
-    return total
+    return rss
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def run_measured(argv: list[str], *, interval_secs: float = 0.2, env: dict | None = None) -> dict:
-    """Wall seconds, peak tree RSS (MiB) and the last stdout line parsed as JSON."""
+    """Wall seconds, peak RSS (MiB) and the last stdout line parsed as JSON.
+
+    ``peak_rss_mib``: the peak of the whole tree's summed RSS;
+    ``peak_rss_mib_main``: the peak of the command's own process (for a
+    local Beam job: the launcher and runner, which holds the runner's
+    buffers between steps); ``peak_rss_mib_worker``: the largest peak of any
+    Beam SDK worker process (0 when the job ran in one process).
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = 0
+    peak, per_pid, workers = 0, {}, set()
     done = threading.Event()
 
     def sample():
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss_bytes(proc.pid))
+            rss = _tree_rss(proc.pid)
+            peak = max(peak, sum(rss.values()))
+            for p, b in rss.items():
+                if p not in per_pid and "sdk_worker_main" in _cmdline(p) and not _cmdline(p).startswith("/bin/sh"):
+                    workers.add(p)
+                per_pid[p] = max(per_pid.get(p, 0), b)
             done.wait(interval_secs)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -58,4 +79,10 @@ def run_measured(argv: list[str], *, interval_secs: float = 0.2, env: dict | Non
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{err[-3000:]}")
     last = out.strip().splitlines()[-1] if out.strip() else "{}"
-    return {"process_secs": wall, "peak_rss_mib": peak / 2**20, "result": json.loads(last)}
+    return {
+        "process_secs": wall,
+        "peak_rss_mib": peak / 2**20,
+        "peak_rss_mib_main": per_pid.get(proc.pid, 0) / 2**20,
+        "peak_rss_mib_worker": max((per_pid[p] for p in workers), default=0) / 2**20,
+        "result": json.loads(last),
+    }

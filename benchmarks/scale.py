@@ -6,9 +6,12 @@ remapped per copy, so every copy is distinct: N times the events, the
 products and the visitors), then ingested once per volume (untimed). On
 that data, each job runs in a fresh process in three worker configurations
 (``--workers``): ``1`` (one worker, as ``--workers 1`` runs it: in the
-launcher's process, no serialization between steps), ``1p`` (one worker
+launcher's process, no transport between processes), ``1p`` (one worker
 process of the multi-process runner) and ``2`` (two worker processes), and
-reports wall seconds, rows/s and the peak RSS of its whole process tree.
+reports wall seconds, rows/s and peak RSS: of its whole process tree, of
+its main process (the launcher, which is also the local runner and holds
+what the runner buffers between steps: on Dataflow that is the shuffle
+service's) and of its largest SDK worker process.
 ``speedup_2_vs_1_workers`` compares ``2`` with ``1`` (what a user gains
 from ``--workers 2``); ``speedup_2_vs_1_processes`` compares ``2`` with
 ``1p`` (how the multi-process runner scales with a second process):
@@ -259,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                         "process_secs_median": round(statistics.median(m["process_secs"] for m in runs), 2),
                         "rows_per_sec": round(rows / job_secs),
                         "peak_rss_mib_median": round(statistics.median(m["peak_rss_mib"] for m in runs)),
+                        "peak_rss_mib_main_median": round(statistics.median(m["peak_rss_mib_main"] for m in runs)),
+                        "peak_rss_mib_worker_median": round(statistics.median(m["peak_rss_mib_worker"] for m in runs)),
                         "job_secs_all": [round(m["result"]["job_secs"], 2) for m in runs],
                     }
                 secs = {w: fig["job_secs_median"] for w, fig in entry["workers"].items()}
@@ -290,6 +295,11 @@ def growth(report: dict) -> dict:
                     "rows": round(entry["rows"] / base["rows"], 2),
                     "time": round(fig["job_secs_median"] / base["workers"][w]["job_secs_median"], 2),
                     "peak_rss": round(fig["peak_rss_mib_median"] / base["workers"][w]["peak_rss_mib_median"], 2),
+                    **(
+                        {"peak_rss_worker": round(fig["peak_rss_mib_worker_median"] / base["workers"][w]["peak_rss_mib_worker_median"], 2)}
+                        if fig.get("peak_rss_mib_worker_median") and base["workers"][w].get("peak_rss_mib_worker_median")
+                        else {}
+                    ),
                 }
                 for w, fig in entry["workers"].items()
                 if w in base["workers"]
