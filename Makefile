@@ -51,7 +51,7 @@ bench-ner: venv ## NER candidates on CoNLL-2003 valid (trains first if no model;
 bench-recommend: venv ## recommendation baselines and candidates on the retail time split (about 15 min)
 	$(PY) -m benchmarks.recommend --data ../shared/data/retail/online_retail_2010-12_2011-09.csv --split-date 2011-08-01 --json benchmarks/results/recommend.json
 
-bench-scale: venv ## enrich (NER half) and recommend at 1x/3x/10x the retail volume, 1 vs 2 workers (about 35 min)
+bench-scale: venv ## enrich (NER half) and recommend at 1x/3x/10x the retail volume: in-process, 1 and 2 worker processes (about 45 min)
 	$(PY) -m benchmarks.scale --json benchmarks/results/scale.json
 
 NER_TRAIN := $(PY) -m components.ner_train --train ../shared/data/ner/conll2003/train.txt --eval ../shared/data/ner/conll2003/valid.txt --max-length 64 --num-threads 1

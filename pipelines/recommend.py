@@ -316,12 +316,14 @@ def add_recommend_steps(
 
     What a worker holds in memory, besides one shard of one output: the
     model (vocabulary, embeddings, SavedModel); one group per key
-    (a transaction's events, a visitor's purchases, an item's co-occurring
-    items); and three side inputs, all bounded by the catalog, not by the
-    number of events or visitors: the item counts of
-    :class:`transforms.recommend.CooccurrenceCounts` (one int per distinct
-    item), the titles of the items the model knows (one string per model
-    item, for the title fallback) and the popularity list (``k + 1`` items).
+    (a transaction's events, a visitor's purchases, a group of baskets or
+    an item shard's baskets and co-occurrence rows in
+    :class:`transforms.recommend.CooccurrenceCounts`); and three side
+    inputs, all bounded by the catalog, not by the number of events or
+    visitors: the item table of ``CooccurrenceCounts`` (one id and one int
+    per distinct item), the titles of the items the model knows (one string
+    per model item, for the title fallback) and the popularity list
+    (``k + 1`` items).
     ``benchmarks/scale.py`` records their sizes at 1x, 3x and 10x the retail
     volume.
     """
