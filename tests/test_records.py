@@ -23,6 +23,7 @@ from transforms.records import (
     from_arrow,
     to_arrow,
     to_retail_json,
+    to_row,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -49,6 +50,14 @@ EVENT = UserEvent(
 @pytest.mark.parametrize("record", [PRODUCT, EVENT])
 def test_arrow_round_trip(record):
     assert from_arrow(to_arrow([record], type(record)), type(record)) == [record]
+
+
+@pytest.mark.parametrize("record", [PRODUCT, EVENT, PRODUCT._replace(publishTime=dt.datetime(2026, 1, 2, 3, 4, 5, 6), attributes=None)])
+def test_a_row_builds_the_table_to_arrow_builds(record):
+    import pyarrow as pa
+
+    table = to_arrow([record], type(record))
+    assert pa.Table.from_pylist([to_row(record)], schema=table.schema).equals(table)
 
 
 def test_retail_json_shape():

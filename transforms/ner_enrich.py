@@ -32,7 +32,7 @@ from transforms.attributes import extract_attributes, merge_attributes
 from transforms.errors import ConfigError
 from transforms.inference.ner import METRICS_NAMESPACE, NerInputError, NerModelHandler, check_text
 from transforms.shards import FixedBatches, FixedBatchHandler
-from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, DeadLetter, Product, from_arrow, to_arrow
+from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, DeadLetter, Product, from_arrow, to_row
 
 __all__ = ["ENTITY_SCHEMA", "NER_OUTPUTS", "NerEnrich", "NerOutputs", "add_ner_steps", "product_texts", "read_products"]
 
@@ -229,7 +229,7 @@ class NerEnrich(beam.PTransform):
 
 
 def _product_row(product: Product) -> dict:
-    return to_arrow([product], Product).to_pylist()[0]
+    return to_row(product)
 
 
 def _dead_letter_row(dl: DeadLetter) -> dict:

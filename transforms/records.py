@@ -48,6 +48,7 @@ __all__ = [
     "DEAD_LETTER_SCHEMA",
     "arrow_schema",
     "to_arrow",
+    "to_row",
     "from_arrow",
     "to_retail_json",
     "retail_json_rows",
@@ -288,6 +289,11 @@ def to_arrow(records: Iterable[tuple], cls) -> pa.Table:
     """Records of class ``cls`` as an Arrow table with ``arrow_schema(cls)``."""
     conv = _plain_converter(cls)
     return pa.Table.from_pylist([conv(r) for r in records], schema=_schema_of(cls))
+
+
+def to_row(record: tuple) -> dict:
+    """One record as the plain dict pyarrow builds a row from: a row of :func:`to_arrow` without building a table."""
+    return _plain_converter(type(record))(record)
 
 
 def from_arrow(table: pa.Table | pa.RecordBatch, cls) -> list:
