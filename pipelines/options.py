@@ -97,7 +97,8 @@ class _LocalPipeline(beam.Pipeline):
         if direct.direct_running_mode != "multi_processing":
             return super().run(test_runner_api)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        with worker_threads(max(1, cores // max(1, direct.direct_num_workers))):
+        workers = direct.direct_num_workers or cores  # 0: one worker per core
+        with worker_threads(max(1, cores // max(1, workers))):
             return super().run(test_runner_api)
 
 
