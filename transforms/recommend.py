@@ -55,6 +55,7 @@ __all__ = [
     "top_k_similar",
     "blend_lists",
     "cosine_normalize",
+    "rank_cooccurring",
     "top_cooccurring",
     "popular_items",
     "DROP_REASONS",
@@ -312,6 +313,13 @@ def _basket_group(items: Sequence[str], n_groups: int) -> tuple[int, tuple[str, 
     return zlib.crc32("\x1f".join(distinct).encode("utf-8")) % n_groups, distinct
 
 
+def _basket_rows(indptr: np.ndarray, indices: np.ndarray, n_items: int):
+    """Baskets as a binary CSR matrix (a row per basket, a column per item index)."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(len(indices), np.int32), indices, indptr), shape=(len(indptr) - 1, n_items))
+
+
 def _baskets_by_shard(kv, table: ItemTable, items_per_shard: int):
     """A group of baskets -> ``(shard, (indptr, indices))``: the group's baskets that hold an item of each shard.
 
@@ -319,14 +327,12 @@ def _baskets_by_shard(kv, table: ItemTable, items_per_shard: int):
     every shard (a range of ``items_per_shard`` indices) it holds an item
     of, so a shard sees every basket its items share.
     """
-    import scipy.sparse as sp
-
     _, baskets = kv
     index = table.index()
     lengths = np.fromiter((len(b) for b in baskets), np.int64, len(baskets))
     indptr = np.concatenate(([0], np.cumsum(lengths)))
     indices = np.fromiter((index[i] for b in baskets for i in b), np.int32, int(indptr[-1]))
-    matrix = sp.csr_matrix((np.ones(len(indices), np.int32), indices, indptr), shape=(len(baskets), len(table.ids)))
+    matrix = _basket_rows(indptr, indices, len(table.ids))
     n_shards = -(-len(table.ids) // items_per_shard)
     rows = np.repeat(np.arange(len(baskets), dtype=np.int64), lengths)
     pairs = np.unique(rows * n_shards + indices // items_per_shard)
@@ -339,41 +345,28 @@ def _shard_top_k(kv, table: ItemTable, items_per_shard: int, k: int, normalize: 
     """``(shard, [(indptr, indices), ...])`` -> ``(item, top-k co-occurring items)`` for the shard's items.
 
     The shard's rows of the co-occurrence matrix ``C = B^T B`` (``B``: the
-    baskets it received, one row each) come from one sparse product; scores
-    are those of :func:`top_cooccurring`, with the same float64 operations.
+    baskets it received, one row each) come from one sparse product, and
+    each row is ranked by :func:`rank_cooccurring`, as :func:`top_cooccurring` ranks.
     """
-    import scipy.sparse as sp
-
     shard, parts = kv
     parts = list(parts)
     n_items = len(table.ids)
     lengths = np.concatenate([np.diff(indptr) for indptr, _ in parts])
     indices = np.concatenate([ind for _, ind in parts])
     indptr = np.concatenate(([0], np.cumsum(lengths)))
-    baskets = sp.csr_matrix((np.ones(len(indices), np.int32), indices, indptr), shape=(len(lengths), n_items))
+    baskets = _basket_rows(indptr, indices, n_items)
     lo, hi = shard * items_per_shard, min((shard + 1) * items_per_shard, n_items)
     shared = (baskets.tocsc()[:, lo:hi].T @ baskets).tocsr()  # (hi - lo) x n_items: baskets shared per pair
     shared.sort_indices()
     for row in range(hi - lo):
         item = lo + row
-        cols = shared.indices[shared.indptr[row] : shared.indptr[row + 1]]
+        cols = shared.indices[shared.indptr[row] : shared.indptr[row + 1]]  # sorted: index order is id order
         vals = shared.data[shared.indptr[row] : shared.indptr[row + 1]]
-        keep = (cols != item) & (vals >= min_count)
-        cols, vals = cols[keep], vals[keep]
-        if not len(cols):
-            continue
-        counts = vals.astype(np.float64)
-        if normalize == "none":
-            scores = counts
-        else:
-            n_other = table.counts[cols].astype(np.float64)
-            scores = counts / np.sqrt(max(float(table.counts[item]), 1e-12) * np.maximum(n_other, 1e-12))
-        if len(cols) > k:
-            kth = np.partition(scores, len(cols) - k)[len(cols) - k]
-            top = np.flatnonzero(scores >= kth)  # ties at the k-th score included, then ordered by id
-            cols, scores = cols[top], scores[top]
-        order = np.lexsort((cols, -scores))[:k]  # best score first, ties by index, i.e. by id
-        yield table.ids[item], tuple((table.ids[int(c)], float(s)) for c, s in zip(cols[order], scores[order]))
+        others = cols != item
+        cols, vals = cols[others], vals[others]
+        positions, scores = rank_cooccurring(vals, table.counts[item], table.counts[cols], k, normalize=normalize, min_count=min_count)
+        if len(positions):
+            yield table.ids[item], tuple((table.ids[int(c)], float(sc)) for c, sc in zip(cols[positions], scores))
 
 
 class ItemCounts(beam.PTransform):
@@ -445,35 +438,49 @@ class CooccurrenceCounts(beam.PTransform):
         )
 
 
+def rank_cooccurring(
+    shared: np.ndarray, n_item: float, n_other: np.ndarray | None, k: int, *, normalize: str = "cosine", min_count: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and scores of the ``k`` best of one item's candidates, best first, ties by position.
+
+    ``shared``: baskets each candidate shares with the item; ``n_other``:
+    baskets holding each candidate (needed for ``normalize="cosine"``).
+    Give the candidates in id order and ties go by id. Scores are the raw
+    counts or :func:`cosine_normalize` of them, the same float64 operations
+    over all candidates at once; only those that reach the k-th best score
+    are sorted. Candidates seen in fewer than ``min_count`` baskets are left out.
+    """
+    keep = np.flatnonzero(shared >= min_count)
+    if not len(keep):
+        return keep, np.zeros(0, np.float64)
+    counts = shared[keep].astype(np.float64)
+    if normalize == "none":
+        scores = counts
+    else:
+        scores = counts / np.sqrt(max(float(n_item), 1e-12) * np.maximum(n_other[keep].astype(np.float64), 1e-12))
+    if len(keep) > k:
+        kth = np.partition(scores, len(keep) - k)[len(keep) - k]
+        top = np.flatnonzero(scores >= kth)  # ties at the k-th score included, then ordered by position
+        keep, scores = keep[top], scores[top]
+    order = np.lexsort((keep, -scores))[:k]
+    return keep[order], scores[order]
+
+
 def top_cooccurring(
     others: Mapping[str, int], item_counts: Mapping[str, int], n_item: int, k: int, *, normalize: str = "cosine", min_count: int = 1
 ) -> tuple[tuple[str, float], ...]:
     """The ``k`` best of one item's co-occurrence ``others`` (other -> shared baskets), best first, ties by id.
 
-    Scores are the raw counts (``normalize="none"``) or
-    :func:`cosine_normalize` of them, computed in NumPy over all pairs at
-    once (the same float64 operations, so the same scores); only the
-    candidates that reach the k-th best score are sorted.
+    :func:`rank_cooccurring` over the candidates in id order.
 
     >>> top_cooccurring({"b": 2, "c": 2, "d": 1}, {"b": 4, "c": 1, "d": 1}, 4, 2)
     (('c', 1.0), ('b', 0.5))
     """
-    ids = [o for o, c in others.items() if c >= min_count]
-    if not ids:
-        return ()
-    counts = np.fromiter((others[o] for o in ids), np.float64, len(ids))
-    if normalize == "none":
-        scores = counts
-    else:
-        n_other = np.fromiter((item_counts.get(o, 0) for o in ids), np.float64, len(ids))
-        scores = counts / np.sqrt(max(float(n_item), 1e-12) * np.maximum(n_other, 1e-12))
-    if len(ids) > k:
-        kth = np.partition(scores, len(ids) - k)[len(ids) - k]
-        keep = np.flatnonzero(scores >= kth)  # ties at the k-th score included, then ordered by id
-    else:
-        keep = np.arange(len(ids))
-    ranked = sorted(((ids[i], float(scores[i])) for i in keep), key=lambda kv: (-kv[1], kv[0]))
-    return tuple(ranked[:k])
+    ids = sorted(others)
+    shared = np.fromiter((others[o] for o in ids), np.int64, len(ids))
+    n_other = np.fromiter((item_counts.get(o, 0) for o in ids), np.float64, len(ids))
+    positions, scores = rank_cooccurring(shared, n_item, n_other, k, normalize=normalize, min_count=min_count)
+    return tuple((ids[p], float(s)) for p, s in zip(positions, scores))
 
 
 class NearestNeighboursFn(beam.DoFn):
