@@ -7,7 +7,10 @@ to INT8: the detector's output is a probability map thresholded into
 boxes, the classifier a two-way decision, the recognizer a per-column
 softmax over 6,625 characters whose argmax is the text.
 
-* ``fp32``: graph-optimized (basic level, portable) copies of the models;
+* ``fp32``: graph-optimized (basic level, portable) copies of the models,
+  with the exact rewrites of :mod:`components.graph_rewrite` (1.4-1.7x
+  faster per model on 2 cores, same outputs); every other candidate starts
+  from these;
 * ``fp16``: every model in float16 (inputs and outputs stay float32);
 * ``int8_dynamic``: INT8 weights, activations quantized at run time;
 * ``int8_static``: QDQ, per-channel weights, activations calibrated on
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from components.graph_rewrite import rewrite_for_cpu
 from components.ocr_eval import box_iou, box_rect
 from components.ocr_eval import levenshtein
 from components.quantize import (
@@ -195,16 +199,22 @@ def _build(work_dir, calibration_images, *, base, candidates, max_rec_drop, min_
     os.makedirs(work_dir, exist_ok=True)
     src = {"det": base.det, "rec": base.rec, "cls": base.cls}
 
-    # FP32 reference: opset 13 (per-channel QDQ needs it) + basic graph optimization.
+    # FP32 reference: opset 13 (per-channel QDQ needs it), basic graph
+    # optimization, then the exact rewrites onnxruntime does not make
+    # (hard-swish as one op pair, affine blocks folded into convolutions).
     fp32_dir = os.path.join(work_dir, "fp32")
     os.makedirs(fp32_dir, exist_ok=True)
     fp32 = {}
+    rewrites = []
     for m in MODELS:
         up = upgrade_opset(src[m], os.path.join(work_dir, "_tmp", f"{m}.opset13.onnx"), opset=13)
-        fp32[m] = optimize_graph(up, os.path.join(fp32_dir, f"{m}.onnx"), opt_level=1)
+        opt = optimize_graph(up, os.path.join(work_dir, "_tmp", f"{m}.basic.onnx"), opt_level=1)
+        fp32[m] = os.path.join(fp32_dir, f"{m}.onnx")
+        r = rewrite_for_cpu(opt, fp32[m])
+        rewrites.append(f"{m} {r.nodes_before}->{r.nodes_after} nodes")
     built: dict[str, OcrCandidateInfo] = {}
     if "fp32" in candidates:
-        built["fp32"] = OcrCandidateInfo("fp32", fp32_dir, "opset 13, basic graph optimization")
+        built["fp32"] = OcrCandidateInfo("fp32", fp32_dir, "opset 13, basic graph optimization, hard-swish fused and affines folded (" + ", ".join(rewrites) + ")")
 
     def folder(name: str) -> str:
         d = os.path.join(work_dir, name)
