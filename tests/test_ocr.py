@@ -16,8 +16,10 @@ from transforms.inference.ocr import (
     OcrModelHandler,
     decode_image,
     failure_reason,
+    fix_zero_o,
     full_text,
     reading_order,
+    tidy_spaces,
 )
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
@@ -263,3 +265,64 @@ def test_recognition_batches_return_each_crop_its_own_text(engine):
         assert all(_close(t, w) for t, w in zip(texts[batch_size], words)), (batch_size, texts[batch_size])
     # batches of similar widths pad little: the text does not depend on the batch size
     assert texts[1] == texts[3] == texts[4] == texts[16]
+
+
+@pytest.mark.parametrize(
+    "read, expected",
+    [
+        ("CH0PPING B0ARD", "CHOPPING BOARD"),  # between letters
+        ("AUT0", "AUTO"),  # a letter and the end of the word
+        ("Hell0", "Hello"),
+        ("RM5OO", "RM500"),  # a digit and the end
+        ("ES1OOO", "ES1000"),
+        ("2O18", "2018"),
+        ("1,0O0.00", "1,000.00"),  # a separator before a digit counts as a digit
+        ("CS00004040", "CS00004040"),  # letter on one side, digit on the other: as read
+        ("RM0.40", "RM0.40"),
+        ("0.40 O", "0.40 O"),  # nothing decides
+    ],
+)
+def test_zero_and_o_by_their_neighbours(read, expected):
+    assert fix_zero_o(read) == expected
+
+
+@pytest.mark.parametrize(
+    "read, expected",
+    [
+        ("TOTAL 7. 42", "TOTAL 7.42"),
+        ("TIME 17: 21", "TIME 17:21"),
+        ("( RM )", "(RM)"),
+        ("QTY 2 , 6 %", "QTY 2, 6%"),
+        ("07-5547360 / 016", "07-5547360/016"),
+        ("CASH : 7.00", "CASH : 7.00"),  # a colon keeps its space
+        ("NO. 53", "NO. 53"),
+    ],
+)
+def test_tidy_spaces(read, expected):
+    assert tidy_spaces(read) == expected
+
+
+def test_text_post_processing_is_configurable(engine):
+    # full-width punctuation from the (Chinese-trained) recognizer folds to ASCII
+    probs = np.zeros((6, len(engine.characters)), np.float32)
+    probs[:, 0] = 1.0
+    for col, ch in ((0, "（"), (2, "R"), (4, "）")):
+        if ch in engine.characters:
+            probs[col, 0] = 0.0
+            probs[col, engine.characters.index(ch)] = 1.0
+    raw = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(unicode_form=""))
+    assert raw._decode(probs, 6)[0] == "（R）"
+    assert engine._decode(probs, 6)[0] == "(R)"
+
+
+def test_contrast_stretch_reads_faint_print():
+    faint = text_image(["WITHIN 7 DAYS"], size=30)
+    arr = np.asarray(faint).astype(np.float32)
+    arr = 255 - (255 - arr) * 0.12  # ink at ~12% of full contrast
+    img = bgr(Image.fromarray(arr.clip(0, 255).astype(np.uint8)))
+    stretched = OcrEngine.load(threads=1, config=OcrConfig(rec_contrast=1.0))
+    lines = stretched.read_image(img).lines
+    assert lines and _close(lines[0].text.replace(" ", ""), "WITHIN7DAYS")
+    # the stretch is what the recognizer sees: its input spans the full range
+    (_, batch, _), = stretched._rec_batches([img[: img.shape[0] // 2 + 20]])
+    assert batch.min() < -0.9 and batch.max() > 0.9
