@@ -326,3 +326,23 @@ def test_contrast_stretch_reads_faint_print():
     # the stretch is what the recognizer sees: its input spans the full range
     (_, batch, _), = stretched._rec_batches([img[: img.shape[0] // 2 + 20]])
     assert batch.min() < -0.9 and batch.max() > 0.9
+
+
+def test_recognition_crop_margin_grows_the_box_along_its_own_axes():
+    from transforms.inference.ocr import _grow
+
+    box = np.array([[10, 20], [110, 20], [110, 40], [10, 40]], np.float32)  # 100 x 20
+    grown = _grow(box, 0.15)  # 3 px on every side
+    np.testing.assert_allclose(grown, [[7, 17], [113, 17], [113, 43], [7, 43]], atol=1e-4)
+    np.testing.assert_array_equal(_grow(box, 0.0), box)
+    # a line turned by 90 degrees grows across its own height, not the image's
+    turned = np.array([[40, 10], [40, 110], [20, 110], [20, 10]], np.float32)
+    g = _grow(turned, 0.15)
+    assert np.isclose(np.linalg.norm(g[0] - g[3]), 26) and np.isclose(np.linalg.norm(g[0] - g[1]), 106)
+
+
+def test_reported_boxes_stay_as_detected_when_the_crop_grows(engine):
+    img = bgr(text_image(["NET WT 500G"], size=32))
+    tight = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(rec_margin=0.0))
+    a, b = tight.read_image(img).lines, engine.read_image(img).lines
+    assert [l.box for l in a] == [l.box for l in b]

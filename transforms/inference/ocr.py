@@ -153,6 +153,7 @@ class OcrConfig:
     use_cls: bool = True
     vertical_ratio: float = 1.5
     rec_height: int = 48
+    rec_margin: float = 0.15  # the recognizer's crop grown by this times the line's height on every side (the reported box stays as detected)
     rec_batch_size: int = 4  # measured: 16 crops a run cost 2x the CPU of 4 or 1 (cache), same text
     rec_min_width: int = 96  # crops are padded to at least this width (the stock engine pads to 320: measured 1.3x the CPU, same accuracy)
     text_score: float = 0.5
@@ -319,6 +320,21 @@ def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     return cv2.warpPerspective(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
 
 
+def _grow(box: np.ndarray, margin: float) -> np.ndarray:
+    """The clockwise quadrilateral ``box`` grown by ``margin`` times its height on every side, along its own axes."""
+    if margin <= 0:
+        return box
+    across = (box[3] - box[0] + box[2] - box[1]) / 2  # top -> bottom
+    along = (box[1] - box[0] + box[2] - box[3]) / 2  # left -> right
+    h = float(np.linalg.norm(across))
+    if h < 1e-6 or float(np.linalg.norm(along)) < 1e-6:
+        return box
+    d = margin * h
+    v = across / h * d
+    u = along / float(np.linalg.norm(along)) * d
+    return np.array([box[0] - u - v, box[1] + u - v, box[2] + u + v, box[3] - u + v], dtype=np.float32)
+
+
 def _rect(box: np.ndarray) -> tuple[float, float, float, float]:
     return float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 0].max()), float(box[:, 1].max())
 
@@ -479,7 +495,7 @@ class OcrEngine:
                 f"recognizer has {n_out} output classes but its character set gives {len(self.characters)}; "
                 "pass the character list that belongs to this recognizer"
             )
-        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "images": 0}
+        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "lines": 0, "vertical": 0, "flipped": 0, "images": 0}
 
     @classmethod
     def load(
@@ -687,7 +703,7 @@ class OcrEngine:
         """The upright-orientation crops of every detected line (vertical ones turned 90 degrees)."""
         crops = []
         for b in self.detect(image):
-            crop = _crop(image, b)
+            crop = _crop(image, _grow(b, self.config.rec_margin))
             h, w = crop.shape[:2]
             crops.append(np.ascontiguousarray(np.rot90(crop, 1)) if h >= self.config.vertical_ratio * w else crop)
         return crops
@@ -722,7 +738,7 @@ class OcrEngine:
         vertical: list[int] = []
         for n, (img, boxes) in enumerate(zip(images, per_image_boxes)):
             for b in boxes:
-                crop = _crop(img, b)
+                crop = _crop(img, _grow(b, c.rec_margin))
                 h, w = crop.shape[:2]
                 if h >= c.vertical_ratio * w:
                     vertical.append(len(items))
@@ -767,9 +783,9 @@ class OcrEngine:
         self.stats["cls_s"] += t2 - t1
         self.stats["rec_s"] += t3 - t2
         self.stats["crops"] += len(crops)
-        self.stats["lines"] = self.stats.get("lines", 0) + len(items)
-        self.stats["vertical"] = self.stats.get("vertical", 0) + len(vertical)
-        self.stats["flipped"] = self.stats.get("flipped", 0) + len(flipped)
+        self.stats["lines"] += len(items)
+        self.stats["vertical"] += len(vertical)
+        self.stats["flipped"] += len(flipped)
         self.stats["images"] += len(images)
 
         lines_by_image: list[list[OcrLine]] = [[] for _ in images]
