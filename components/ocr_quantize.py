@@ -58,6 +58,10 @@ __all__ = ["CANDIDATES", "CalibrationSet", "OcrCandidateInfo", "build_ocr_candid
 CANDIDATES = ("fp32", "fp16", "int8_dynamic", "int8_static", "mixed")
 MODELS = ("det", "rec", "cls")
 STATIC_OP_TYPES = ("Conv", "MatMul")
+# Unsigned activations, signed weights (U8S8): on the rewritten recognizer
+# (batch 4 x 48 x 320, 2 threads, this 2-core Xeon with VNNI) S8S8 QDQ ran at
+# 0.36x FP32 and U8S8 at 0.93x; on the detector (1440 x 928) 0.52x and 0.89x.
+STATIC_ACTIVATION = "quint8"
 
 
 @dataclass
@@ -254,7 +258,7 @@ def _build(work_dir, calibration_images, *, base, candidates, max_rec_drop, min_
         reader = None if os.path.isfile(caches[m]) else FeedsCalibrationReader(feeds[m])
         return quantize_int8_static(
             fp32[m], out, reader, nodes_to_exclude=exclude, op_types=STATIC_OP_TYPES,
-            calibration_cache_path=caches[m], extra_options=extra[m],
+            activation_type=STATIC_ACTIVATION, calibration_cache_path=caches[m], extra_options=extra[m],
         )
 
     d = folder("int8_static")
