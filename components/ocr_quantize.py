@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.graph_rewrite import rewrite_for_cpu
 from components.ocr_eval import box_iou, box_rect
 from components.ocr_eval import levenshtein
 from components.quantize import (
@@ -47,6 +46,7 @@ from components.quantize import (
     quantizable_nodes,
     quantize_int8_dynamic,
     quantize_int8_static,
+    rewrite_for_cpu,
     to_fp16,
     upgrade_opset,
 )

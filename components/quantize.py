@@ -6,6 +6,7 @@ model family that serves through ONNX Runtime. Each function reads a model
 file and writes a new one, returning its path::
 
     opt = optimize_graph("m.onnx", "m.opt.onnx")                      # portable graph rewrites
+    rewrite_for_cpu(opt, "m.rw.onnx")                                  # exact rewrites ORT does not make
     optimize_graph("bert.onnx", "bert.opt.onnx", model_type="bert",
                    num_heads=12, hidden_size=384)                       # attention/LayerNorm fusion
     to_fp16(opt, "m.fp16.onnx")
@@ -50,6 +51,7 @@ __all__ = [
     "quantizable_nodes",
     "quantize_int8_dynamic",
     "quantize_int8_static",
+    "rewrite_for_cpu",
     "to_fp16",
     "upgrade_opset",
 ]
@@ -199,6 +201,20 @@ def optimize_graph(
     except Exception as e:
         raise ModelLoadError(f"onnxruntime cannot load {path!r} for optimization: {e}") from e
     return _carry_metadata(path, out)
+
+
+def rewrite_for_cpu(model_path: str, out_path: str):
+    """The exact CPU rewrites of :mod:`transforms.inference.onnx_rewrite` on a model file; returns their report."""
+    import onnx
+
+    from transforms.inference.onnx_rewrite import rewrite_model
+
+    model = _load(model_path)
+    report = rewrite_model(model)
+    out = _prepare_out(out_path)
+    onnx.save(model, out)
+    _carry_metadata(model_path, out)
+    return report
 
 
 def to_fp16(model_path: str, out_path: str, *, keep_io_types: bool = True, op_block_list: Sequence[str] | None = None) -> str:

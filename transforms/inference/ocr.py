@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import math
 import pathlib
 import re
@@ -207,7 +208,7 @@ class OcrModelPaths(NamedTuple):
         return cls(det=paths["det"], rec=paths["rec"], cls=paths["cls"] if FileSystems.exists(paths["cls"]) else None)
 
 
-def _session(path: str, threads: int | None, *, spin: bool = False):
+def _session(path: str, threads: int | None, *, spin: bool = False, rewrite: bool = True):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -219,12 +220,26 @@ def _session(path: str, threads: int | None, *, spin: bool = False):
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    data = read_model_bytes(path)
+    if rewrite:
+        data = _rewritten(data, path)
     try:
-        return ort.InferenceSession(read_model_bytes(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
     except ModelLoadError:
         raise
     except Exception as e:
         raise ModelLoadError(f"onnxruntime cannot load OCR model {path!r}: {e}") from e
+
+
+def _rewritten(data: bytes, path: str) -> bytes:
+    """``data`` with the exact CPU rewrites of :mod:`transforms.inference.onnx_rewrite`, or as given when they fail."""
+    from transforms.inference.onnx_rewrite import rewrite_model_bytes
+
+    try:
+        return rewrite_model_bytes(data)[0]
+    except Exception as e:  # a model the rewrites do not understand still serves as it is
+        logging.getLogger(__name__).warning("serving %s without the CPU graph rewrites: %s", path, e)
+        return data
 
 
 # ---------------------------------------------------------------------------
@@ -505,16 +520,20 @@ class OcrEngine:
         config: OcrConfig = OcrConfig(),
         threads: int | None = None,
         characters: Sequence[str] | None = None,
+        rewrite: bool = True,
     ) -> "OcrEngine":
         """Load the three models (``paths`` default: the package's PP-OCRv4 models).
 
         The recognizer's character set comes from its ``character`` metadata
-        unless ``characters`` is given.
+        unless ``characters`` is given. With ``rewrite`` (the default) each
+        model gets the exact CPU rewrites of
+        :mod:`transforms.inference.onnx_rewrite` in memory before its session
+        is built (1.4-1.7x faster per PP-OCR model on 2 cores, same outputs).
         """
         paths = paths or OcrModelPaths.default()
-        det = _session(paths.det, threads)
-        rec = _session(paths.rec, threads)
-        clsf = _session(paths.cls, threads) if (paths.cls and config.use_cls) else None
+        det = _session(paths.det, threads, rewrite=rewrite)
+        rec = _session(paths.rec, threads, rewrite=rewrite)
+        clsf = _session(paths.cls, threads, rewrite=rewrite) if (paths.cls and config.use_cls) else None
         if characters is None:
             meta = rec.get_modelmeta().custom_metadata_map
             if "character" not in meta:

@@ -21,9 +21,10 @@ rewrites are exact algebra on the weights:
   because the zeros the convolution pads with live in the space of its
   input.
 
-Run them after ``optimize_graph(opt_level=1)`` (constants folded into
-initializers); outputs agree with the original model to float32 rounding
-(tested).
+Constant nodes are turned into initializers first. Outputs agree with the
+original model to float32 rounding (tested). ``OcrEngine.load`` applies
+them to every model it loads (``rewrite=False`` turns that off); the OCR
+candidates (``components.ocr_quantize``) are built on rewritten models.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["RewriteReport", "fold_affine_into_conv", "fuse_hard_swish", "rewrite_for_cpu"]
+__all__ = ["RewriteReport", "fold_affine_into_conv", "fuse_hard_swish", "rewrite_model", "rewrite_model_bytes"]
 
 
 class RewriteReport(NamedTuple):
@@ -52,10 +53,26 @@ class _Graph:
 
         self.model = model
         self.g = model.graph
-        self.inits = {t.name: t for t in self.g.initializer}
         self._np = numpy_helper
+        self._constants_to_initializers()
+        self.inits = {t.name: t for t in self.g.initializer}
         self.outputs = {o.name for o in self.g.output}
         self.reindex()
+
+    def _constants_to_initializers(self) -> None:
+        """Constant nodes holding a tensor become initializers (exporters write both)."""
+        keep = []
+        for n in self.g.node:
+            if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+                t = type(n.attribute[0].t)()
+                t.CopyFrom(n.attribute[0].t)
+                t.name = n.output[0]
+                self.g.initializer.append(t)
+            else:
+                keep.append(n)
+        if len(keep) != len(self.g.node):
+            del self.g.node[:]
+            self.g.node.extend(keep)
 
     def reindex(self, skip: set[str] = frozenset()) -> None:
         """Rebuild the consumer index, leaving out nodes whose first output is in ``skip``."""
@@ -278,18 +295,23 @@ def _keep(gr: _Graph, removed: set[str]) -> None:
     gr.g.node.extend(nodes)
 
 
-def rewrite_for_cpu(model_path: str, out_path: str) -> RewriteReport:
-    """Both rewrites on a model file; the result is checked by ``onnx.checker``."""
+def rewrite_model(model) -> RewriteReport:
+    """Both rewrites on an ``onnx.ModelProto``, in place; checked by ``onnx.checker``."""
     import onnx
 
-    from components.quantize import _carry_metadata, _load, _prepare_out
-
-    model = _load(model_path)
     n0 = len(model.graph.node)
     hs = fuse_hard_swish(model)
     after, before = fold_affine_into_conv(model)
     onnx.checker.check_model(model)
-    out = _prepare_out(out_path)
-    onnx.save(model, out)
-    _carry_metadata(model_path, out)
     return RewriteReport(hs, after, before, n0, len(model.graph.node))
+
+
+def rewrite_model_bytes(data: bytes) -> tuple[bytes, RewriteReport]:
+    """:func:`rewrite_model` on a serialized model (what a session is built from)."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    report = rewrite_model(model)
+    if not (report.hard_swish or report.conv_output_affines or report.conv_input_affines):
+        return data, report
+    return model.SerializeToString(), report

@@ -15,8 +15,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from components.graph_rewrite import fold_affine_into_conv, fuse_hard_swish, rewrite_for_cpu
-from components.quantize import optimize_graph, upgrade_opset
+from components.quantize import optimize_graph, rewrite_for_cpu, upgrade_opset
+from transforms.inference.onnx_rewrite import fold_affine_into_conv, fuse_hard_swish, rewrite_model_bytes
 from transforms.inference.ocr import OcrModelPaths
 
 
@@ -136,3 +136,33 @@ def test_shipped_ocr_models_keep_their_outputs(name, shape, tmp_path):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     # the recognizer's character set (metadata) survives
     assert {p.key for p in onnx.load(src).metadata_props} <= {p.key for p in onnx.load(str(tmp_path / "rw.onnx")).metadata_props}
+
+
+def test_engine_load_rewrites_in_memory_and_reads_the_same(tmp_path):
+    """The shipped models as served: rewritten at load, same text and boxes as without."""
+    from tests.test_ocr import bgr, text_image
+    from transforms.inference.ocr import OcrEngine
+
+    img = bgr(text_image(["PRODUCT OF ITALY", "NET WT 500G"], size=30))
+    plain = OcrEngine.load(threads=1, rewrite=False)
+    fast = OcrEngine.load(threads=1)
+    a, b = plain.read_image(img).lines, fast.read_image(img).lines
+    assert [l.text for l in a] == [l.text for l in b] and [l.box for l in a] == [l.box for l in b]
+    # the served recognizer is the rewritten graph: no Clip/Div hard-swish left
+    data, report = rewrite_model_bytes(open(OcrModelPaths.default().rec, "rb").read())
+    assert report.hard_swish == 28 and report.nodes_after < report.nodes_before
+    assert "Clip" not in {n.op_type for n in onnx.load_from_string(data).graph.node}
+
+
+def test_a_model_without_the_patterns_comes_back_unchanged():
+    m = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])], "plain",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        ),
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
+    data = m.SerializeToString()
+    out, report = rewrite_model_bytes(data)
+    assert out == data and report.nodes_before == report.nodes_after == 1
