@@ -166,3 +166,18 @@ def test_a_model_without_the_patterns_comes_back_unchanged():
     data = m.SerializeToString()
     out, report = rewrite_model_bytes(data)
     assert out == data and report.nodes_before == report.nodes_after == 1
+
+
+def test_an_unsorted_graph_without_the_patterns_is_served_as_it_is():
+    # float16 converters append the input Cast at the end of the node list
+    m = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["xc"], ["y"]), helper.make_node("Cast", ["x"], ["xc"], to=TensorProto.FLOAT)],
+            "unsorted",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        ),
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
+    data = m.SerializeToString()
+    assert rewrite_model_bytes(data)[0] == data
