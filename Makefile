@@ -42,7 +42,7 @@ tf-check: venv checkov-venv ## offline Terraform checks: structure tests (python
 bench-ingest: venv ## ingestion benchmark on ../shared/data/retail (minutes)
 	$(PY) -m benchmarks.ingest --json benchmarks/results/ingest.json
 
-bench-ocr: venv ## OCR candidates vs stock RapidOCR and Tesseract on ../shared/data/ocr/sroie (25-45 min)
+bench-ocr: venv ## OCR candidates vs stock RapidOCR and Tesseract on ../shared/data/ocr/sroie (about 15 min on 2 cores)
 	$(PY) -m benchmarks.ocr --data ../shared/data/ocr/sroie --json benchmarks/results/ocr.json --limit 30
 
 bench-ner: venv ## NER candidates on CoNLL-2003 valid (trains first if no model; about 15 min plus training)
