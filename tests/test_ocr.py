@@ -315,7 +315,7 @@ def test_text_post_processing_is_configurable(engine):
     assert engine._decode(probs, 6)[0] == "(R)"
 
 
-def test_contrast_stretch_reads_faint_print():
+def test_contrast_stretch_gives_faint_print_the_full_input_range():
     faint = text_image(["WITHIN 7 DAYS"], size=30)
     arr = np.asarray(faint).astype(np.float32)
     arr = 255 - (255 - arr) * 0.12  # ink at ~12% of full contrast
