@@ -280,6 +280,9 @@ def test_recognition_batches_return_each_crop_its_own_text(engine):
         ("CS00004040", "CS00004040"),  # letter on one side, digit on the other: as read
         ("RM0.40", "RM0.40"),
         ("0.40 O", "0.40 O"),  # nothing decides
+        ("H2O", "H2O"),  # one digit beside a lone O: as read
+        ("A0 PAPER", "A0 PAPER"),
+        ("8110O", "81100"),
     ],
 )
 def test_zero_and_o_by_their_neighbours(read, expected):

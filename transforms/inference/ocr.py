@@ -447,15 +447,21 @@ def _side(text: str, k: int, step: int) -> str:
 def fix_zero_o(text: str) -> str:
     """Read each run of ``0``/``O`` by its neighbours (receipt fonts draw them alike).
 
-    A run between letters (or with a letter on one side and nothing that
-    decides on the other) is letters: ``CH0PPING``, ``AUT0``; one between
-    digits (or a digit and nothing) is digits: ``RM5OO``, ``2O18``. A run
-    with a letter on one side and a digit on the other (``CS0004``,
-    ``RM0.40``) is left as read.
+    A run between letters is letters (``CH0PPING``), one between digits is
+    digits (``2O18``). With nothing that decides on one side, the other
+    side decides when the run is longer than one character or that side
+    has two of a kind: ``AUT0``, ``RM5OO``, ``ES1OOO``, but ``H2O`` and
+    ``A0`` stay. A run with a letter on one side and a digit on the other
+    (``CS0004``, ``RM0.40``) is left as read.
     """
 
     def read(m: re.Match) -> str:
-        sides = {_side(text, m.start() - 1, -1), _side(text, m.end(), 1)} - {""}
+        left, right = _side(text, m.start() - 1, -1), _side(text, m.end(), 1)
+        sides = {left, right} - {""}
+        if len(sides) == 1 and "" in (left, right) and len(m.group()) == 1:
+            k, step = (m.start() - 1, -1) if left else (m.end(), 1)
+            if _side(text, k + step, step) not in sides:
+                return m.group()  # one letter or digit beside a lone 0/O: "H2O", "A0"
         if sides == {"digit"}:
             return "0" * len(m.group())
         if sides == {"upper"}:
