@@ -81,35 +81,46 @@ class _Tesseract:
         return tesseract_lines(path, threads=self.threads)
 
 
-def _pipeline_ratio(model_dir: str, pages, threads: int, config: OcrConfig) -> dict:
-    """Images/s of ``aisle enrich`` vs a plain loop (read, decode, OCR) on the same images and models."""
+def _pipeline_ratio(model_dir: str, pages, threads: int, config: OcrConfig, rounds: int = 3) -> dict:
+    """Images/s of ``aisle enrich`` vs a plain loop (read, decode, OCR) on the same images and models.
+
+    The two are timed ``rounds`` times, alternately, and the medians compared
+    (one pair of runs moved between 0.71 and 1.09 from run to run here).
+    """
     from pipelines.enrich import run_enrich
     from transforms.inference.ocr import decode_image
 
     engine = OcrEngine.load(OcrModelPaths.from_dir(model_dir), threads=threads, config=config)
     engine.read_image(decode_image(open(pages[0].image_path, "rb").read()))  # warm
-    t = time.perf_counter()
-    for p in pages:
-        with open(p.image_path, "rb") as f:
-            engine.read_image(decode_image(f.read()))
-    raw_s = time.perf_counter() - t
+    raw, pipe, dead = [], [], 0
     with tempfile.TemporaryDirectory(prefix="aisle-ocr-bench-") as tmp:
         cat = os.path.join(tmp, "catalog.jsonl")
         with open(cat, "w", encoding="utf-8") as f:
             for p in pages:
                 f.write(json.dumps({"id": p.id, "title": p.id, "images": [{"uri": os.path.abspath(p.image_path)}]}) + "\n")
-        t = time.perf_counter()
-        summary = run_enrich(cat, os.path.join(tmp, "out"), model_dir=model_dir, threads=threads, config=config)
-        pipe_s = time.perf_counter() - t
+        for r in range(rounds):
+            t = time.perf_counter()
+            for p in pages:
+                with open(p.image_path, "rb") as f:
+                    engine.read_image(decode_image(f.read()))
+            raw.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            summary = run_enrich(cat, os.path.join(tmp, f"out{r}"), model_dir=model_dir, threads=threads, config=config)
+            pipe.append(time.perf_counter() - t)
+            dead = summary["dead_letter"]
+    raw_s, pipe_s = float(np.median(raw)), float(np.median(pipe))
     return {
         "images": len(pages),
+        "rounds": rounds,
         "raw_loop_secs": raw_s,
         "pipeline_secs": pipe_s,
+        "raw_loop_secs_all": [round(x, 2) for x in raw],
+        "pipeline_secs_all": [round(x, 2) for x in pipe],
         "pipeline_images_per_s": len(pages) / pipe_s,
         "raw_images_per_s": len(pages) / raw_s,
         "pipeline_vs_raw": raw_s / pipe_s,
-        "pipeline_dead_letters": summary["dead_letter"],
-        "note": "pipeline time includes pipeline construction, model loading and the Parquet writes",
+        "pipeline_dead_letters": dead,
+        "note": "medians of alternating runs; pipeline time includes pipeline construction, model loading and the Parquet writes",
     }
 
 
@@ -131,12 +142,26 @@ def main(argv=None) -> int:
     ap.add_argument("--max-word-f1-drop", type=float, default=0.01, help="allowed word-F1 drop vs fp32 for the choice")
     ap.add_argument("--max-rec-drop", type=float, default=0.01, help="recognizer agreement budget of the mixed candidate")
     ap.add_argument("--pipeline-images", type=int, default=15, help="images for the pipeline-vs-raw-loop ratio (0: skip)")
+    ap.add_argument("--pipeline-rounds", type=int, default=3, help="alternating raw/pipeline timings (medians compared)")
+    ap.add_argument("--pipeline-only", metavar="CANDIDATE",
+                    help="only re-measure the pipeline ratio with this built candidate (in --work-dir) and update the 'pipeline' entry of --json")
     ap.add_argument("--config", default="{}", help="JSON overrides of the engine's OcrConfig")
     args = ap.parse_args(argv)
 
     config = BENCH_CONFIG.replace(**json.loads(args.config))
     names = [c for c in args.candidates.split(",") if c]
     ev, cal = _pages(args)
+    if args.pipeline_only:
+        model_dir = os.path.join(args.work_dir, args.pipeline_only)
+        if not os.path.isfile(os.path.join(model_dir, "rec.onnx")):
+            raise ConfigError(f"no candidate {args.pipeline_only!r} under {args.work_dir}: build it with a full run first")
+        pipeline = _pipeline_ratio(model_dir, ev[: args.pipeline_images], args.threads, config, args.pipeline_rounds)
+        out = json.loads(open(args.json, encoding="utf-8").read()) if os.path.isfile(args.json) else {}
+        out["pipeline"] = {**pipeline, "candidate": args.pipeline_only, "load_average": os.getloadavg()}
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2, default=str)
+        print(f"pipeline/raw throughput ({args.pipeline_only}): {pipeline['pipeline_vs_raw']:.2f}")
+        return 0
     _log(f"{len(ev)} evaluation images, {len(cal)} calibration images; threads={args.threads}")
 
     import cv2
@@ -238,7 +263,7 @@ def main(argv=None) -> int:
     pipeline = None
     if chosen is not None and args.pipeline_images > 0:
         _log(f"pipeline vs raw loop on {min(args.pipeline_images, len(ev))} images with {chosen.name}")
-        pipeline = _pipeline_ratio(built_info[chosen.name]["model_dir"], ev[: args.pipeline_images], args.threads, config)
+        pipeline = _pipeline_ratio(built_info[chosen.name]["model_dir"], ev[: args.pipeline_images], args.threads, config, args.pipeline_rounds)
 
     context = {
         "data": os.path.abspath(args.data),

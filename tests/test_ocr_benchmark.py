@@ -13,7 +13,7 @@ def test_benchmark_writes_per_candidate_figures(tmp_path):
     rc = main([
         "--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(out), "--limit", "2", "--n-calibration", "1",
         "--candidates", "fp32", "--no-stock", "--threads", "1", "--work-dir", str(tmp_path / "models"),
-        "--report-dir", str(tmp_path / "report"), "--pipeline-images", "2", "--latency-budget-s", "1000",
+        "--report-dir", str(tmp_path / "report"), "--pipeline-images", "2", "--pipeline-rounds", "2", "--latency-budget-s", "1000",
     ])
     assert rc == 0
     data = json.loads(out.read_text())
@@ -25,5 +25,15 @@ def test_benchmark_writes_per_candidate_figures(tmp_path):
             assert key in fig
     assert data["systems"]["fp32"]["cer"] < 0.1  # clean synthetic print
     assert data["pipeline"]["images"] == 2 and data["pipeline"]["pipeline_dead_letters"] == 0
+    assert len(data["pipeline"]["raw_loop_secs_all"]) == len(data["pipeline"]["pipeline_secs_all"]) == 2
+    # --pipeline-only re-measures the ratio with the built candidate and keeps the rest of the file
+    rc = main([
+        "--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(out), "--limit", "2", "--n-calibration", "1",
+        "--threads", "1", "--work-dir", str(tmp_path / "models"), "--pipeline-images", "1", "--pipeline-rounds", "1",
+        "--pipeline-only", "fp32",
+    ])
+    again = json.loads(out.read_text())
+    assert rc == 0 and again["pipeline"]["images"] == 1 and again["pipeline"]["candidate"] == "fp32"
+    assert again["systems"] == data["systems"]
     assert isinstance(data["cpu"]["flags"], list) and "model_name" in data["cpu"]
     assert (tmp_path / "report" / "report.html").exists() and (tmp_path / "report" / "accuracy_vs_latency.png").exists()
