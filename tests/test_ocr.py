@@ -349,3 +349,14 @@ def test_reported_boxes_stay_as_detected_when_the_crop_grows(engine):
     tight = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(rec_margin=0.0))
     a, b = tight.read_image(img).lines, engine.read_image(img).lines
     assert [l.box for l in a] == [l.box for l in b]
+
+
+def test_contrast_levels_from_the_histogram_equal_numpy_percentiles():
+    from transforms.inference.ocr import _levels
+
+    rng = np.random.default_rng(3)
+    for shape in ((48, 97, 3), (48, 600, 3), (1, 1, 3), (48, 5, 3)):
+        u8 = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        u8[: shape[0] // 2] = 250  # a heavy background level, as on a receipt
+        for p in (1.0, 2.5, 10.0):
+            np.testing.assert_allclose(_levels(u8, p), np.percentile(u8.astype(np.float32), (p, 100 - p)), rtol=0, atol=1e-9)

@@ -209,7 +209,7 @@ def fuse_hard_swish(model) -> int:
     return len(insert)
 
 
-def fold_affine_into_conv(model, *, into_producer: bool = True, into_consumer: bool = True) -> tuple[int, int]:
+def fold_affine_into_conv(model) -> tuple[int, int]:
     """Fold scalar ``* a + b`` into neighbouring convolutions, in place.
 
     Returns (affines folded into the Conv before them, affines folded into
@@ -220,7 +220,7 @@ def fold_affine_into_conv(model, *, into_producer: bool = True, into_consumer: b
     after = before = 0
     # Conv -> Mul(a) [-> Add(b)]: into the producing Conv
     for conv in list(gr.g.node):
-        if not into_producer or conv.op_type != "Conv" or conv.output[0] in removed:
+        if conv.op_type != "Conv" or conv.output[0] in removed:
             continue
         found = gr.affine_after(conv.output[0])
         params = _conv_params(gr, conv)
@@ -239,7 +239,7 @@ def fold_affine_into_conv(model, *, into_producer: bool = True, into_consumer: b
     gr.reindex()
     # Mul(a) [-> Add(b)] -> Conv(s) only: into the consuming Conv(s)
     for mul in list(gr.g.node):
-        if not into_consumer or mul.op_type != "Mul" or mul.output[0] in removed:
+        if mul.op_type != "Mul" or mul.output[0] in removed:
             continue
         other = 1 if gr.scalar(mul.input[1]) is not None else 0 if gr.scalar(mul.input[0]) is not None else None
         if other is None:
