@@ -15,7 +15,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from tests.conftest import SAMPLES
-from transforms.shards import WriteSortedShards, shard_index
+from hypothesis import given
+from hypothesis import strategies as st
+
+from transforms.shards import WriteSortedShards, _row_json, shard_index, sorted_rows
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -44,6 +47,18 @@ def test_sorted_shards_split_by_count_and_sort_each_shard(tmp_path, local_runner
         assert {shard_index([k], 4) for k in keys} == {index}
         seen += keys
     assert sorted(seen) == [r["key"] for r in rows]
+
+
+@given(st.lists(st.fixed_dictionaries({
+    "a": st.one_of(st.none(), st.sampled_from(["x", "y", "z"])),
+    "b": st.one_of(st.none(), st.integers(-2, 2)),
+    "v": st.text(max_size=3),
+}), max_size=30))
+def test_sorted_rows_orders_like_keys_then_whole_row(rows):
+    # the reference: every row's keys, then the row as JSON (None sorts last)
+    reference = sorted(rows, key=lambda r: (tuple((r[k] is None, r[k]) for k in ("a", "b")), _row_json(r)))
+    assert sorted_rows(rows, ("a", "b")) == reference
+    assert sorted_rows(rows[::-1], ("a", "b")) == reference  # input order never shows
 
 
 def test_sorted_shards_check_their_keys():
