@@ -45,7 +45,7 @@ from transforms.inference.ocr import (
     failure_reason,
 )
 from transforms.catalog import read_catalog_file
-from transforms.ner_enrich import ROWS_PER_SHARD
+from transforms.shards import ROWS_PER_SHARD
 from transforms.counts import WriteCounts, read_counts
 from transforms.records import DEAD_LETTER_SCHEMA, DeadLetter
 

@@ -83,6 +83,7 @@ from transforms.recommend import (
     recommendation_row,
     retail_prediction,
 )
+from transforms.shards import ROWS_PER_SHARD
 
 __all__ = ["OUTPUTS", "EVENT_COUNTS", "add_recommend_steps", "event_accounting", "train_model_from_events", "run", "command"]
 
@@ -298,7 +299,7 @@ def add_recommend_steps(
     tflite_path: str | None = None,
     max_history_items: int | None = None,
     batch_size: int = 256,
-    rows_per_shard: int = 100_000,
+    rows_per_shard: int = ROWS_PER_SHARD,
 ) -> dict[str, beam.PCollection]:
     """Add the recommendation steps to ``pipeline``; returns the three Recommendation PCollections.
 

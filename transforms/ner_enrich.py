@@ -31,10 +31,10 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from transforms.attributes import extract_attributes, merge_attributes
 from transforms.errors import ConfigError
 from transforms.inference.ner import METRICS_NAMESPACE, NerInputError, NerModelHandler, check_text
-from transforms.shards import FixedBatches, FixedBatchHandler
+from transforms.shards import ROWS_PER_SHARD, FixedBatches, FixedBatchHandler
 from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, DeadLetter, Product, from_arrow, to_row
 
-__all__ = ["ENTITY_SCHEMA", "NER_OUTPUTS", "ROWS_PER_SHARD", "NerEnrich", "NerOutputs", "add_ner_steps", "product_texts", "read_products"]
+__all__ = ["ENTITY_SCHEMA", "NER_OUTPUTS", "NerEnrich", "NerOutputs", "add_ner_steps", "product_texts", "read_products"]
 
 ENTITY_SCHEMA = pa.schema(
     [
@@ -50,10 +50,6 @@ ENTITY_SCHEMA = pa.schema(
 
 FIELDS = ("title", "description", "ocr")
 NER_OUTPUTS = ("entities", "catalog_enriched", "dead_letter_ner")  # folders under <out>
-# Rows per output shard. A shard is written by one worker, so this is also the unit of parallel writing:
-# 25,000 enriched products are about 3 MB of Parquet, and a 10x catalog (37,610 products) is written by two
-# workers at once (one 200,000-row shard took 4.2 s of a 71 s two-worker run, on one worker).
-ROWS_PER_SHARD = 25_000
 
 
 class NerOutputs(NamedTuple):
