@@ -52,6 +52,26 @@ def test_arrow_round_trip(record):
     assert from_arrow(to_arrow([record], type(record)), type(record)) == [record]
 
 
+def test_from_arrow_reads_every_field_kind():
+    import pyarrow as pa
+
+    from transforms.records import PRODUCT_SCHEMA
+
+    naive = dt.datetime(2026, 1, 2, 3, 4, 5)
+    rows = [
+        # a naive timestamp is read as UTC; a missing optional record and empty containers stay as they are
+        {**to_row(PRODUCT), "publishTime": naive, "priceInfo": None, "categories": [], "attributes": None},
+        # attributes as Arrow gives a map: (key, value) pairs
+        to_row(PRODUCT),
+    ]
+    first, second = from_arrow(pa.Table.from_pylist(rows, schema=PRODUCT_SCHEMA), Product)
+    assert first.publishTime == naive.replace(tzinfo=dt.timezone.utc)
+    assert first.priceInfo is None and first.attributes is None and first.categories == ()
+    assert first.images == PRODUCT.images and isinstance(first.images[0], Image)
+    assert second == PRODUCT
+    assert second.attributes["net_weight_g"] == CustomAttribute(numbers=(250.0,))
+
+
 @pytest.mark.parametrize("record", [PRODUCT, EVENT, PRODUCT._replace(publishTime=dt.datetime(2026, 1, 2, 3, 4, 5, 6), attributes=None)])
 def test_a_row_builds_the_table_to_arrow_builds(record):
     import pyarrow as pa
