@@ -240,20 +240,21 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     entry["model"] = {"kind": "untrained (weights do not change the job's cost)", **model_info}
                 digests = {}
-                for w in workers:
-                    runs = []
-                    for r in range(args.repeats):
+                by_workers: dict[str, list] = {w: [] for w in workers}
+                for r in range(args.repeats):  # configurations alternate, so a slow spell of the machine hits them all
+                    for w in workers:
                         out = os.path.join(tmp, f"out-{job}-x{n}-w{w}-{r}")
                         if job == "enrich":
                             cmd = _child_cmd("enrich", os.path.join(ingest_dir, "products"), out, w, ner_model)
                         else:
                             cmd = _child_cmd("recommend", ingest_dir, out, w, model_dir)
                         m = run_measured(cmd)
-                        runs.append(m)
+                        by_workers[w].append(m)
                         digests.setdefault(w, _digest(out))
                         shutil.rmtree(out, ignore_errors=True)
                         print(f"{job} {n}x {w} worker(s) run {r}: job {m['result']['job_secs']:.1f}s "
                               f"peak {m['peak_rss_mib']:.0f} MiB load {_load_average()}", file=sys.stderr)
+                for w, runs in by_workers.items():
                     job_secs = statistics.median(m["result"]["job_secs"] for m in runs)
                     rows = runs[0]["result"]["rows"]
                     entry["rows"] = rows
@@ -271,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                     entry["speedup_2_vs_1_workers"] = round(secs["1"] / secs["2"], 2)
                 if "1p" in secs and "2" in secs:
                     entry["speedup_2_vs_1_processes"] = round(secs["1p"] / secs["2"], 2)
+                for base, name in (("1", "speedup_2_vs_1_workers_by_round"), ("1p", "speedup_2_vs_1_processes_by_round")):
+                    if base in by_workers and "2" in by_workers:  # each round's own ratio: the runs side by side
+                        entry[name] = [round(a["result"]["job_secs"] / b["result"]["job_secs"], 2)
+                                       for a, b in zip(by_workers[base], by_workers["2"])]
                 entry["outputs_identical_across_workers"] = len(set(digests.values())) == 1
                 entry["load_average_after"] = _load_average()
                 report["jobs"].setdefault(job, {})[f"{n}x"] = entry
