@@ -45,9 +45,9 @@ from transforms.inference.ocr import (
     failure_reason,
 )
 from transforms.catalog import read_catalog_file
-from transforms.shards import ROWS_PER_SHARD
 from transforms.counts import WriteCounts, read_counts
 from transforms.records import DEAD_LETTER_SCHEMA, DeadLetter
+from transforms.shards import ROWS_PER_SHARD
 
 __all__ = [
     "OCR_LINES_SCHEMA",

@@ -13,11 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
-
-from tests.conftest import SAMPLES
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import SAMPLES
 from transforms.shards import WriteSortedShards, _row_json, shard_index, sorted_rows
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

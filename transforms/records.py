@@ -270,8 +270,9 @@ def _record_converter(tp):
     """A function turning what ``pa.Table.to_pylist`` gives for type ``tp`` back into records.
 
     The inverse of :func:`_plain_converter`, built once per type like it:
-    walking the type hints for every value instead took 7 s of a 90 s
-    enrich run (37,610 products). Naive timestamps are read as UTC.
+    walking the type hints for every value instead made reading the 10x
+    catalog (37,610 products) take 5.9 s, against 3.6 s. Naive timestamps
+    are read as UTC.
     """
     tp, _ = _unwrap_optional(tp)
     if _is_record(tp):
