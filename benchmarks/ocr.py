@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 import tempfile
 import time
@@ -91,7 +92,7 @@ def _pipeline_ratio(model_dir: str, pages, threads: int, config: OcrConfig, roun
     from transforms.inference.ocr import decode_image
 
     engine = OcrEngine.load(OcrModelPaths.from_dir(model_dir), threads=threads, config=config)
-    engine.read_image(decode_image(open(pages[0].image_path, "rb").read()))  # warm
+    engine.read_image(decode_image(pathlib.Path(pages[0].image_path).read_bytes()))  # warm
     raw, pipe, dead = [], [], 0
     with tempfile.TemporaryDirectory(prefix="aisle-ocr-bench-") as tmp:
         cat = os.path.join(tmp, "catalog.jsonl")
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
         if not os.path.isfile(os.path.join(model_dir, "rec.onnx")):
             raise ConfigError(f"no candidate {args.pipeline_only!r} under {args.work_dir}: build it with a full run first")
         pipeline = _pipeline_ratio(model_dir, ev[: args.pipeline_images], args.threads, config, args.pipeline_rounds)
-        out = json.loads(open(args.json, encoding="utf-8").read()) if os.path.isfile(args.json) else {}
+        out = json.loads(pathlib.Path(args.json).read_text(encoding="utf-8")) if os.path.isfile(args.json) else {}
         out["pipeline"] = {**pipeline, "candidate": args.pipeline_only, "load_average": os.getloadavg()}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2, default=str)
