@@ -51,7 +51,7 @@ def test_dry_run_builds_the_job_with_our_container_and_labels(tmp_path):
 ENRICH_LABELS = {
     "ListCatalog", "CatalogFiles", "SpreadCatalogFiles", "ReadCatalog", "Reshuffle", "LoadImages", "OCR", "OcrLines",
     "OcrText", "OcrDeadLetter", "WriteOcrLines/GroupShards", "WriteOcrLines/WriteShards", "WriteOcrText/WriteShards",
-    "WriteOcrDeadLetter/WriteShards", "ReadProducts", "NER/RunNer", "NER/JoinForAttributes",
+    "WriteOcrDeadLetter/WriteShards", "ReadProducts", "NER/GroupBatches", "NER/RunNer", "NER/Outputs",
     "WriteEntities/WriteShards", "WriteEnrichedCatalog/WriteShards", "WriteNerDeadLetters/WriteShards",
 }
 RECOMMEND_LABELS = {

@@ -126,6 +126,50 @@ def test_enrich_step_writes_entities_catalog_and_dead_letters(tiny_onnx, local_r
     ]
 
 
+class _FailsOnBoom(NerModelHandler):
+    """A model that fails a whole batch when one of its texts says so."""
+
+    def run_inference(self, batch, model, inference_args=None):
+        if any("boom" in t for t in batch):
+            raise RuntimeError("the model failed on this batch")
+        return super().run_inference(batch, model, inference_args)
+
+
+def test_enrich_step_keeps_every_product_when_a_batch_fails(tiny_onnx, local_runner, tmp_path):
+    products = [
+        Product(id="a", title="Olive oil boom", description="Net volume 750 ml"),
+        Product(id="b", title="Apples", description="Grown in Peru and packed in Sweden."),
+        Product(id="d", title="Soap"),
+        Product(id="d", title="Soap bar"),  # a duplicate id: both records end in the catalog
+    ]
+    ocr = [{"product_id": "zz", "text": "Made in Portugal."}]  # OCR text of an id the catalog lacks
+    out = str(tmp_path / "out")
+    with TestPipeline(runner=local_runner) as p:
+        add_ner_steps(
+            p | "Products" >> beam.Create(products),
+            p | "Ocr" >> beam.Create(ocr),
+            out,
+            None,
+            handler=_FailsOnBoom(tiny_onnx, max_chars=200),
+            batch_texts=2,
+        )
+
+    catalog = pq.read_table(glob.glob(f"{out}/catalog_enriched/*.parquet")).to_pylist()
+    assert sorted((r["id"], r["title"]) for r in catalog) == [("a", "Olive oil boom"), ("b", "Apples"), ("d", "Soap"), ("d", "Soap bar")]
+    attrs_a = dict(next(r for r in catalog if r["id"] == "a")["attributes"])
+    assert attrs_a["net_volume_ml"]["numbers"] == [750.0]  # the rules still ran on a failed batch's product
+    dead = pq.read_table(glob.glob(f"{out}/dead_letter_ner/*.parquet")).to_pylist()
+    assert sorted((d["source_file"], d["source_format"], d["reason"]) for d in dead) == [
+        ("product:a", "ner:description", "NER_INFERENCE_FAILED"),
+        ("product:a", "ner:title", "NER_INFERENCE_FAILED"),
+    ]
+    assert "RuntimeError: the model failed on this batch" in dead[0]["detail"]
+    entities = pq.read_table(glob.glob(f"{out}/entities/*.parquet")).to_pylist()
+    spans = {(e["product_id"], e["source"], e["text"]) for e in entities}
+    assert ("b", "description", "Peru") in spans and ("zz", "ocr", "Portugal") in spans
+    assert not any(e["product_id"] == "a" for e in entities)
+
+
 def test_enrich_job_runs_the_ner_half(tiny_onnx, tmp_path):
     """``aisle enrich --ner-model``: OCR of the sample catalog, then entities and the enriched catalog."""
     from pipelines.enrich import run_enrich

@@ -46,7 +46,16 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.errors import ConfigError
 
-__all__ = ["ROWS_PER_SHARD", "FixedBatchHandler", "FixedBatches", "WriteSortedShards", "shard_index", "shard_name", "sorted_rows"]
+__all__ = [
+    "ROWS_PER_SHARD",
+    "FixedBatchHandler",
+    "FixedBatches",
+    "WriteSortedShards",
+    "batch_group",
+    "shard_index",
+    "shard_name",
+    "sorted_rows",
+]
 
 
 # Rows per output shard. One worker writes a shard, so this is also the unit of parallel writing: a 10x
@@ -162,6 +171,11 @@ def _key_text(key) -> str:
     return str(key)
 
 
+def batch_group(key, n_groups: int) -> int:
+    """The group (``0 .. n_groups - 1``) of an element with ``key``: a CRC-32 of the key, stable across runs."""
+    return zlib.crc32(_key_text(key).encode("utf-8")) % n_groups
+
+
 class FixedBatches(beam.PTransform):
     """``(key, example)`` -> tuples of at most ``batch_size`` of them, the same tuples on every run.
 
@@ -182,7 +196,7 @@ class FixedBatches(beam.PTransform):
         size = self.batch_size
 
         def bucket(kv, n):
-            return zlib.crc32(_key_text(kv[0]).encode("utf-8")) % n, kv
+            return batch_group(kv[0], n), kv
 
         def chunks(kv):
             ordered = sorted(kv[1], key=lambda e: _key_text(e[0]))
