@@ -234,7 +234,8 @@ def test_image_limits_exist_and_are_enforced(tmp_path):
 
 def test_text_limits_exist_and_are_enforced():
     from transforms.inference.ner import NerModelHandler
-    from transforms.ner_enrich import _CheckText
+    from transforms.ner_enrich import _ProductBatches
+    from transforms.records import Product
     from transforms.retail_json import MAX_RECORD_BYTES, iter_jsonl
     from transforms.validation import LIMITS
 
@@ -243,11 +244,12 @@ def test_text_limits_exist_and_are_enforced():
     assert problem.reason == "RECORD_TOO_LARGE"
     # NER: texts over max_chars become dead letters; the default takes any valid catalog text whole
     assert NerModelHandler("unused")._max_chars >= LIMITS.description_chars
-    check = _CheckText(max_chars=50)
-    (dead,) = list(check.process((("p1", "description"), "word " * 11)))
+    check = _ProductBatches(max_chars=50, batch_texts=8)
+    product = Product(id="p1", title="word " * 10, description="word " * 11)
+    dead, (work,) = list(check.process((0, [("product", "p1", product)])))
     assert dead.tag == "invalid" and dead.value.reason == "NER_TEXT_TOO_LONG" and "max_chars=50" in dead.value.detail
-    (kept,) = list(check.process((("p1", "title"), "word " * 10)))
-    assert kept == (("p1", "title"), "word " * 10)
+    assert dead.value.source_format == "ner:description"
+    assert work.fields == ("title",) and work.texts() == ["word " * 10]
 
 
 class _EndlessFile:
