@@ -8,6 +8,7 @@ import pathlib
 import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import strategies as st
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -187,3 +188,65 @@ def test_enrich_job_runs_the_ner_half(tiny_onnx, tmp_path):
     for e in entities.to_pylist():  # every span points into the text it was found in
         if e["source"] == "ocr":
             assert ocr_text[e["product_id"]][e["start"] : e["end"]] == e["text"]
+
+
+_WORDS = st.lists(
+    st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12).filter(lambda w: w.strip() == w and w),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _tokenizer_folders(tiny_onnx) -> list[str]:
+    from components.ner_train import default_base_model
+
+    folders = [tiny_onnx]
+    try:
+        minilm = default_base_model()  # MiniLM-L6's uncased WordPiece vocabulary, with the case-marker tokens
+    except Exception:  # noqa: BLE001 - the packaged encoder is optional here
+        return folders
+    if (pathlib.Path(minilm) / "tokenizer.json").exists():
+        folders.append(minilm)
+    return folders
+
+
+def test_serving_tokenizer_gives_the_ids_transformers_gives(tiny_onnx):
+    """The ``tokenizers``-only tokenizer that serving loads against ``transformers``' over the same folder."""
+    from hypothesis import given, settings
+    from transformers import AutoTokenizer
+
+    from transforms.ner_labels import CASE_MARKER_TOKENS, WordPieceTokenizer, case_marker_ids, encode_words
+
+    for folder in _tokenizer_folders(tiny_onnx):
+        ours, theirs = WordPieceTokenizer(folder), AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        for name in ("unk_token_id", "pad_token_id", "cls_token_id", "sep_token_id"):
+            assert getattr(ours, name) == getattr(theirs, name) is not None, name
+        markers = all(theirs.convert_tokens_to_ids(t) != theirs.unk_token_id for t in CASE_MARKER_TOKENS.values())
+        if markers:
+            assert case_marker_ids(ours) == case_marker_ids(theirs)
+
+        @settings(max_examples=60, deadline=None)
+        @given(st.lists(_WORDS, min_size=1, max_size=4))
+        def same_ids(sentences):
+            assert encode_words(ours, sentences) == encode_words(theirs, sentences)
+            if markers:
+                assert encode_words(ours, sentences, case_markers=True) == encode_words(theirs, sentences, case_markers=True)
+
+        same_ids()
+        fixed = [["Made", "in", "Portugal", ",", "500g"], ["Café", "Zürich", "東京", "\x00", "e\u0301"], ["INFLATABLE", "GLOBE"]]
+        assert encode_words(ours, fixed) == encode_words(theirs, fixed)
+
+
+def test_serving_loads_no_pytorch(tiny_onnx):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from transforms.inference.ner import NerModelHandler\n"
+        f"tagger = NerModelHandler({tiny_onnx!r}).load_model()\n"
+        "print(len(tagger.entities(['Grown in Peru'])), 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[1:] == ["False", "False"]

@@ -37,13 +37,13 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from transforms.attributes import extract_attributes, merge_attributes
 from transforms.errors import ConfigError
 from transforms.inference.ner import METRICS_NAMESPACE, NerInputError, NerModelHandler, check_text
 from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, DeadLetter, Product, from_arrow, to_row
-from transforms.shards import ROWS_PER_SHARD, batch_group
+from transforms.shards import ROWS_PER_SHARD, FixedBatchHandler, batch_group
 
 __all__ = ["ENTITY_SCHEMA", "NER_OUTPUTS", "NerEnrich", "NerOutputs", "ProductBatchHandler", "ProductWork", "add_ner_steps", "read_products"]
 
@@ -138,7 +138,8 @@ class _ProductBatches(beam.DoFn):
         self._max_chars = max_chars
         self._batch_texts = batch_texts
 
-    def _checked(self, key: tuple[str, str], text) -> bool:
+    def _dead_letter(self, key: tuple[str, str], text) -> DeadLetter | None:
+        """A dead letter for a text the model cannot take, else ``None``."""
         try:
             check_text(text, max_chars=self._max_chars)
         except NerInputError as exc:
@@ -146,9 +147,8 @@ class _ProductBatches(beam.DoFn):
             if isinstance(text, str) and len(text) > self._max_chars:
                 reason = "NER_TEXT_TOO_LONG"
             beam.metrics.Metrics.counter(METRICS_NAMESPACE, "dead_letters").inc()
-            self._invalid.append(_dead_letter(key, text, reason, str(exc)))
-            return False
-        return True
+            return _dead_letter(key, text, reason, str(exc))
+        return None
 
     def process(self, element):
         _, members = element
@@ -159,7 +159,6 @@ class _ProductBatches(beam.DoFn):
                 products.setdefault(product_id, []).append(value)
             else:
                 ocr.setdefault(product_id, []).append(value)
-        self._invalid: list[DeadLetter] = []
         work: list[ProductWork] = []
         for product_id in sorted(set(products) | set(ocr)):
             ocr_text = "\n".join(sorted(t for t in ocr[product_id] if t)) if product_id in ocr else None
@@ -167,14 +166,15 @@ class _ProductBatches(beam.DoFn):
             same_id = sorted(products.get(product_id, []), key=lambda p: (p.title or "", p.description or "")) or [None]
             for product in same_id:
                 item = ProductWork(product_id, product, ocr_text, ())
-                fields = tuple(
-                    name
-                    for name in FIELDS
-                    if (name == "ocr" and ocr_text is not None) or (name != "ocr" and item.text(name))
-                    if self._checked((product_id, name), item.text(name))
-                )
-                work.append(item._replace(fields=fields))
-        yield from (beam.pvalue.TaggedOutput("invalid", d) for d in self._invalid)
+                present = [name for name in FIELDS if (item.text(name) is not None if name == "ocr" else item.text(name))]
+                fields = []
+                for name in present:
+                    dead = self._dead_letter((product_id, name), item.text(name))
+                    if dead is None:
+                        fields.append(name)
+                    else:
+                        yield beam.pvalue.TaggedOutput("invalid", dead)
+                work.append(item._replace(fields=tuple(fields)))
         batch: list[ProductWork] = []
         n_texts = 0
         for item in work:
@@ -187,7 +187,7 @@ class _ProductBatches(beam.DoFn):
             yield tuple(batch)
 
 
-class ProductBatchHandler(ModelHandler):
+class ProductBatchHandler(FixedBatchHandler):
     """Runs a text ModelHandler (:class:`NerModelHandler`) on batches of :class:`ProductWork`.
 
     An element is a tuple of ``ProductWork``; all its texts go to the model
@@ -195,13 +195,6 @@ class ProductBatchHandler(ModelHandler):
     entities}), ...]`` in the same order. A failure's batch
     (``with_exception_handling``) is a list of such tuples.
     """
-
-    def __init__(self, inner: ModelHandler):
-        super().__init__()
-        self._inner = inner
-
-    def load_model(self):
-        return self._inner.load_model()
 
     def run_inference(self, batch, model, inference_args=None):
         out = []
@@ -211,15 +204,6 @@ class ProductBatchHandler(ModelHandler):
             tagged = [(item, {name: next(results).inference for name in item.fields}) for item in group]
             out.append(PredictionResult(group, tagged))
         return out
-
-    def batch_elements_kwargs(self):
-        return {"min_batch_size": 1, "max_batch_size": 1}
-
-    def share_model_across_processes(self) -> bool:
-        return self._inner.share_model_across_processes()
-
-    def get_metrics_namespace(self) -> str:
-        return self._inner.get_metrics_namespace()
 
 
 def _enriched(item: ProductWork, entities: Mapping[str, list]) -> Product:

@@ -40,6 +40,7 @@ __all__ = [
     "LabelScheme",
     "Word",
     "Window",
+    "WordPieceTokenizer",
     "align_labels",
     "decode_entities",
     "encode_words",
@@ -319,6 +320,76 @@ def word_case(word: str) -> str | None:
     if len(letters) > 1 and all(c.isupper() for c in letters):
         return "upper"
     return "title"
+
+
+class WordPieceTokenizer:
+    """A saved fast tokenizer (``tokenizer.json``) run by the ``tokenizers`` library alone, for serving.
+
+    It answers what :func:`encode_words`, :func:`case_marker_ids` and the
+    tagger ask of a tokenizer (pre-split words in, ids and word ids out; the
+    special tokens' ids), with the same ids as ``transformers``'
+    ``AutoTokenizer`` over the same folder, which runs the same
+    ``tokenizer.json`` (a test compares the two). Importing ``transformers``
+    imports PyTorch (2.7 s and about 200 MiB per process on this project's
+    machine), which an ONNX model never uses, so every serving process is
+    spared it.
+    """
+
+    def __init__(self, folder: str):
+        import json
+        import os
+
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        config_path = os.path.join(folder, "tokenizer_config.json")
+        config = {}
+        if os.path.exists(config_path):
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+
+        def special(name: str, default: str) -> int | None:
+            token = config.get(name, default)
+            if isinstance(token, dict):  # an AddedToken saved whole
+                token = token.get("content", default)
+            return self._tok.token_to_id(token) if token else None
+
+        self.unk_token_id = special("unk_token", "[UNK]")
+        self.pad_token_id = special("pad_token", "[PAD]")
+        self.cls_token_id = special("cls_token", "[CLS]")
+        self.sep_token_id = special("sep_token", "[SEP]")
+
+    @staticmethod
+    def available(folder: str) -> bool:
+        import os
+
+        return os.path.exists(os.path.join(folder, "tokenizer.json"))
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        found = self._tok.token_to_id(token)
+        return self.unk_token_id if found is None else found
+
+    def __call__(self, sentences, *, is_split_into_words: bool = True, add_special_tokens: bool = False) -> "_Encodings":
+        if not is_split_into_words:
+            raise ConfigError("WordPieceTokenizer takes sentences already split into words")
+        return _Encodings(self._tok.encode_batch([list(s) for s in sentences], is_pretokenized=True, add_special_tokens=add_special_tokens))
+
+
+class _Encodings:
+    """``enc["input_ids"][i]`` and ``enc.word_ids(i)``, as ``transformers``' BatchEncoding gives them."""
+
+    def __init__(self, encodings):
+        self._encodings = encodings
+
+    def __getitem__(self, key: str):
+        if key != "input_ids":
+            raise KeyError(key)
+        return [e.ids for e in self._encodings]
+
+    def word_ids(self, i: int) -> list[int | None]:
+        return self._encodings[i].word_ids
 
 
 def case_marker_ids(tokenizer) -> dict[str, int]:

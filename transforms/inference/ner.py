@@ -42,6 +42,7 @@ from transforms.ner_labels import (
     Entity,
     LabelScheme,
     Window,
+    WordPieceTokenizer,
     decode_entities,
     encode_words,
     repair_iob2,
@@ -291,8 +292,6 @@ def load_tagger(
     its fusions of LayerNorm, GELU, MatMul+Add and quantized MatMuls) or
     ``"basic"`` (no fusion: what an unfused graph costs).
     """
-    from transformers import AutoTokenizer
-
     if graph_optimization not in GRAPH_OPTIMIZATION:
         raise ConfigError(f"graph_optimization={graph_optimization!r}: use one of {sorted(GRAPH_OPTIMIZATION)}")
 
@@ -317,7 +316,12 @@ def load_tagger(
     # A window may not be longer than the model's position table.
     max_length = min(max_length, int(config.get("max_position_embeddings", max_length)))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(local, local_files_only=True)
+        if WordPieceTokenizer.available(local):
+            tokenizer = WordPieceTokenizer(local)
+        else:  # a folder with a slow tokenizer's files only (vocab.txt)
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(local, local_files_only=True)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"cannot load the tokenizer of {model_uri!r}: {exc}") from exc
     onnx_path = os.path.join(local, onnx_file)
