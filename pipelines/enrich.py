@@ -402,8 +402,8 @@ def build_enrich(
     if ner_model:
         from transforms.ner_enrich import add_ner_steps, read_products
 
-        # No reshuffle of the products themselves: the files are spread already, and the NER step's
-        # FixedBatches groups them anew (a reshuffle here cost 2 s of 70 at 10x, for no parallelism gained).
+        # No reshuffle of the products themselves: the files are spread already, and the NER step
+        # groups them anew with their OCR text (a reshuffle here cost 2 s of 70 at 10x, for no parallelism gained).
         products = files | "ReadProducts" >> beam.FlatMapTuple(lambda path, _root: read_products(path))
         ner = add_ner_steps(products, outputs["text"], out, ner_model, rows_per_shard=rows_per_shard, **dict(ner_options or {}))
         outputs.update({"entities": ner.entities, "enriched": ner.enriched, "dead_letter_ner": ner.dead_letters})

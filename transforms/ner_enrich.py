@@ -138,7 +138,7 @@ class _ProductBatches(beam.DoFn):
         self._max_chars = max_chars
         self._batch_texts = batch_texts
 
-    def _dead_letter(self, key: tuple[str, str], text) -> DeadLetter | None:
+    def _refusal(self, key: tuple[str, str], text) -> DeadLetter | None:
         """A dead letter for a text the model cannot take, else ``None``."""
         try:
             check_text(text, max_chars=self._max_chars)
@@ -169,7 +169,7 @@ class _ProductBatches(beam.DoFn):
                 present = [name for name in FIELDS if (item.text(name) is not None if name == "ocr" else item.text(name))]
                 fields = []
                 for name in present:
-                    dead = self._dead_letter((product_id, name), item.text(name))
+                    dead = self._refusal((product_id, name), item.text(name))
                     if dead is None:
                         fields.append(name)
                     else:
