@@ -316,7 +316,7 @@ def add_ocr_steps(
     Returns ``{"lines": dict rows (OCR_LINES_SCHEMA), "text": dict rows
     (OCR_TEXT_SCHEMA), "dead_letter": dict rows (DEAD_LETTER_SCHEMA)}``.
     """
-    from apache_beam.ml.inference.base import RunInference
+    from transforms.beam_ml import RunInference
 
     from transforms.shards import FixedBatches, FixedBatchHandler
 

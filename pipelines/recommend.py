@@ -58,7 +58,7 @@ from collections.abc import Mapping
 import apache_beam as beam
 import click
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import RunInference
+from transforms.beam_ml import RunInference
 
 from transforms.counts import WriteCounts, read_counts
 from transforms.errors import ConfigError

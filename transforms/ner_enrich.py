@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.ml.inference.base import PredictionResult, RunInference
+from transforms.beam_ml import PredictionResult, RunInference
 
 from transforms.attributes import extract_attributes, merge_attributes
 from transforms.errors import ConfigError

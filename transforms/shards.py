@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from transforms.beam_ml import ModelHandler, PredictionResult
 
 from transforms.errors import ConfigError
 

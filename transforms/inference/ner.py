@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from transforms.beam_ml import ModelHandler, PredictionResult
 
 from transforms.errors import ConfigError, ModelLoadError
 from transforms.ner_labels import (

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from transforms.beam_ml import ModelHandler, PredictionResult
 
 from transforms.errors import ModelLoadError
 from transforms.inference import read_model_bytes
