@@ -58,8 +58,8 @@ from collections.abc import Mapping
 import apache_beam as beam
 import click
 from apache_beam.io.filesystems import FileSystems
-from transforms.beam_ml import RunInference
 
+from transforms.beam_ml import RunInference
 from transforms.counts import WriteCounts, read_counts
 from transforms.errors import ConfigError
 from transforms.inference.recommend import (

@@ -37,9 +37,9 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
-from transforms.beam_ml import PredictionResult, RunInference
 
 from transforms.attributes import extract_attributes, merge_attributes
+from transforms.beam_ml import PredictionResult, RunInference
 from transforms.errors import ConfigError
 from transforms.inference.ner import METRICS_NAMESPACE, NerInputError, NerModelHandler, check_text
 from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, DeadLetter, Product, from_arrow, to_row

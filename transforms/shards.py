@@ -42,8 +42,8 @@ from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-from transforms.beam_ml import ModelHandler, PredictionResult
 
+from transforms.beam_ml import ModelHandler, PredictionResult
 from transforms.errors import ConfigError
 
 __all__ = [

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from transforms.beam_ml import ModelHandler, PredictionResult
 
+from transforms.beam_ml import ModelHandler, PredictionResult
 from transforms.errors import ConfigError, ModelLoadError
 from transforms.ner_labels import (
     CASE_MARKERS_KEY,

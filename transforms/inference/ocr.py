@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
-from transforms.beam_ml import ModelHandler, PredictionResult
 
+from transforms.beam_ml import ModelHandler, PredictionResult
 from transforms.errors import AisleError, ConfigError, ModelLoadError
 from transforms.inference import read_model_bytes
 

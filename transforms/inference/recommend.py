@@ -32,8 +32,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
 import numpy as np
-from transforms.beam_ml import ModelHandler, PredictionResult
 
+from transforms.beam_ml import ModelHandler, PredictionResult
 from transforms.errors import ModelLoadError
 from transforms.inference import read_model_bytes
 from transforms.recommend_vocab import encode_queries
