@@ -250,6 +250,12 @@ def _failed_batch(element):
                 yield _enriched(item, {})
 
 
+def _ocr_member(row, n: int):
+    """An OCR text row as a member of its product's group."""
+    product_id = str(_field(row, "product_id"))
+    return batch_group(product_id, n), ("ocr", product_id, _field(row, "text") or "")
+
+
 class NerEnrich(beam.PTransform):
     """Products (+ OCR text rows) in, :class:`NerOutputs` out. See the module docstring.
 
@@ -292,14 +298,7 @@ class NerEnrich(beam.PTransform):
         n = beam.pvalue.AsSingleton(n_groups)
         members = [products | "GroupProducts" >> beam.Map(lambda p, n: (batch_group(p.id, n), ("product", p.id, p)), n=n)]
         if ocr is not None:
-            members.append(
-                ocr
-                | "GroupOcr"
-                >> beam.Map(
-                    lambda r, n: (batch_group(str(_field(r, "product_id")), n), ("ocr", str(_field(r, "product_id")), _field(r, "text") or "")),
-                    n=n,
-                )
-            )
+            members.append(ocr | "GroupOcr" >> beam.Map(_ocr_member, n=n))
         batches = (
             members
             | "AllMembers" >> beam.Flatten()
