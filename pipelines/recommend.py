@@ -357,7 +357,9 @@ def add_recommend_steps(
     events_read.counts | "EventCounts" >> WriteCounts(FileSystems.join(out_dir, EVENT_COUNTS))
     baskets = purchases | "GroupByTransaction" >> beam.GroupByKey() | "MergeBasket" >> beam.Map(_merge_basket)
     basket_items = baskets | "BasketItems" >> beam.Map(lambda b: b[2])
-    event_items = basket_items | "EventItems" >> beam.FlatMap(lambda items: items)
+    # counted once per basket (not once per item) and shared by popularity, co-occurrence and the item list
+    item_counts = basket_items | "ItemCounts" >> ItemCounts()
+    event_items = item_counts | "EventItems" >> beam.Keys()
     title_lists = None
     if catalog:
         titles = (
@@ -381,8 +383,7 @@ def add_recommend_steps(
     items = all_items | "DistinctItems" >> beam.Distinct()
 
     popular = (
-        basket_items
-        | "Popularity" >> ItemCounts()
+        item_counts
         | "TopPopular" >> beam.combiners.Top.Of(k + 1, key=lambda kv: (kv[1], kv[0]))
         | "PopularList"
         >> beam.Map(lambda top: tuple((i, c / (top[0][1] if top else 1)) for i, c in top))
@@ -411,7 +412,7 @@ def add_recommend_steps(
         | "ScoreItems" >> RunInference(handler()).with_exception_handling()
     )
     learned = learned | "UnbatchItems" >> beam.FlatMap(lambda r: r.inference) | "ItemResults" >> beam.Map(_to_ranked, vocab)
-    cooc = basket_items | "Cooccurrence" >> CooccurrenceCounts(k, normalize="cosine")
+    cooc = basket_items | "Cooccurrence" >> CooccurrenceCounts(k, normalize="cosine", item_counts=item_counts)
     blended = (
         {"learned": learned, "cooccurrence": cooc}
         | "JoinFBT" >> beam.CoGroupByKey()

@@ -55,7 +55,7 @@ ENRICH_LABELS = {
     "WriteEntities/WriteShards", "WriteEnrichedCatalog/WriteShards", "WriteNerDeadLetters/WriteShards",
 }
 RECOMMEND_LABELS = {
-    "ReadEvents", "Purchases", "GroupByTransaction", "MergeBasket", "ReadCatalog", "TitleNeighbours", "Popularity",
+    "ReadEvents", "Purchases", "GroupByTransaction", "MergeBasket", "ReadCatalog", "TitleNeighbours", "ItemCounts",
     "NearestNeighbours", "SimilarFallback", "ScoreItems", "Cooccurrence", "JoinFBT", "FBTFallback", "GroupByVisitor",
     "History", "ScoreVisitors", "ForYouFallback", "WriteSimilarItems/WriteShards",
     "WriteFrequentlyBoughtTogether/WriteShards", "WriteRecommendedForYou/WriteShards", "WriteDeadLetters/WriteShards",

@@ -16,6 +16,7 @@ from transforms.errors import ConfigError
 from transforms.recommend import (
     ApplyFallback,
     CooccurrenceCounts,
+    ItemCounts,
     NearestNeighboursFn,
     Recommendation,
     blend_lists,
@@ -31,6 +32,29 @@ TOY = [("a", "b", "c"), ("a", "b"), ("c", "b", "b"), ("a",), ("d",)]
 
 def _rounded(rows):
     return [(k, tuple((i, round(s, 4)) for i, s in lst)) for k, lst in rows]
+
+
+def test_item_counts_count_baskets_not_repeats(local_runner):
+    # a repeated item counts once per basket; counts from several bundles add up
+    with TestPipeline(runner=local_runner) as p:
+        out = p | beam.Create(TOY * 3, reshuffle=True) | ItemCounts()
+        assert_that(out, equal_to([("a", 9), ("b", 9), ("c", 6), ("d", 3)]))
+
+
+def test_item_counts_keep_windows_apart(local_runner):
+    # counted per window: a bundle holding baskets of two windows emits two rows for an item
+    from apache_beam.transforms import window
+
+    stamped = [window.TimestampedValue(b, t) for t, b in ((1, ("a", "b")), (2, ("a",)), (61, ("a", "c")))]
+    with TestPipeline(runner=local_runner) as p:
+        out = (
+            p
+            | beam.Create(stamped)
+            | beam.WindowInto(window.FixedWindows(60))
+            | ItemCounts()
+            | beam.Map(lambda kv, w=beam.DoFn.WindowParam: (kv[0], kv[1], int(w.start)))
+        )
+        assert_that(out, equal_to([("a", 2, 0), ("b", 1, 0), ("a", 1, 60), ("c", 1, 60)]))
 
 
 def test_cooccurrence_cosine_by_hand(local_runner):
