@@ -46,14 +46,13 @@ each product output, and every visitor one row in ``recommended_for_you``.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import os
 import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 import apache_beam as beam
 import click
@@ -79,7 +78,7 @@ from transforms.recommend import (
     TitleNeighboursFn,
     DROP_REASONS,
     blend_lists,
-    purchase_or_reason,
+    purchases_of_batch,
     recommendation_row,
     retail_prediction,
 )
@@ -139,7 +138,7 @@ def _parquet_pattern(location: str) -> str:
 
 
 EVENT_COUNTS = "event_counts.json"
-# the UserEvent columns purchase_or_reason reads
+# the UserEvent columns purchases_of_batch reads
 EVENT_COLUMNS = ["eventType", "visitorId", "eventTime", "productDetails", "purchaseTransaction"]
 
 
@@ -167,16 +166,6 @@ class _ReadParquet(beam.PTransform):
         )
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def _micros(t: dt.datetime | None) -> int | None:
-    """Microseconds since the epoch (a naive time read as UTC): an int crosses the shuffle far cheaper than a datetime."""
-    if t is None:
-        return None
-    return ((t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)) - _EPOCH) // dt.timedelta(microseconds=1)
-
-
 def _purchases(batch):
     """A record batch of UserEvents -> ``(basket_id, (visitor, time_us, items))`` per purchase, and one count dict.
 
@@ -184,15 +173,9 @@ def _purchases(batch):
     :data:`transforms.recommend.DROP_REASONS` code met in the batch, so the
     job can account for every event it read.
     """
-    counts = Counter(read=batch.num_rows)
-    for row in batch.to_pylist():
-        purchase = purchase_or_reason(row)
-        if isinstance(purchase, str):
-            counts[purchase] += 1
-            continue
-        counts["used"] += 1
-        basket_id, visitor, t, items = purchase
-        yield basket_id, (visitor, _micros(t), items)
+    purchases, counts = purchases_of_batch(batch)
+    for basket_id, visitor, t, items in purchases:
+        yield basket_id, (visitor, t, items)
     yield beam.pvalue.TaggedOutput("counts", dict(counts))
 
 
@@ -351,7 +334,7 @@ def add_recommend_steps(
     events_read = (
         p
         | "ReadEvents" >> _ReadParquet(events, EVENT_COLUMNS)
-        | "Purchases" >> beam.FlatMap(_purchases).with_outputs("counts", main="purchases")
+        | "Purchases" >> beam.FlatMap(_purchases).with_output_types(tuple[str, Any]).with_outputs("counts", main="purchases")
     )
     purchases = events_read.purchases
     events_read.counts | "EventCounts" >> WriteCounts(FileSystems.join(out_dir, EVENT_COUNTS))

@@ -13,11 +13,12 @@ import io
 import json
 import posixpath
 import urllib.parse
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.test_bad_input import png_header
@@ -258,6 +259,59 @@ def test_recommend_event_reader(event):
     assert isinstance(basket, str) and basket
     assert visitor == (row["visitorId"] or None) and when == row["eventTime"]
     assert list(items) == expected  # every line kept or dropped for a stated rule, never by accident
+
+
+def _purchase(details, tx_id="t1", revenue=5.0, event_type="purchase-complete", visitor="v1"):
+    return {
+        "eventType": event_type, "visitorId": visitor, "eventTime": dt.datetime(2011, 3, 4, 5, 6, 7, 8, tzinfo=dt.timezone.utc),
+        "productDetails": None if details is None else [{"product": {"id": i}, "quantity": q} for i, q in details],
+        "purchaseTransaction": {"revenue": revenue, "currencyCode": "GBP", "id": tx_id},
+    }
+
+
+# every rule at least once: a zero and a negative quantity, postage, an id with spaces twice, no transaction id
+# (the basket id is then made of the visitor and the time), no visitor, a refund, no lines, a view
+MIXED_BATCH = [
+    _purchase([("85123A", 0), ("22423", 2), ("POST", 1), (" 22423 ", 1), ("84029E", -1), ("71053", None)]),
+    _purchase([("22423", 1)], tx_id=None),
+    _purchase([("22423", 1)], tx_id="", visitor=""),
+    _purchase([("85123A", 3)], revenue=-3.0),
+    _purchase([]),
+    _purchase(None),
+    _purchase([("POST", 1), ("85123A", 0)]),
+    _purchase([("85123A", 1)], event_type="detail-page-view"),
+]
+
+
+@FAST
+@example(MIXED_BATCH, False)
+@example(MIXED_BATCH, True)
+@given(st.lists(EVENT, max_size=12), st.booleans())
+def test_recommend_batch_reader_matches_rows(events, naive_times):
+    # the column-by-column reader gives the row reader's baskets, times and reasons, in order
+    from transforms.records import USER_EVENT_SCHEMA
+    from transforms.recommend import purchase_or_reason, purchases_of_batch, time_micros
+
+    schema = USER_EVENT_SCHEMA
+    if naive_times:  # a user's Parquet may hold times without a zone: read as UTC
+        schema = schema.set(schema.get_field_index("eventTime"), pa.field("eventTime", pa.timestamp("us")))
+        events = [{**e, "eventTime": e["eventTime"].replace(tzinfo=None)} for e in events]
+    batch = pa.RecordBatch.from_pylist(events, schema=schema)
+    expected, reasons = [], Counter(read=len(events))
+    for row in batch.to_pylist():
+        out = purchase_or_reason(row)
+        if isinstance(out, str):
+            reasons[out] += 1
+        else:
+            reasons["used"] += 1
+            expected.append((out[0], out[1], time_micros(out[2]), out[3]))
+    purchases, counts = purchases_of_batch(batch)
+    assert purchases == expected
+    assert counts == reasons
+    # a Table of several record batches, as Beam's batched Parquet read gives it
+    purchases, counts = purchases_of_batch(pa.Table.from_batches([batch, batch]))
+    assert purchases == expected * 2
+    assert {k: n for k, n in counts.items() if n} == {k: 2 * n for k, n in reasons.items() if n}
 
 
 # ---------------------------------------------------------------------------
