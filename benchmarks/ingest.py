@@ -72,8 +72,12 @@ def beam(path: str, out: str, workers: int, worker_mode: str = "processes") -> d
     }
 
 
-def synthesize(path: str, copies: int, dest: str) -> str:
-    """``copies`` distinct copies of the data: invoice, stock and customer ids remapped per copy."""
+def synthesize(path: str, copies: int, dest: str, *, same_catalog: bool = False) -> str:
+    """``copies`` distinct copies of the data: invoice, stock and customer ids remapped per copy.
+
+    ``same_catalog`` keeps the stock ids: N times the invoices and customers
+    of the same products (a retailer whose traffic grows, not its catalog).
+    """
     with open(path, "rb") as src, open(dest, "wb") as out:
         header = src.readline()
         lines = src.readlines()
@@ -90,7 +94,7 @@ def synthesize(path: str, copies: int, dest: str) -> str:
                 head, customer, country = rest.rsplit(b",", 2)
                 if customer.strip():
                     customer = tag + customer
-                out.write(b",".join((inv, stock + b"-" + tag, head, customer, country)))
+                out.write(b",".join((inv, stock if same_catalog else stock + b"-" + tag, head, customer, country)))
     return dest
 
 

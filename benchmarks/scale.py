@@ -3,7 +3,9 @@
 The UCI Online Retail file is synthesized to N times its volume by
 :func:`benchmarks.ingest.synthesize` (invoice, stock and customer ids
 remapped per copy, so every copy is distinct: N times the events, the
-products and the visitors), then ingested once per volume (untimed). On
+products and the visitors; ``--same-catalog`` keeps the stock ids, for N
+times the events and visitors of the same products), then ingested once
+per volume (untimed). On
 that data, each job runs in a fresh process in three worker configurations
 (``--workers``): ``1`` (one worker, as ``--workers 1`` runs it: in the
 launcher's process, no transport between processes), ``1p`` (one worker
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (medians reported)")
     parser.add_argument("--dim", type=int, default=128, help="embedding size of the recommendation model")
     parser.add_argument("--ner-model", default=None, help=f"NER model folder (default: {NER_CANDIDATE} if present, else a tiny one)")
+    parser.add_argument("--same-catalog", action="store_true",
+                        help="keep the stock ids when synthesizing: N times the events and visitors of the same catalog "
+                             "(figures go under <job>_same_catalog)")
     parser.add_argument("--json", help="write the figures here (merged into an existing file per job and volume)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 ner_model = run_measured(_child_cmd("tiny-ner", os.path.join(tmp, "ner")))["result"]["model"]
                 ner_kind = "tiny random 2-layer BERT (no NER candidate built)"
         for n in volumes:
-            csv = synthesize(args.data, n, os.path.join(tmp, f"x{n}.csv"))
+            csv = synthesize(args.data, n, os.path.join(tmp, f"x{n}.csv"), same_catalog=args.same_catalog)
             ingest_dir = os.path.join(tmp, f"ingest-x{n}")
             ingested = run_measured(_child_cmd("ingest", csv, ingest_dir))["result"]
             os.remove(csv)
@@ -278,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                                        for a, b in zip(by_workers[base], by_workers["2"])]
                 entry["outputs_identical_across_workers"] = len(set(digests.values())) == 1
                 entry["load_average_after"] = _load_average()
-                report["jobs"].setdefault(job, {})[f"{n}x"] = entry
+                report["jobs"].setdefault(job + ("_same_catalog" if args.same_catalog else ""), {})[f"{n}x"] = entry
                 _save(report, args.json)  # partial figures survive a later failure
             shutil.rmtree(ingest_dir, ignore_errors=True)
         growth(report)

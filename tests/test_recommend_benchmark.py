@@ -42,3 +42,25 @@ def test_train_eval_files_give_every_model_its_metrics(tmp_path):
     assert result["data"]["queries"] == 12 and result["chosen"] in names
     assert result["similar_items_scale"]["items"] == 300
     assert (tmp_path / "report" / "report.html").exists()
+
+
+@pytest.mark.parametrize("same_catalog", [False, True])
+def test_synthesized_copies_are_distinct_events(tmp_path, same_catalog):
+    import csv
+
+    from benchmarks.ingest import synthesize
+
+    src = _csv(tmp_path / "src.csv", [("10001", "10002"), ("10003",)], 3)
+    with open(src, newline="") as f:
+        original = list(csv.DictReader(f))
+    with open(synthesize(src, 3, str(tmp_path / "x3.csv"), same_catalog=same_catalog), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * len(original)
+    assert len({r["InvoiceNo"] for r in rows}) == 3 * len({r["InvoiceNo"] for r in original})  # no invoice shared by copies
+    assert {r["InvoiceNo"][0] == "C" for r in rows if r["Quantity"].startswith("-")} == {True}  # cancellations stay cancellations
+    assert len({r["CustomerID"] for r in rows}) == 3 * len({r["CustomerID"] for r in original})
+    codes, original_codes = {r["StockCode"] for r in rows}, {r["StockCode"] for r in original}
+    if same_catalog:
+        assert codes == original_codes
+    else:
+        assert original_codes < codes and len(codes) == 3 * len(original_codes)

@@ -484,14 +484,14 @@ def _shard_top_k(kv, table: ItemTable, items_per_shard: int, k: int, normalize: 
     baskets = _basket_rows(indptr, indices, n_items)
     lo, hi = shard * items_per_shard, min((shard + 1) * items_per_shard, n_items)
     shared = (baskets.tocsc()[:, lo:hi].T @ baskets).tocsr()  # (hi - lo) x n_items: baskets shared per pair
-    shared.sort_indices()
     for row in range(hi - lo):
         item = lo + row
-        cols = shared.indices[shared.indptr[row] : shared.indptr[row + 1]]  # sorted: index order is id order
+        cols = shared.indices[shared.indptr[row] : shared.indptr[row + 1]]  # in no order: ties go by index, which is id order
         vals = shared.data[shared.indptr[row] : shared.indptr[row + 1]]
         others = cols != item
         cols, vals = cols[others], vals[others]
-        positions, scores = rank_cooccurring(vals, table.counts[item], table.counts[cols], k, normalize=normalize, min_count=min_count)
+        positions, scores = rank_cooccurring(vals, table.counts[item], table.counts[cols], k, normalize=normalize,
+                                             min_count=min_count, tie_order=cols)
         if len(positions):
             yield table.ids[item], tuple((table.ids[int(c)], float(sc)) for c, sc in zip(cols[positions], scores))
 
@@ -597,13 +597,16 @@ class CooccurrenceCounts(beam.PTransform):
 
 
 def rank_cooccurring(
-    shared: np.ndarray, n_item: float, n_other: np.ndarray | None, k: int, *, normalize: str = "cosine", min_count: int = 1
+    shared: np.ndarray, n_item: float, n_other: np.ndarray | None, k: int, *, normalize: str = "cosine", min_count: int = 1,
+    tie_order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions and scores of the ``k`` best of one item's candidates, best first, ties by position.
 
     ``shared``: baskets each candidate shares with the item; ``n_other``:
     baskets holding each candidate (needed for ``normalize="cosine"``).
-    Give the candidates in id order and ties go by id. Scores are the raw
+    Give the candidates in id order and ties go by id, or give
+    ``tie_order`` (one value per candidate, e.g. its index in id order):
+    ties then go by it, and the candidates may come in any order. Scores are the raw
     counts or :func:`cosine_normalize` of them, the same float64 operations
     over all candidates at once; only those that reach the k-th best score
     are sorted. Candidates seen in fewer than ``min_count`` baskets are left out.
@@ -620,7 +623,7 @@ def rank_cooccurring(
         kth = np.partition(scores, len(keep) - k)[len(keep) - k]
         top = np.flatnonzero(scores >= kth)  # ties at the k-th score included, then ordered by position
         keep, scores = keep[top], scores[top]
-    order = np.lexsort((keep, -scores))[:k]
+    order = np.lexsort((keep if tie_order is None else tie_order[keep], -scores))[:k]
     return keep[order], scores[order]
 
 

@@ -84,8 +84,9 @@ def top_k_excluding(
     if k < 1 or n_rows == 0:
         return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(n_rows)]
     n_blocks = -(-n_cols // block)
-    padded = np.full((n_rows, n_blocks * block), -np.inf, np.float32)  # the one copy: padding, exclusions, NaN
+    padded = np.empty((n_rows, n_blocks * block), np.float32)  # the one copy: padding, exclusions, NaN
     padded[:, :n_cols] = scores
+    padded[:, n_cols:] = -np.inf
     for r, q in enumerate(queries):
         if len(q):
             padded[r, np.asarray(q, np.int64)] = -np.inf
