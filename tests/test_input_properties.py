@@ -13,7 +13,6 @@ import io
 import json
 import posixpath
 import urllib.parse
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -290,21 +289,14 @@ MIXED_BATCH = [
 def test_recommend_batch_reader_matches_rows(events, naive_times):
     # the column-by-column reader gives the row reader's baskets, times and reasons, in order
     from transforms.records import USER_EVENT_SCHEMA
-    from transforms.recommend import purchase_or_reason, purchases_of_batch, time_micros
+    from transforms.recommend import purchases_of_batch, purchases_of_rows
 
     schema = USER_EVENT_SCHEMA
     if naive_times:  # a user's Parquet may hold times without a zone: read as UTC
         schema = schema.set(schema.get_field_index("eventTime"), pa.field("eventTime", pa.timestamp("us")))
         events = [{**e, "eventTime": e["eventTime"].replace(tzinfo=None)} for e in events]
     batch = pa.RecordBatch.from_pylist(events, schema=schema)
-    expected, reasons = [], Counter(read=len(events))
-    for row in batch.to_pylist():
-        out = purchase_or_reason(row)
-        if isinstance(out, str):
-            reasons[out] += 1
-        else:
-            reasons["used"] += 1
-            expected.append((out[0], out[1], time_micros(out[2]), out[3]))
+    expected, reasons = purchases_of_rows(batch.to_pylist())  # purchase_or_reason row by row
     purchases, counts = purchases_of_batch(batch)
     assert purchases == expected
     assert counts == reasons

@@ -64,6 +64,7 @@ __all__ = [
     "purchase_or_reason",
     "purchase_from_event",
     "purchases_of_batch",
+    "purchases_of_rows",
     "time_micros",
     "ItemTable",
     "CooccurrenceCounts",
@@ -225,6 +226,20 @@ def _columns_of_batch(batch: pa.RecordBatch):
     )
 
 
+def purchases_of_rows(rows: Sequence[Mapping]) -> tuple[list[tuple[str, Optional[str], Optional[int], tuple[str, ...]]], Counter]:
+    """:func:`purchases_of_batch` for UserEvent rows as dicts: :func:`purchase_or_reason` row by row."""
+    counts: Counter = Counter(read=len(rows))
+    purchases = []
+    for row in rows:
+        out = purchase_or_reason(row)
+        if isinstance(out, str):
+            counts[out] += 1
+        else:
+            counts["used"] += 1
+            purchases.append((out[0], out[1], time_micros(out[2]), out[3]))
+    return purchases, counts
+
+
 def purchases_of_batch(batch: pa.RecordBatch | pa.Table) -> tuple[list[tuple[str, Optional[str], Optional[int], tuple[str, ...]]], Counter]:
     """:func:`purchase_or_reason` over a record batch of UserEvents, column by column.
 
@@ -243,18 +258,11 @@ def purchases_of_batch(batch: pa.RecordBatch | pa.Table) -> tuple[list[tuple[str
             purchases += more
             counts.update(part_counts)
         return purchases, counts
-    counts: Counter = Counter(read=batch.num_rows)
-    purchases = []
     columns = _columns_of_batch(batch)
     if columns is None:
-        for row in batch.to_pylist():
-            out = purchase_or_reason(row)
-            if isinstance(out, str):
-                counts[out] += 1
-            else:
-                counts["used"] += 1
-                purchases.append((out[0], out[1], time_micros(out[2]), out[3]))
-        return purchases, counts
+        return purchases_of_rows(batch.to_pylist())
+    counts: Counter = Counter(read=batch.num_rows)
+    purchases = []
     event_type, visitor_id, micros, no_details, lengths, pids, quantities, revenue, tx_id = columns
     product_id: dict[Optional[str], Optional[str]] = {}  # raw id -> stripped id, or None when not a product
     unseen = object()
