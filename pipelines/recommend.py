@@ -334,6 +334,7 @@ def add_recommend_steps(
     events_read = (
         p
         | "ReadEvents" >> _ReadParquet(events, EVENT_COLUMNS)
+        # the output type is given: inferred from the generator it would include TaggedOutput, which GroupByKey refuses
         | "Purchases" >> beam.FlatMap(_purchases).with_output_types(tuple[str, Any]).with_outputs("counts", main="purchases")
     )
     purchases = events_read.purchases

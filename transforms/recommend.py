@@ -9,8 +9,14 @@ Pure functions (used by training, evaluation and the Beam steps alike):
   max 1 first (learned and co-occurrence scores live on different scales);
 * :func:`cosine_normalize`: co-occurrence counts divided by ``sqrt(n_a * n_b)``.
 
+Reading events: :func:`purchases_of_batch` gives the baskets of a record
+batch of UserEvents column by column (:func:`purchase_or_reason` row by
+row gives the same).
+
 Beam pieces:
 
+* :class:`ItemCounts`: baskets -> ``(item, baskets holding it)``, counted
+  per bundle in a dict (one update per basket, not one element per item);
 * :class:`CooccurrenceCounts`: baskets -> ``(item, [(other, score), ...])``
   top-k lists, raw or cosine-normalized, from sparse products over shards
   of the item index, so a basket of L items crosses the shuffle as a few
@@ -173,6 +179,9 @@ def purchase_or_reason(row: Mapping) -> Purchase | str:
     return basket_id, visitor, t, tuple(items)
 
 
+# (basket_id, visitor, event time in microseconds since the epoch, product ids): a Purchase as the job shuffles it
+TimedPurchase = tuple[str, Optional[str], Optional[int], tuple[str, ...]]
+
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -226,7 +235,7 @@ def _columns_of_batch(batch: pa.RecordBatch):
     )
 
 
-def purchases_of_rows(rows: Sequence[Mapping]) -> tuple[list[tuple[str, Optional[str], Optional[int], tuple[str, ...]]], Counter]:
+def purchases_of_rows(rows: Sequence[Mapping]) -> tuple[list[TimedPurchase], Counter]:
     """:func:`purchases_of_batch` for UserEvent rows as dicts: :func:`purchase_or_reason` row by row."""
     counts: Counter = Counter(read=len(rows))
     purchases = []
@@ -240,7 +249,7 @@ def purchases_of_rows(rows: Sequence[Mapping]) -> tuple[list[tuple[str, Optional
     return purchases, counts
 
 
-def purchases_of_batch(batch: pa.RecordBatch | pa.Table) -> tuple[list[tuple[str, Optional[str], Optional[int], tuple[str, ...]]], Counter]:
+def purchases_of_batch(batch: pa.RecordBatch | pa.Table) -> tuple[list[TimedPurchase], Counter]:
     """:func:`purchase_or_reason` over a record batch of UserEvents, column by column.
 
     Returns ``(purchases, counts)``: ``(basket_id, visitor, event time in
@@ -608,7 +617,7 @@ def rank_cooccurring(
     shared: np.ndarray, n_item: float, n_other: np.ndarray | None, k: int, *, normalize: str = "cosine", min_count: int = 1,
     tie_order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and scores of the ``k`` best of one item's candidates, best first, ties by position.
+    """Positions and scores of the ``k`` best of one item's candidates, best first, ties by position (or ``tie_order``).
 
     ``shared``: baskets each candidate shares with the item; ``n_other``:
     baskets holding each candidate (needed for ``normalize="cosine"``).
