@@ -26,7 +26,10 @@ from ``--workers 2``); ``speedup_2_vs_1_processes`` compares ``2`` with
 * ``recommend``: similar items, frequently bought together and
   recommended-for-you from the ingested events and catalog, with a model of
   the volume's items (untrained: the job's cost does not depend on the
-  weights; ``dim`` as in production unless ``--dim``). Rows: purchase events.
+  weights; ``dim`` as in production unless ``--dim``), served as the job
+  serves a trained one: its full-INT8 TFLite file through LiteRT
+  (``--engine auto``; ``--engine saved_model`` measures the FP32
+  SavedModel through TensorFlow instead). Rows: purchase events.
 
 It also records, per volume, the sizes of recommend's side inputs (item
 counts, known titles) next to the number of events and visitors, and
@@ -76,12 +79,14 @@ def _model(ingest_dir: str, model_dir: str, dim: int) -> dict:
 
     from components.recommend_data import read_event_baskets
     from components.recommend_model import TrainConfig, TrainedModel, build_model, export_model
+    from components.recommend_quantize import write_serving_tflite
     from transforms.recommend_vocab import ItemVocab
 
     baskets = read_event_baskets(os.path.join(ingest_dir, "events"))
     vocab = ItemVocab.build([b.items for b in baskets])
     cfg = TrainConfig(dim=dim, epochs=1)
     export_model(TrainedModel(build_model(len(vocab), dim=cfg.dim, max_query_items=cfg.max_query_items), vocab, cfg), model_dir)
+    write_serving_tflite(model_dir, [b.items for b in baskets])  # the INT8 file the job serves with --engine auto
     counts: dict[str, int] = {}
     for b in baskets:
         for item in set(b.items):
@@ -122,7 +127,7 @@ def _enrich(catalog: str, out: str, workers: str, ner_model: str) -> dict:
     return {"job_secs": secs, "rows": rows, "records": summary["records"]}
 
 
-def _recommend(ingest_dir: str, out: str, workers: str, model_dir: str) -> dict:
+def _recommend(ingest_dir: str, out: str, workers: str, model_dir: str, engine: str) -> dict:
     import pyarrow.parquet as pq
 
     from pipelines.recommend import run
@@ -131,9 +136,9 @@ def _recommend(ingest_dir: str, out: str, workers: str, model_dir: str) -> dict:
     t0 = time.perf_counter()
     n, beam_args = _workers(workers)
     summary = run(events=os.path.join(ingest_dir, "events"), catalog=os.path.join(ingest_dir, "products"), out_dir=out,
-                  model_dir=model_dir, workers=n, beam_args=beam_args, echo=lambda *_: None)
+                  model_dir=model_dir, workers=n, beam_args=beam_args, echo=lambda *_: None, engine=engine)
     secs = time.perf_counter() - t0
-    return {"job_secs": secs, "rows": rows, "outputs": summary["outputs"]}
+    return {"job_secs": secs, "rows": rows, "outputs": summary["outputs"], "engine": summary["engine"]}
 
 
 def _tiny_ner(folder: str) -> str:
@@ -156,7 +161,7 @@ def _child(argv: list[str]) -> None:
     elif mode == "enrich":
         result = _enrich(rest[0], rest[1], rest[2], rest[3])
     else:
-        result = _recommend(rest[0], rest[1], rest[2], rest[3])
+        result = _recommend(rest[0], rest[1], rest[2], rest[3], rest[4])
     print(json.dumps(result, default=str))
 
 
@@ -194,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-catalog", action="store_true",
                         help="keep the stock ids when synthesizing: N times the events and visitors of the same catalog "
                              "(figures go under <job>_same_catalog)")
+    parser.add_argument("--engine", default="auto", choices=["auto", "saved_model", "tflite"],
+                        help="recommend's engine: auto serves the INT8 TFLite model through LiteRT (figures for "
+                             "saved_model go under recommend_saved_model)")
     parser.add_argument("--json", help="write the figures here (merged into an existing file per job and volume)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                     entry["ner_model"] = {"path": ner_model, "kind": ner_kind, "onnxruntime_threads_per_worker": 1}
                 else:
                     entry["model"] = {"kind": "untrained (weights do not change the job's cost)", **model_info}
+                    entry["engine"] = args.engine
                 digests = {}
                 by_workers: dict[str, list] = {w: [] for w in workers}
                 for r in range(args.repeats):  # configurations alternate, so a slow spell of the machine hits them all
@@ -252,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         if job == "enrich":
                             cmd = _child_cmd("enrich", os.path.join(ingest_dir, "products"), out, w, ner_model)
                         else:
-                            cmd = _child_cmd("recommend", ingest_dir, out, w, model_dir)
+                            cmd = _child_cmd("recommend", ingest_dir, out, w, model_dir, args.engine)
                         m = run_measured(cmd)
                         by_workers[w].append(m)
                         digests.setdefault(w, _digest(out))
@@ -283,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                                        for a, b in zip(by_workers[base], by_workers["2"])]
                 entry["outputs_identical_across_workers"] = len(set(digests.values())) == 1
                 entry["load_average_after"] = _load_average()
-                report["jobs"].setdefault(job + ("_same_catalog" if args.same_catalog else ""), {})[f"{n}x"] = entry
+                key = job + ("_saved_model" if job == "recommend" and args.engine == "saved_model" else "")
+                report["jobs"].setdefault(key + ("_same_catalog" if args.same_catalog else ""), {})[f"{n}x"] = entry
                 _save(report, args.json)  # partial figures survive a later failure
             shutil.rmtree(ingest_dir, ignore_errors=True)
         growth(report)

@@ -11,7 +11,7 @@ own converter (``tf.lite.TFLiteConverter``), not a hand-written quantizer:
   dataset of real queries (``TFLITE_BUILTINS_INT8`` only; the ids input
   stays int32 and the scores output float32, so callers are unchanged).
 
-:class:`TFLiteScorer` runs a converted model through ``tf.lite.Interpreter``
+:class:`TFLiteScorer` runs a converted model through the LiteRT interpreter
 with the same ``score(queries)`` shape as every other scorer.
 """
 
@@ -24,10 +24,10 @@ import numpy as np
 
 from components.recommend_model import EmbeddingScorer
 from transforms.errors import ConfigError, ModelLoadError
-from transforms.inference.recommend import load_tflite_predict
+from transforms.inference.recommend import SERVING_TFLITE, load_tflite_predict
 from transforms.recommend_vocab import encode_queries
 
-__all__ = ["MODES", "convert_tflite", "convert_all", "TFLiteScorer"]
+__all__ = ["MODES", "SERVING_TFLITE", "convert_tflite", "convert_all", "write_serving_tflite", "TFLiteScorer"]
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
 
@@ -101,6 +101,34 @@ def convert_all(
         )
         for mode in modes
     }
+
+
+def write_serving_tflite(model_dir: str, baskets: Sequence[Sequence[str]], *, seed: int = 0) -> str:
+    """Full INT8 of the model exported under ``model_dir``, as ``<model_dir>/model_int8.tflite``; returns its path.
+
+    Calibrated on hide-one-item queries made from ``baskets`` (item ids, the
+    model's training baskets), as the ``quantize_recommender`` component
+    does; ``aisle recommend`` serves this file by default when it exists.
+    """
+    import json
+
+    from components.recommend_eval import make_queries
+    from transforms.recommend_vocab import ItemVocab
+
+    with open(os.path.join(model_dir, "vocab.json")) as fh:
+        vocab = ItemVocab.from_json(fh.read())
+    with open(os.path.join(model_dir, "model.json")) as fh:
+        max_query_items = int(json.load(fh)["config"]["max_query_items"])
+    queries = make_queries(baskets, vocab, seed=seed).rows[:500]
+    if not queries:  # baskets of one item only: single-item queries calibrate as well
+        queries = [vocab.encode(list(dict.fromkeys(b))) for b in baskets if b][:500]
+    return convert_tflite(
+        os.path.join(model_dir, "saved_model"),
+        os.path.join(model_dir, SERVING_TFLITE),
+        mode="int8",
+        representative_queries=queries,
+        max_query_items=max_query_items,
+    )
 
 
 class TFLiteScorer(EmbeddingScorer):

@@ -62,6 +62,7 @@ from transforms.beam_ml import RunInference
 from transforms.counts import WriteCounts, read_counts
 from transforms.errors import ConfigError
 from transforms.inference.recommend import (
+    SERVING_TFLITE,
     SavedModelQueryHandler,
     TFLiteQueryHandler,
     load_item_embeddings,
@@ -84,7 +85,7 @@ from transforms.recommend import (
 )
 from transforms.shards import ROWS_PER_SHARD
 
-__all__ = ["OUTPUTS", "EVENT_COUNTS", "add_recommend_steps", "event_accounting", "train_model_from_events", "run", "command"]
+__all__ = ["OUTPUTS", "EVENT_COUNTS", "add_recommend_steps", "event_accounting", "resolve_engine", "train_model_from_events", "run", "command"]
 
 # output folder -> Retail API model type
 OUTPUTS = {
@@ -287,8 +288,11 @@ def add_recommend_steps(
     """Add the recommendation steps to ``pipeline``; returns the three Recommendation PCollections.
 
     ``engine`` picks the handler for the model's queries: ``"saved_model"``
-    (``<model_dir>/saved_model``) or ``"tflite"`` (``tflite_path``, default
-    ``<model_dir>/model_int8.tflite``). ``fbt_alpha`` weights the learned
+    (``<model_dir>/saved_model``), ``"tflite"`` (``tflite_path``, default
+    ``<model_dir>/model_int8.tflite``) or ``"auto"`` (:func:`resolve_engine`:
+    the INT8 file when it exists, else the SavedModel; the one choice that
+    looks at the model folder while the graph is built, which is why
+    :func:`run` resolves it, and not this function's default). ``fbt_alpha`` weights the learned
     scores against cosine co-occurrence in frequently-bought-together
     (1 = learned only, 0 = co-occurrence only).
 
@@ -318,12 +322,13 @@ def add_recommend_steps(
     if not 0.0 <= fbt_alpha <= 1.0:
         raise ConfigError(f"fbt_alpha must be in [0, 1], got {fbt_alpha}")
     vocab = _ModelVocab(model_dir)
+    engine = resolve_engine(engine, model_dir, tflite_path)
     if engine == "saved_model":
         handler_cls, uri = SavedModelQueryHandler, os.path.join(model_dir, "saved_model")
     elif engine == "tflite":
-        handler_cls, uri = TFLiteQueryHandler, tflite_path or os.path.join(model_dir, "model_int8.tflite")
+        handler_cls, uri = TFLiteQueryHandler, tflite_path or os.path.join(model_dir, SERVING_TFLITE)
     else:
-        raise ConfigError(f"engine must be 'saved_model' or 'tflite', got {engine!r}")
+        raise ConfigError(f"engine must be 'auto', 'saved_model' or 'tflite', got {engine!r}")
     max_history = max_history_items or 48
 
     def handler():
@@ -438,10 +443,26 @@ def add_recommend_steps(
     return outputs
 
 
+def resolve_engine(engine: str, model_dir: str, tflite_path: str | None = None) -> str:
+    """The engine ``"auto"`` stands for: ``"tflite"`` when ``tflite_path`` is given or
+    ``<model_dir>/model_int8.tflite`` exists, else ``"saved_model"``; other values pass through.
+
+    The quantized model is what the ``evaluate`` step picks for serving
+    (recall@10 0.2554 against the SavedModel's 0.2544 in ``benchmarks/recommend``),
+    and serving it keeps TensorFlow out of the workers (LiteRT instead).
+    """
+    if engine != "auto":
+        return engine
+    if tflite_path or FileSystems.exists(FileSystems.join(model_dir, SERVING_TFLITE)):
+        return "tflite"
+    return "saved_model"
+
+
 def train_model_from_events(events: str, model_dir: str, *, epochs: int | None = None, echo=print) -> str:
     """Train and export a model from the purchase events at ``events``; returns ``model_dir``."""
     from components.recommend_data import read_event_baskets
     from components.recommend_model import TrainConfig, export_model, train_item_model
+    from components.recommend_quantize import write_serving_tflite
     from transforms.recommend_vocab import ItemVocab
 
     baskets = [b.items for b in read_event_baskets(events)]
@@ -450,6 +471,7 @@ def train_model_from_events(events: str, model_dir: str, *, epochs: int | None =
     echo(f"no --model given: training one on {len(baskets)} baskets, {len(vocab)} items from {events} ({config.epochs} epochs)")
     trained = train_item_model(baskets, vocab, config)
     export_model(trained, model_dir)
+    write_serving_tflite(model_dir, baskets)  # the quantized model the job then serves
     return model_dir
 
 
@@ -482,6 +504,10 @@ def run(
 ) -> dict:
     """Train if needed, run the pipeline, write ``summary.json``; returns the summary.
 
+    ``options`` go to :func:`add_recommend_steps`; its ``engine`` defaults
+    here to ``"auto"``: a model with ``model_int8.tflite`` beside it (a
+    model trained here has one) is served quantized, through LiteRT.
+
     ``model_dir`` may name a registered model (``registry://recommender@production``):
     it is resolved in ``registry`` (:mod:`components.registry`) once, here, to
     one checksummed version, used for the whole run and recorded in the
@@ -501,6 +527,7 @@ def run(
     trained_here = model_dir is None
     if trained_here:
         model_dir = train_model_from_events(events, os.path.join(out_dir, "model"), epochs=epochs, echo=echo)
+    options["engine"] = resolve_engine(options.get("engine", "auto"), model_dir, options.get("tflite_path"))
     train_secs = time.perf_counter() - start
     staging = join_path(out_dir, f"_staging-{uuid.uuid4().hex[:12]}")
     with make_pipeline(pipeline_options(beam_args, workers=workers)) as p:
@@ -520,7 +547,7 @@ def run(
         "model": model_dir,
         "model_version": model_version,
         "trained_here": trained_here,
-        "engine": options.get("engine", "saved_model"),
+        "engine": options["engine"],
         "train_seconds": round(train_secs, 2),
         "seconds": round(time.perf_counter() - start, 2),
         **accounting,
@@ -545,7 +572,13 @@ def run(
 @click.option("--model", "model_dir", default=None, help="Trained model folder (local or gs://); trained from --events when absent.")
 @click.option("--k", default=10, show_default=True, help="Items per recommendation list.")
 @click.option("--fbt-alpha", default=0.5, show_default=True, help="Weight of learned scores vs cosine co-occurrence in frequently-bought-together.")
-@click.option("--engine", type=click.Choice(["saved_model", "tflite"]), default="saved_model", show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "saved_model", "tflite"]),
+    default="auto",
+    show_default=True,
+    help="auto: the model's INT8 TFLite file (model_int8.tflite) when it has one, else its SavedModel.",
+)
 @click.option("--tflite", "tflite_path", default=None, help="TFLite model for --engine tflite (default <model>/model_int8.tflite).")
 @click.option("--epochs", default=None, type=int, help="Training epochs when no --model is given.")
 @click.option("--workers", default=1, show_default=True, help="Local worker processes.")

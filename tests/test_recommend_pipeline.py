@@ -150,6 +150,64 @@ def test_cli_trains_when_no_model_is_given(toy, tmp_path):
     assert summary["trained_here"] and summary["model"] == str(out / "model")
     assert summary["outputs"]["recommended_for_you"]["rows"] == len({e.visitorId for e in events if e.eventType == "purchase-complete"})
     assert (out / "model" / "saved_model").is_dir()
+    # the job quantizes what it trained and serves that (--engine auto)
+    assert (out / "model" / "model_int8.tflite").stat().st_size > 0
+    assert summary["engine"] == "tflite"
+
+
+def test_auto_engine_is_the_int8_file_when_the_model_has_one(toy, tmp_path):
+    import shutil
+
+    from pipelines.recommend import resolve_engine
+
+    root, *_ = toy
+    assert resolve_engine("auto", str(root / "model")) == "tflite"
+    bare = tmp_path / "bare"
+    shutil.copytree(root / "model", bare, ignore=shutil.ignore_patterns("*.tflite"))
+    assert resolve_engine("auto", str(bare)) == "saved_model"
+    assert resolve_engine("auto", str(bare), str(root / "model" / "model_int8.tflite")) == "tflite"
+    assert resolve_engine("saved_model", str(root / "model")) == "saved_model"
+
+
+def test_the_tflite_engine_serves_without_tensorflow_and_scores_as_tf_lite(toy):
+    """A worker serving the INT8 model loads LiteRT only; its scores are tf.lite's, bit for bit."""
+    import subprocess
+    import sys
+    import textwrap
+
+    import numpy as np
+    import tensorflow as tf
+
+    from transforms.recommend_vocab import encode_queries
+
+    root, _, _, vocab = toy
+    path = str(root / "model" / "model_int8.tflite")
+    queries = [(0,), (1, 2), tuple(range(len(vocab)))[:8], (len(vocab) - 1, 3)]
+    code = f"""
+        import json, sys
+        import numpy as np
+        from transforms.inference.recommend import TFLiteQueryHandler
+        from transforms.recommend_vocab import encode_queries
+        model = TFLiteQueryHandler({path!r}).load_model()
+        ids, w = encode_queries({queries!r}, model.max_query_items)
+        scores = model.predict(ids, w)
+        print(json.dumps({{"tensorflow": "tensorflow" in sys.modules, "scores": scores.tolist()}}))
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["tensorflow"] is False
+    reference = tf.lite.Interpreter(model_path=path)
+    by_role = {("ids" if d["dtype"] == np.int32 else "weights"): d for d in reference.get_input_details()}
+    ids, w = encode_queries(queries, 8)
+    for d, x in ((by_role["ids"], ids), (by_role["weights"], w)):
+        reference.resize_tensor_input(d["index"], x.shape)
+    reference.allocate_tensors()
+    reference.set_tensor(by_role["ids"]["index"], ids.astype(np.int32))
+    reference.set_tensor(by_role["weights"]["index"], w.astype(np.float32))
+    reference.invoke()
+    expected = reference.get_tensor(reference.get_output_details()[0]["index"])
+    np.testing.assert_array_equal(np.asarray(got["scores"], np.float32), expected)
 
 
 def test_bad_options_are_config_errors(toy, tmp_path):

@@ -36,7 +36,7 @@ def recommend(
     products_dir = FileSystems.join(source, "products")
     catalog = products_dir if FileSystems.match([FileSystems.join(products_dir, "*.parquet")])[0].metadata_list else None
     model_dir, info = resolve(model, make_registry(registry))
-    options = {"engine": "saved_model"}
+    options = {"engine": "auto"}  # no serving choice recorded: the INT8 file beside the model when there is one
     if model_dir:
         serving_path = FileSystems.join(model_dir, "serving.json")
         if FileSystems.exists(serving_path):
@@ -44,10 +44,12 @@ def recommend(
                 serving = json.loads(fh.read())
             if serving.get("engine") == "tflite":
                 options = {"engine": "tflite", "tflite_path": FileSystems.join(model_dir, serving["tflite"])}
+            else:
+                options = {"engine": "saved_model"}
     out = output_location(recommendations)
     summary = run(events=events_dir, catalog=catalog, out_dir=out, model_dir=model_dir, beam_args=[str(a) for a in beam_args],
                   echo=lambda *a, **kw: None, k=k, **options)
     summary["model_version"] = info
     write_text(out.rstrip("/") + "/summary.json", json.dumps(summary, indent=2, default=str) + "\n")
-    recommendations.metadata.update({"location": out, "model": info.get("version") or info.get("uri"), "engine": options["engine"]})
+    recommendations.metadata.update({"location": out, "model": info.get("version") or info.get("uri"), "engine": summary["engine"]})
     log_metrics(metrics, {k2: summary.get(k2) for k2 in ("outputs", "dead_letters", "seconds", "train_seconds") if k2 in summary})
