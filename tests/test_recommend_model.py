@@ -161,3 +161,22 @@ def test_top_k_excluding_equals_ranking_every_column(seed):
             ranked = sorted((c for c in range(1000) if c not in set(queries[r]) and np.isfinite(row[c])), key=lambda c: (-row[c], c))[:k]
             assert rows.tolist() == ranked
             assert vals.tolist() == [float(scores[r, c]) for c in ranked]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_top_k_excluding_finds_tied_scores_far_along_a_wide_row(seed):
+    """An INT8 model's few output levels: the k-th score's ties may sit past the first chunk of a row."""
+    rng = np.random.default_rng(seed)
+    n = 12_000
+    scores = np.zeros((6, n), np.float32)
+    for r in range(6):  # a few high scores anywhere, a level shared by a few columns far apart, the rest lower
+        scores[r, rng.choice(n, 3, replace=False)] = 3.0
+        scores[r, rng.choice(n, 6, replace=False)] = 2.0
+        scores[r, : n // 2] = np.minimum(scores[r, : n // 2], 1.0)
+    queries = [tuple(rng.choice(n, 2, replace=False)) for _ in range(6)]
+    for k in (4, 6, 8, 20):
+        got = top_k_excluding(scores, queries, k)
+        for r, (rows, vals) in enumerate(got):
+            ranked = sorted((c for c in range(n) if c not in set(queries[r])), key=lambda c: (-scores[r, c], c))[:k]
+            assert rows.tolist() == ranked
+            assert vals.tolist() == [float(scores[r, c]) for c in ranked]

@@ -118,24 +118,33 @@ def top_k_excluding(
         if others_max[r] > -np.inf and others_max[r] >= v[-1]:
             # a tie at the k-th score reaches outside the chosen blocks (common with an INT8 model's
             # 256 output levels): the scores above the k-th, ranked, then the k-th score's columns in order
-            c = _top_k_with_ties(padded[r, :n_cols], v[-1], k)
+            c = _top_k_with_ties(padded[r, :n_cols], c, v, k)
             v = padded[r, c]
         keep = v > -np.inf
         out.append((c[keep].astype(np.int64), v[keep]))
     return out
 
 
-def _top_k_with_ties(row: np.ndarray, kth: float, k: int) -> np.ndarray:
-    """The columns of the ``k`` best scores of ``row``, whose k-th best is ``kth``: best first, ties by column.
+def _top_k_with_ties(row: np.ndarray, cand: np.ndarray, vals: np.ndarray, k: int, *, chunk: int = 4096) -> np.ndarray:
+    """The columns of the ``k`` best scores of ``row``, best first, ties by column, when the k-th
+    best score (``vals[-1]``) also sits outside the candidate columns ``cand`` (ranked, ``vals``).
 
-    Two linear passes instead of sorting the row: every score above ``kth``
-    (fewer than ``k`` of them, ranked), then the columns that hold ``kth``
-    itself, lowest first, as many as are left.
+    Every score above the k-th is a candidate already (the columns left out
+    score at most the k-th), so only the columns that hold the k-th score
+    itself are looked up: the first ones of the row, in chunks, stopping as
+    soon as there are enough.
     """
-    above = np.flatnonzero(row > kth)
-    above = above[np.lexsort((above, -row[above]))]
-    at = np.flatnonzero(row == kth)[: k - len(above)]
-    return np.concatenate([above, at])
+    kth = vals[-1]
+    above = cand[vals > kth]
+    need = k - len(above)
+    at: list[np.ndarray] = []
+    for start in range(0, len(row), chunk):
+        hits = np.flatnonzero(row[start : start + chunk] == kth)[:need] + start
+        at.append(hits)
+        need -= len(hits)
+        if need == 0:
+            break
+    return np.concatenate([above, *at])
 
 
 def _localize_dir(path: str) -> str:
@@ -201,7 +210,7 @@ def load_tflite_predict(model_content: bytes, *, num_threads: int = 2, source: s
         if np.dtype(out["dtype"]) != np.float32:
             scale, zero = out["quantization"]
             scores = (scores.astype(np.float32) - zero) * scale
-        return np.array(scores, np.float32, copy=True)
+        return np.asarray(scores, np.float32)  # get_tensor returns a copy, not the interpreter's buffer
 
     return QueryModel(predict, int(by_role["ids"]["shape"][1]), "tflite")
 
