@@ -180,3 +180,20 @@ def test_top_k_excluding_finds_tied_scores_far_along_a_wide_row(seed):
             ranked = sorted((c for c in range(n) if c not in set(queries[r])), key=lambda c: (-scores[r, c], c))[:k]
             assert rows.tolist() == ranked
             assert vals.tolist() == [float(scores[r, c]) for c in ranked]
+
+
+@pytest.mark.parametrize("n_cols", [1000, 1200, 997])
+def test_top_k_excluding_in_place_gives_the_same_lists(n_cols):
+    """``overwrite=True`` (blocks sized to divide the columns, no copy) ranks as the copying path does."""
+    rng = np.random.default_rng(n_cols)
+    scores = rng.integers(0, 5, (30, n_cols)).astype(np.float32)
+    scores[4, 7:] = np.nan
+    queries = [tuple(rng.choice(n_cols, int(rng.integers(0, 20)), replace=False)) for _ in range(30)]
+    for k in (1, 10, 90):
+        expected = top_k_excluding(scores, queries, k)
+        work = scores.copy()
+        got = top_k_excluding(work, queries, k, overwrite=True)
+        for (er, ev), (gr, gv) in zip(expected, got):
+            assert gr.tolist() == er.tolist() and gv.tolist() == ev.tolist()
+        if n_cols != 997:  # 997 is prime: no block size divides it, so the scores were copied, not written over
+            assert not np.array_equal(work, scores, equal_nan=True)
