@@ -25,8 +25,10 @@ from ``--workers 2``); ``speedup_2_vs_1_processes`` compares ``2`` with
   which); one onnxruntime thread per worker. Rows: products.
 * ``recommend``: similar items, frequently bought together and
   recommended-for-you from the ingested events and catalog, with a model of
-  the volume's items (untrained: the job's cost does not depend on the
-  weights; ``dim`` as in production unless ``--dim``), served as the job
+  the volume's items (untrained: the weights change the job's cost only
+  through ties at the k-th score, which nearly every row of an untrained
+  INT8 model has, the slower path of the top-k; ``dim`` as in production
+  unless ``--dim``), served as the job
   serves a trained one: its full-INT8 TFLite file through LiteRT
   (``--engine auto``; ``--engine saved_model`` measures the FP32
   SavedModel through TensorFlow instead). Rows: purchase events.
@@ -251,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 if job == "enrich":
                     entry["ner_model"] = {"path": ner_model, "kind": ner_kind, "onnxruntime_threads_per_worker": 1}
                 else:
-                    entry["model"] = {"kind": "untrained (weights do not change the job's cost)", **model_info}
+                    entry["model"] = {"kind": "untrained (the weights change the job's cost only through ties at the k-th score: "
+                                               "nearly every row of an untrained INT8 model has them)", **model_info}
                     entry["engine"] = args.engine
                 digests = {}
                 by_workers: dict[str, list] = {w: [] for w in workers}

@@ -157,10 +157,12 @@ def read_chunk(chunk: Chunk) -> tuple[bytes, int]:
 
 
 def write_parquet(table: pa.Table, uri: str) -> str:
-    """Write one Parquet file (local or any FileSystems scheme)."""
+    """Write one Parquet file (local or any FileSystems scheme); a reader never sees it half written."""
     if "://" not in uri:
         os.makedirs(os.path.dirname(uri), exist_ok=True)
-        pq.write_table(table, uri, compression="zstd")
+        tmp = f"{uri}.tmp-{uuid.uuid4().hex}"  # then renamed, as write_text does
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, uri)
         return uri
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
