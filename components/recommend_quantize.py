@@ -24,7 +24,7 @@ import numpy as np
 
 from components.recommend_model import EmbeddingScorer
 from transforms.errors import ConfigError, ModelLoadError
-from transforms.inference.recommend import SERVING_TFLITE, load_tflite_predict
+from transforms.inference.recommend import SERVING_TFLITE, load_tflite_predict, load_vocab
 from transforms.recommend_vocab import encode_queries
 
 __all__ = ["MODES", "SERVING_TFLITE", "convert_tflite", "convert_all", "write_serving_tflite", "TFLiteScorer"]
@@ -113,10 +113,8 @@ def write_serving_tflite(model_dir: str, baskets: Sequence[Sequence[str]], *, se
     import json
 
     from components.recommend_eval import make_queries
-    from transforms.recommend_vocab import ItemVocab
 
-    with open(os.path.join(model_dir, "vocab.json")) as fh:
-        vocab = ItemVocab.from_json(fh.read())
+    vocab = load_vocab(model_dir)
     with open(os.path.join(model_dir, "model.json")) as fh:
         max_query_items = int(json.load(fh)["config"]["max_query_items"])
     queries = make_queries(baskets, vocab, seed=seed).rows[:500]

@@ -17,6 +17,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from transforms.inference import usable_cores
+
 __all__ = ["LOCAL_RUNNERS", "THREAD_ENV", "is_local", "make_pipeline", "pipeline_options", "worker_threads"]
 
 # Runner names that mean "run here": all of them map to the FnApiRunner.
@@ -96,7 +98,7 @@ class _LocalPipeline(beam.Pipeline):
         direct = self._options.view_as(DirectOptions)
         if direct.direct_running_mode != "multi_processing":
             return super().run(test_runner_api)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         workers = direct.direct_num_workers or cores  # 0: one worker per core
         with worker_threads(max(1, cores // max(1, workers))):
             return super().run(test_runner_api)

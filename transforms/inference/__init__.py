@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from transforms.errors import ChecksumMismatch, ModelLoadError
 
-__all__ = ["read_model_bytes"]
+__all__ = ["read_model_bytes", "thread_budget", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def thread_budget() -> int:
+    """Threads a model runtime in this process may use: ``OMP_NUM_THREADS`` (which
+    ``pipelines.options`` sets in each local worker process to cores / workers), else
+    :func:`usable_cores`."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return usable_cores()
 
 
 def read_model_bytes(path: str, *, sha256: str | None = None) -> bytes:

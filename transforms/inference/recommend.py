@@ -40,7 +40,7 @@ import numpy as np
 
 from transforms.beam_ml import ModelHandler, PredictionResult
 from transforms.errors import ModelLoadError
-from transforms.inference import read_model_bytes
+from transforms.inference import read_model_bytes, thread_budget
 from transforms.recommend_vocab import encode_queries
 
 __all__ = [
@@ -349,17 +349,8 @@ class TFLiteQueryHandler(_QueryHandler):
         self.num_threads = num_threads
 
     def load_model(self) -> QueryModel:
-        threads = self.num_threads or _pool_threads()
+        threads = self.num_threads or thread_budget()
         return load_tflite_predict(read_model_bytes(self.model_uri), num_threads=threads, source=self.model_uri)
-
-
-def _pool_threads() -> int:
-    """The worker's thread budget: ``OMP_NUM_THREADS`` (which ``pipelines.options`` sets per local
-    worker process to cores / workers), else every core this process may run on."""
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
-    except ValueError:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def load_vocab(model_dir: str):
