@@ -45,6 +45,10 @@ def test_online_retail_sample(tmp_path):
     out = tmp_path / "out"
     summary = run_ingest([str(SAMPLE)], str(out), format="online-retail", now=NOW, partitions=3, chunk_mb=0.05)
     assert summary["read"] == 4000 and conserved(summary)
+    stages = summary["conservation"]["stages"]  # every hand-off between stages balances
+    assert stages["staged_rows"] == stages["unstaged_rows"] == summary["read"] - summary["dead_letter"]
+    assert stages["staged_slices"] == stages["unstaged_slices"] > 3
+    assert summary["conservation"]["lost_at"] == [] and summary["conservation"]["ok"]
     assert json.loads((out / "summary.json").read_text())["outputs"] == summary["outputs"]
     events = read_output(out, "events")
     assert events.schema.equals(USER_EVENT_SCHEMA)
@@ -244,3 +248,34 @@ def test_huge_json_record_is_refused_unparsed():
     big = b'{"id": "x", "title": "' + b"a" * 2_000_000 + b'"}'
     ((offset, raw, obj),) = list(iter_jsonl(b"\n" + big + b"\n", 100))
     assert offset == 101 and obj.reason == "RECORD_TOO_LARGE" and len(raw) <= 200
+
+
+def test_a_staged_slice_that_changed_under_the_job_is_an_error_naming_it(tmp_path):
+    from transforms.errors import StagingError
+    from transforms.ingest import _read_staged
+
+    path = tmp_path / "_shuffle" / "00001" / "00000-000000000000.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"invoice": ["1", "2", "3"]}), path)
+    assert _read_staged([(str(path), 3)]).num_rows == 3
+    with pytest.raises(StagingError, match=r"00000-000000000000\.parquet holds 3 rows; its writer wrote 4"):
+        _read_staged([(str(path), 4)])
+
+
+def test_summary_names_the_stage_that_lost_rows():
+    from pipelines.summary import ingest_summary
+
+    def summary(stages, outputs):
+        counts = {"read": 100, "dead_letter": 10, "duplicates": 5, "outputs": {"events": outputs}, "stages": stages}
+        return ingest_summary(counts, job="ingest", inputs=[], out="x", timings={})["conservation"]
+
+    balanced = {"staged_rows": 90, "staged_slices": 7, "unstaged_rows": 90, "unstaged_slices": 7}
+    assert summary(balanced, 85) == {"ok": True, "read": 100, "accounted": 100, "stages": balanced, "lost_at": []}
+    lost_slice = {**balanced, "unstaged_rows": 80, "unstaged_slices": 6}
+    cons = summary(lost_slice, 75)
+    assert not cons["ok"] and cons["lost_at"] == [
+        "staging -> build (slices): 7 in, 6 out",
+        "staging -> build (rows): 90 in, 80 out",
+    ]
+    cons = summary(balanced, 84)  # the build step's counts came up short
+    assert not cons["ok"] and cons["lost_at"] == ["build -> outputs + duplicates (rows): 90 in, 89 out"]

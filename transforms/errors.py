@@ -18,6 +18,10 @@ class SourceError(AisleError, OSError):
     """An input location cannot be listed or read (after retries, where retrying makes sense)."""
 
 
+class StagingError(AisleError, RuntimeError):
+    """An intermediate file of a running job does not hold what its writer wrote (staging folder changed under the job)."""
+
+
 class ModelLoadError(AisleError, RuntimeError):
     """A model file cannot be found, verified or loaded; the message names the path and the cause."""
 

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import online_retail
-from transforms.errors import ConfigError, SourceError
+from transforms.errors import ConfigError, SourceError, StagingError
 from transforms.ftp import redact
 from transforms.io import Chunk, commit_outputs, join_path, plan_chunks, read_chunk, write_parquet, write_text
 from transforms.records import DEAD_LETTER_SCHEMA, PRODUCT_SCHEMA, USER_EVENT_SCHEMA, retail_json_rows
@@ -141,12 +141,16 @@ def _emit(cfg: IngestConfig, name: str, table: pa.Table, shard: str):
         yield beam.pvalue.TaggedOutput("tables", (name, table))
 
 
-def _read_tables(paths: Sequence[str]) -> pa.Table:
+def _read_staged(slices: Sequence[tuple[str, int]]) -> pa.Table:
+    """The staged slices of one partition, each checked against the row count its writer announced."""
     tables = []
-    for path in sorted(paths):
+    for path, rows in sorted(slices):
         with FileSystems.open(path) as f:
-            tables.append(pq.read_table(f))
-    return pa.concat_tables(tables) if tables else None
+            table = pq.read_table(f)
+        if table.num_rows != rows:
+            raise StagingError(f"staged slice {path} holds {table.num_rows} rows; its writer wrote {rows}")
+        tables.append(table)
+    return pa.concat_tables(tables)
 
 
 def _first_line(uri: str) -> str:
@@ -201,15 +205,15 @@ class _ParseChunkFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("written", path)
             if cfg.emit_tables:
                 yield beam.pvalue.TaggedOutput("tables", ("dead_letter", dead))
-        yield beam.pvalue.TaggedOutput(
-            "counts", {"read": read, "dead_letter": dead.num_rows, "reasons": dict(reasons), "chunks": 1}
-        )
-        if valid is None or valid.num_rows == 0:
-            return
-        for part, rows in online_retail.partition_ids(valid, key, cfg.partitions):
+        parts = [] if valid is None else online_retail.partition_ids(valid, key, cfg.partitions)
+        for part, rows in parts:
             path = join_path(cfg.staging, "_shuffle", f"{part:05d}", f"{chunk.name}.parquet")
             write_parquet(rows, path)
-            yield part, path
+            yield part, (path, rows.num_rows)
+        stages = {"staged_rows": sum(rows.num_rows for _, rows in parts), "staged_slices": len(parts)}
+        yield beam.pvalue.TaggedOutput(
+            "counts", {"read": read, "dead_letter": dead.num_rows, "reasons": dict(reasons), "chunks": 1, "stages": stages}
+        )
 
 
 class _BuildPartitionFn(beam.DoFn):
@@ -231,10 +235,10 @@ class _BuildPartitionFn(beam.DoFn):
 
     def process(self, element):
         cfg = self.cfg
-        part, paths = element
-        lines = _read_tables(list(paths))
+        part, slices = element
+        lines = _read_staged(list(slices))
         shard = _shard_name(part, cfg.partitions)
-        counts: dict = {"records": {}, "outputs": {}}
+        counts: dict = {"records": {}, "outputs": {}, "stages": {"unstaged_rows": lines.num_rows, "unstaged_slices": len(slices)}}
         if cfg.format == "online-retail":
             built = online_retail.build_events(lines, currency=cfg.currency)
             counts["duplicates"] = built["duplicates"]
