@@ -16,6 +16,7 @@ from transforms.inference.ocr import (
     OcrModelHandler,
     decode_image,
     failure_reason,
+    fix_decimals,
     fix_zero_o,
     full_text,
     reading_order,
@@ -360,3 +361,48 @@ def test_contrast_levels_from_the_histogram_equal_numpy_percentiles():
         u8[: shape[0] // 2] = 250  # a heavy background level, as on a receipt
         for p in (1.0, 2.5, 10.0):
             np.testing.assert_allclose(_levels(u8, p), np.percentile(u8.astype(np.float32), (p, 100 - p)), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "read, expected",
+    [
+        ("7 42", "7.42"),
+        ("TOTAL 102 40", "TOTAL 102.40"),
+        ("RM7 00", "RM7.00"),
+        ("7.42", "7.42"),
+        ("QTY 2 100", "QTY 2 100"),  # three digits after the space: not a price's cents
+        ("24 10 2017", "24 10 2017"),  # not at the end of the line
+        ("NZ-06/07 5 40", "NZ-06/07 5.40"),
+        ("A1 42", "A1 42"),  # a code, not a number, before the space
+    ],
+)
+def test_fix_decimals(read, expected):
+    assert fix_decimals(read) == expected
+
+
+def _ctc(engine, layout: str, space_peaks: dict[int, float]) -> np.ndarray:
+    """CTC probabilities for ``layout``: one column per character, "." a blank column; weak space peaks in given columns."""
+    probs = np.zeros((len(layout), len(engine.characters)), np.float32)
+    probs[:, 0] = 1.0
+    for col, ch in enumerate(layout):
+        if ch != ".":
+            probs[col] = 0.0
+            probs[col, engine.characters.index(ch)] = 1.0
+    for col, p in space_peaks.items():
+        probs[col, -1], probs[col, 0] = p, 1.0 - p
+    return probs
+
+
+def test_a_weak_space_peak_splits_words_only_across_a_wide_gap(engine):
+    # letter-spaced print: every gap is one blank column; a weak space peak
+    # between S and T is noise, a strong one is a space
+    layout = "A.D.J.U.S.T.M.E.N.T"
+    spaced = _ctc(engine, layout, {9: 0.08})
+    assert engine._decode(spaced, len(layout))[0] == "ADJUSTMENT"
+    assert engine._decode(_ctc(engine, layout, {9: 0.6}), len(layout))[0] == "ADJUS TMENT"
+    # the same weak peak across a gap twice the line's pitch is a word break
+    layout = "T.O.T.A.L...G.S.T"
+    assert engine._decode(_ctc(engine, layout, {10: 0.08}), len(layout))[0] == "TOTAL GST"
+    # with the pitch rule off, any peak above space_prob is a space (the former rule)
+    loose = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(space_pitch_factor=0))
+    assert loose._decode(spaced, 19)[0] == "ADJUS TMENT"
