@@ -396,13 +396,13 @@ def _ctc(engine, layout: str, space_peaks: dict[int, float]) -> np.ndarray:
 def test_a_weak_space_peak_splits_words_only_across_a_wide_gap(engine):
     # letter-spaced print: every gap is one blank column; a weak space peak
     # between S and T is noise, a strong one is a space
+    pitch = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(space_pitch_factor=1.2))
     layout = "A.D.J.U.S.T.M.E.N.T"
     spaced = _ctc(engine, layout, {9: 0.08})
-    assert engine._decode(spaced, len(layout))[0] == "ADJUSTMENT"
-    assert engine._decode(_ctc(engine, layout, {9: 0.6}), len(layout))[0] == "ADJUS TMENT"
+    assert pitch._decode(spaced, len(layout))[0] == "ADJUSTMENT"
+    assert pitch._decode(_ctc(engine, layout, {9: 0.6}), len(layout))[0] == "ADJUS TMENT"
     # the same weak peak across a gap twice the line's pitch is a word break
     layout = "T.O.T.A.L...G.S.T"
-    assert engine._decode(_ctc(engine, layout, {10: 0.08}), len(layout))[0] == "TOTAL GST"
-    # with the pitch rule off, any peak above space_prob is a space (the former rule)
-    loose = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(space_pitch_factor=0))
-    assert loose._decode(spaced, 19)[0] == "ADJUS TMENT"
+    assert pitch._decode(_ctc(engine, layout, {10: 0.08}), len(layout))[0] == "TOTAL GST"
+    # with the pitch rule off (the default), any peak above space_prob is a space
+    assert engine._decode(spaced, 19)[0] == "ADJUS TMENT"

@@ -16,11 +16,10 @@ what the stock engine does not do:
 * recognition crops of every image in a batch are recognized together,
   sorted by aspect ratio, in batches of ``rec_batch_size``;
 * spaces the recognizer drops between words are restored where its space
-  class peaks between two characters (``space_prob``); a weak peak counts
-  only across a gap wider than the line's usual character pitch, so
-  letter-spaced print is not cut into pieces (``space_pitch_factor``), and
-  a decimal point lost in its gap at the end of a line is put back
-  (:func:`fix_decimals`);
+  class peaks between two characters (``space_prob``); optionally a weak
+  peak counts only across a gap wider than the line's usual character
+  pitch, for letter-spaced print (``space_pitch_factor``); a decimal point
+  lost in its gap at the end of a line is put back (:func:`fix_decimals`);
 * models load from any path Beam's FileSystems reads (local, ``gs://``), so a
   quantized or retrained model is a path away.
 
@@ -166,7 +165,7 @@ class OcrConfig:
     space_gap_factor: float = 1.8
     space_prob: float = 0.02  # 0 = off; else a space goes where the space class peaks above this between two characters ...
     space_prob_sure: float = 0.2  # ... and, below this, only where the gap is wider than ...
-    space_pitch_factor: float = 1.2  # ... this times the line's median character pitch (letter-spaced print: "ADJUS TMENT"); 0 = off
+    space_pitch_factor: float = 0.0  # ... this times the line's median character pitch (letter-spaced print: "ADJUS TMENT"); 0 = off (see benchmarks/README.md)
     fix_decimals: bool = True  # "7 42" at the end of a line -> "7.42": a decimal point lost in its gap (see fix_decimals)
     min_box_side: int = 4
     fix_zero_o: bool = True  # 0 and O told apart by their neighbours: "CH0PPING" -> "CHOPPING", "RM5OO" -> "RM500"
