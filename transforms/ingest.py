@@ -9,9 +9,11 @@ Work flows as Arrow record batches, never as one Python object per row:
    each slice is written to a staging file ("shuffle through files": only
    file names travel through Beam's shuffle, so neither a worker nor the
    runner holds the data set in memory).
-3. ``BuildPartitions``: all slices of one partition are read together,
-   deduplicated and turned into output records, written as one shard per
-   output.
+3. ``BuildPartitions``: all slices of one partition are read together
+   (each checked against the row count its writer announced), deduplicated
+   and turned into output records, written as one shard per output. Both
+   steps count the rows and slices they hand over, so the run summary can
+   say which hand-off lost rows if any did.
 4. ``BuildProducts`` (online-retail only): per-product partial aggregates
    from every partition are merged into the catalog.
 5. ``Commit``: once everything is written, the staged outputs replace the
