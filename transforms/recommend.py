@@ -569,14 +569,18 @@ class CooccurrenceCounts(beam.PTransform):
     one pass over them. What crosses the shuffle is each basket once as
     strings and then a few times as int32 arrays, never a pair per element;
     a worker holds one group of baskets, or one shard's baskets and its
-    ``items_per_shard`` rows of counts.
+    ``items_per_shard`` rows of counts. A basket travels to every shard it
+    holds an item of: at 10x the retail volume (37,200 items, 26 items a
+    basket), shards of 4,096 items take each basket about 9 times and
+    shards of 1,024 about 19 times (the largest buffer in the local
+    runner: 194 MiB against 346 MiB, same output).
 
     ``item_counts``: the baskets' :class:`ItemCounts`, when the pipeline
     already has them (counted here otherwise).
     """
 
     def __init__(self, k: int = 10, *, normalize: str = "cosine", min_count: int = 1,
-                 items_per_shard: int = 1024, baskets_per_group: int = 4096, item_counts=None):
+                 items_per_shard: int = 4096, baskets_per_group: int = 4096, item_counts=None):
         super().__init__()
         if k < 1:
             raise ConfigError(f"CooccurrenceCounts k must be >= 1, got {k}")
