@@ -708,16 +708,18 @@ class OcrEngine:
         if not len(cols):
             return "", 0.0
         gap = self.config.space_gap_cols
+        sp = self.config.space_prob
+        sure, pitch = self.config.space_prob_sure, self.config.space_pitch_factor
         chars = []
         space = len(self.characters) - 1
-        if gap and len(cols) > 2:
+        # this line's usual character pitch, in columns (0: too few characters to tell)
+        median_pitch = float(np.median(np.diff(cols))) if (gap or pitch) and len(cols) > 2 else 0.0
+        if median_pitch and gap:
             # a gap counts as a word break when it is wider than the absolute
             # minimum and clearly wider than this line's usual character pitch
             # (letter-spaced print has wide gaps everywhere, and no spaces)
-            gap = max(gap, self.config.space_gap_factor * float(np.median(np.diff(cols))))
-        sp = self.config.space_prob
-        sure, pitch = self.config.space_prob_sure, self.config.space_pitch_factor
-        wide = pitch * float(np.median(np.diff(cols))) if pitch and len(cols) > 2 else 0.0
+            gap = max(gap, self.config.space_gap_factor * median_pitch)
+        wide = pitch * median_pitch
         for n, col in enumerate(cols):
             if n and idx[col] != space and idx[cols[n - 1]] != space:
                 prev = cols[n - 1]
