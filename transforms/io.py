@@ -15,10 +15,11 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import pathlib
 import posixpath
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -156,14 +157,19 @@ def read_chunk(chunk: Chunk) -> tuple[bytes, int]:
 # --------------------------------------------------------------------------
 
 
+def _write_local(uri: str, write: Callable[[str], None]) -> str:
+    """``write(path)`` to a temporary file beside ``uri``, then rename it: a reader never sees half a file."""
+    os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+    tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
+    write(tmp)
+    os.replace(tmp, uri)
+    return uri
+
+
 def write_parquet(table: pa.Table, uri: str) -> str:
     """Write one Parquet file (local or any FileSystems scheme); a reader never sees it half written."""
     if "://" not in uri:
-        os.makedirs(os.path.dirname(uri), exist_ok=True)
-        tmp = f"{uri}.tmp-{uuid.uuid4().hex}"  # then renamed, as write_text does
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, uri)
-        return uri
+        return _write_local(uri, lambda path: pq.write_table(table, path, compression="zstd"))
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     with FileSystems.create(uri) as f:
@@ -173,12 +179,7 @@ def write_parquet(table: pa.Table, uri: str) -> str:
 
 def write_text(text: str, uri: str) -> str:
     if "://" not in uri:
-        os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-        tmp = f"{uri}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, uri)
-        return uri
+        return _write_local(uri, lambda path: pathlib.Path(path).write_text(text, encoding="utf-8"))
     with FileSystems.create(uri) as f:
         f.write(text.encode("utf-8"))
     return uri
