@@ -119,6 +119,57 @@ def test_tall_image_tiling_finds_every_line_once():
     assert sum(_close(t, w) for t, w in zip(texts, words)) >= len(words) - 1
 
 
+def _small_print_page(lines, size=12, at=(300, 400)):
+    """A scanned-page-sized white image (1080 x 1527) with a small block of print on it."""
+    page = Image.new("RGB", (1080, 1527), "white")
+    page.paste(text_image(lines, size=size, gap=size // 2), at)
+    return page
+
+
+def test_small_print_on_a_large_page_is_detected_again_enlarged():
+    lines = ["TOTAL AMOUNT 8.20", "CASH RECEIVED 10.00", "THANK YOU COME AGAIN"]
+    img = bgr(_small_print_page(lines))
+    zooming = OcrEngine.load(threads=1)
+    first = zooming._detect_tiled(img)
+    (x0, y0, x1, y1), f = zooming._zoom(img, first)
+    line_h = float(np.median([np.linalg.norm(b[0] - b[3]) for b in first]))
+    assert line_h < zooming.config.det_small_text  # the page is not enlarged: the detector sees the print this small
+    assert f == pytest.approx(zooming.config.det_text_target / line_h)
+    pts = np.concatenate(first)
+    assert x0 <= pts[:, 0].min() and y0 <= pts[:, 1].min() and x1 >= pts[:, 0].max() and y1 >= pts[:, 1].max()
+    assert (x1 - x0) * (y1 - y0) < 0.1 * img.shape[0] * img.shape[1]  # the region of the print, not the page
+
+    result = zooming.read_image(img)
+    assert zooming.stats["zoomed"] == 1
+    assert _close(" ".join(l.text for l in result.lines), " ".join(lines), 1)
+    # the boxes come back in page coordinates, one on each drawn line
+    second = zooming._detect_tiled(img[y0:y1, x0:x1])
+    assert len(result.lines) == len(lines) and len(second) == len(lines)
+    tops = sorted(min(p[1] for p in l.box) for l in result.lines)
+    assert 390 < tops[0] < 430 and all(b - a > 8 for a, b in zip(tops, tops[1:]))
+
+    plain = OcrEngine.load(threads=1, config=OcrConfig(det_small_text=0))
+    plain.read_image(img)
+    assert plain.stats["zoomed"] == 0
+
+
+def test_print_the_detector_sees_large_enough_is_not_zoomed(engine):
+    # the same print, but the image is small: the detector enlarges it to det_min_side anyway
+    img = bgr(text_image(["TOTAL AMOUNT 8.20", "CASH RECEIVED 10.00"], size=12, gap=6))
+    assert engine._zoom(img, engine._detect_tiled(img)) is None
+    big = bgr(_small_print_page(["TOTAL AMOUNT 8.20", "CASH RECEIVED 10.00"], size=40))
+    assert engine._zoom(big, engine._detect_tiled(big)) is None
+
+
+def test_zoom_region_stays_within_the_pixel_bound():
+    lines = [f"ITEM {i:02d} PRICE {i * 3}.50" for i in range(30)]
+    img = bgr(_small_print_page(lines, size=11, at=(20, 20)))
+    bounded = OcrEngine.load(threads=1, config=OcrConfig(det_zoom_max_pixels=500_000))
+    (x0, y0, x1, y1), f = bounded._zoom(img, bounded._detect_tiled(img))
+    assert (x1 - x0) * (y1 - y0) * f * f <= 500_000 * 1.001
+    assert f < bounded.config.det_text_target / 11
+
+
 def test_space_restoration_from_ctc_gaps(engine):
     # Two words drawn far apart on one line: the recognizer may or may not emit
     # the space itself; with space restoration it must be there.

@@ -142,6 +142,14 @@ class OcrConfig:
     resolution; an image that would need more than ``max_tiles`` tiles is
     detected whole (each tile is enlarged to ``det_min_side``, so the work
     of a few-hundred-byte sliver would otherwise be unbounded).
+
+    Small print: when the median detected line is under ``det_small_text``
+    pixels high as the detector saw it, the region that holds the lines (with
+    a margin of two line heights) is enlarged so that the median line is
+    ``det_text_target`` pixels high, at most ``det_zoom_max_pixels`` pixels in
+    all, and detected again; its boxes replace the first ones (a scanned page
+    with a small receipt on it: text 12-14 px high, lines merged or missed
+    at that size).
     """
 
     det_min_side: int = 736
@@ -152,6 +160,9 @@ class OcrConfig:
     use_dilation: bool = True
     tile_aspect: float = 2.5  # 0 = no tiling
     tile_overlap: float = 0.15
+    det_small_text: float = 22.0  # 0 = off; else a median line under this height (detector pixels) ...
+    det_text_target: float = 40.0  # ... has its region detected again, enlarged to put it at this height ...
+    det_zoom_max_pixels: int = 6_000_000  # ... within this many pixels (see benchmarks/README.md)
     max_tiles: int = 32  # past this (a sliver of an image: 1 x 3000 px would make 2,999), detect on the whole image
     cls_thresh: float = 0.9
     use_cls: bool = True
@@ -556,7 +567,7 @@ class OcrEngine:
                 f"recognizer has {n_out} output classes but its character set gives {len(self.characters)}; "
                 "pass the character list that belongs to this recognizer"
             )
-        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "images": 0}
+        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "images": 0, "zoomed": 0}
 
     @classmethod
     def load(
@@ -640,7 +651,41 @@ class OcrEngine:
         return [(s, s + tile_h) for s in starts]
 
     def detect(self, image: np.ndarray) -> list[np.ndarray]:
-        """Text boxes (4x2 float32, clockwise from top-left) of one BGR image, tiling tall images."""
+        """Text boxes (4x2 float32, clockwise from top-left) of one BGR image, tiling tall images and zooming into small print."""
+        boxes = self._detect_tiled(image)
+        zoom = self._zoom(image, boxes)
+        if zoom is None:
+            return boxes
+        import cv2
+
+        (x0, y0, x1, y1), f = zoom
+        region = cv2.resize(image[y0:y1, x0:x1], None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA)
+        offset = np.array([x0, y0], dtype=np.float32)
+        self.stats["zoomed"] += 1
+        return [b / f + offset for b in self._detect_tiled(region)]
+
+    def _zoom(self, image: np.ndarray, boxes: Sequence[np.ndarray]):
+        """((x0, y0, x1, y1), scale) of the region to detect again for small print, or None."""
+        c = self.config
+        if not c.det_small_text or not boxes:
+            return None
+        h, w = image.shape[:2]
+        heights = [float(np.linalg.norm(b[0] - b[3])) for b in boxes]
+        line_h = max(float(np.median(heights)), 1.0)
+        tiles = self._tiles(h, w)
+        seen = line_h * self._det_scale(tiles[0][1] - tiles[0][0], w)  # the line height the detector saw
+        if seen >= c.det_small_text:
+            return None
+        pts = np.concatenate(boxes)
+        margin = 2 * line_h
+        x0, y0 = int(max(0.0, pts[:, 0].min() - margin)), int(max(0.0, pts[:, 1].min() - margin))
+        x1, y1 = int(min(w, pts[:, 0].max() + margin + 1)), int(min(h, pts[:, 1].max() + margin + 1))
+        f = min(c.det_text_target / line_h, math.sqrt(c.det_zoom_max_pixels / max((x1 - x0) * (y1 - y0), 1)))
+        if f * line_h <= seen * 1.2:  # the first pass already saw it (nearly) this large
+            return None
+        return (x0, y0, x1, y1), f
+
+    def _detect_tiled(self, image: np.ndarray) -> list[np.ndarray]:
         h, w = image.shape[:2]
         tiles = self._tiles(h, w)
         if len(tiles) == 1:
