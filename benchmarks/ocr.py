@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-budget-s", type=float, default=0.5, help="per-image p50 budget for the choice")
     ap.add_argument("--max-word-f1-drop", type=float, default=0.01, help="allowed word-F1 drop vs fp32 for the choice")
     ap.add_argument("--max-rec-drop", type=float, default=0.01, help="recognizer agreement budget of the mixed candidate")
-    ap.add_argument("--pipeline-images", type=int, default=15, help="images for the pipeline-vs-raw-loop ratio (0: skip)")
+    ap.add_argument("--pipeline-images", type=int, default=30, help="images for the pipeline-vs-raw-loop ratio (0: skip; the pipeline's start-up, a few seconds, weighs on fewer)")
     ap.add_argument("--pipeline-rounds", type=int, default=3, help="alternating raw/pipeline timings (medians compared)")
     ap.add_argument("--pipeline-only", metavar="CANDIDATE",
                     help="only re-measure the pipeline ratio with this built candidate (in --work-dir) and update the 'pipeline' entry of --json")
