@@ -538,12 +538,14 @@ def run_enrich(
 @click.option("--threads", type=int, help="onnxruntime threads per model (default: all cores).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Images per RunInference batch (their text crops are recognized together).")
 @click.option("--tile-aspect", type=float, default=OcrConfig().tile_aspect, show_default=True, help="Tile images taller than this many widths (0: never).")
+@click.option("--small-print", type=float, default=OcrConfig().det_small_text, show_default=True,
+              help="Detect again, enlarged, where the median text line is under this many pixels high as the detector sees it (0: never; costs a second detection on those images).")
 @click.option("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, show_default=True, help="Refuse larger images (decompression bombs).")
 @click.option("--ner-model", help="NER model folder (e.g. the chosen candidate under out/models/ner/candidates): adds entities, catalog_enriched and dead_letter_ner.")
 @click.option("--registry", "registry_root", default="out/registry", show_default=True, help="Local model registry that registry://name@alias model options resolve in.")
 @click.option("--workers", default=1, show_default=True, help="Local worker processes (remote runners ignore it).")
 @click.pass_context
-def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_image_pixels, ner_model, registry_root, workers):
+def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, small_print, max_image_pixels, ner_model, registry_root, workers):
     """Read the text on product images into <out>/ocr_lines, <out>/ocr_text and dead letters.
 
     Extra flags (--runner, --project, --region, --temp_location, ...) go to Beam.
@@ -557,7 +559,7 @@ def command(ctx, catalog, out, model_dir, threads, batch_size, tile_aspect, max_
         model_dir=model_dir,
         threads=threads,
         batch_size=batch_size,
-        config=OcrConfig().replace(tile_aspect=tile_aspect),
+        config=OcrConfig().replace(tile_aspect=tile_aspect, det_small_text=small_print),
         max_image_pixels=max_image_pixels,
         beam_args=ctx.args,
         ner_model=ner_model,

@@ -100,3 +100,17 @@ def test_catalog_forms(tmp_path):
     files, root = catalog_files(str(tmp_path))
     refs = [r for f in files for r in image_refs(f, root)]
     assert refs[0].product_id == "x1" and refs[0].uri == str(tmp_path / "images" / "Banana_Iconic.jpg")
+
+
+@pytest.mark.parametrize("flags, tile_aspect, small_print", [([], 2.5, 22.0), (["--small-print", "0", "--tile-aspect", "0"], 0.0, 0.0)])
+def test_enrich_command_passes_the_detection_options_to_the_engine(monkeypatch, tmp_path, flags, tile_aspect, small_print):
+    from click.testing import CliRunner
+
+    import pipelines.enrich as enrich
+
+    seen = {}
+    monkeypatch.setattr(enrich, "run_enrich", lambda *a, **kw: seen.update(kw) or {})
+    monkeypatch.setattr("pipelines.summary.print_summary", lambda summary: None)
+    result = CliRunner().invoke(enrich.command, ["--catalog", str(tmp_path), "--out", str(tmp_path / "out"), *flags])
+    assert result.exit_code == 0, result.output
+    assert (seen["config"].tile_aspect, seen["config"].det_small_text) == (tile_aspect, small_print)
