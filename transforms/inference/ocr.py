@@ -145,11 +145,12 @@ class OcrConfig:
 
     Small print: when the median detected line is under ``det_small_text``
     pixels high as the detector saw it, the region that holds the lines (with
-    a margin of two line heights) is enlarged so that the median line is
+    a margin of two line heights) is scaled so that the median line is
     ``det_text_target`` pixels high, at most ``det_zoom_max_pixels`` pixels in
-    all, and detected again; its boxes replace the first ones (a scanned page
-    with a small receipt on it: text 12-14 px high, lines merged or missed
-    at that size).
+    all, and detected again; its boxes replace the first ones. The case is a
+    scanned page with a small receipt on it (text 12-14 px high: lines merged
+    or missed at that size); a huge photo that whole-image detection shrinks
+    past legibility is the other (its region is scaled down less).
     """
 
     det_min_side: int = 736
