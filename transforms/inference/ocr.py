@@ -603,20 +603,19 @@ class OcrEngine:
 
     # -- detection --------------------------------------------------------
 
-    def _det_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    def _det_input(self, image: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, tuple[int, int]]:
         import cv2
 
-        c = self.config
         h, w = image.shape[:2]
-        scale = self._det_scale(h, w)
+        scale = self._det_scale(h, w) if scale is None else scale
         rh = max(32, int(round(h * scale / 32)) * 32)
         rw = max(32, int(round(w * scale / 32)) * 32)
         resized = cv2.resize(image, (rw, rh))
         x = (resized.astype(np.float32) * (1 / 127.5) - 1.0).transpose(2, 0, 1)[None]
         return np.ascontiguousarray(x), (h, w)
 
-    def _detect_one(self, image: np.ndarray) -> list[np.ndarray]:
-        x, shape = self._det_input(image)
+    def _detect_one(self, image: np.ndarray, scale: float | None = None) -> list[np.ndarray]:
+        x, shape = self._det_input(image, scale)
         prob = self.det.run(None, {self._det_in: x})[0]
         boxes, _scores = self._det_post(prob, shape)
         out = []
@@ -657,13 +656,11 @@ class OcrEngine:
         zoom = self._zoom(image, boxes)
         if zoom is None:
             return boxes
-        import cv2
-
         (x0, y0, x1, y1), f = zoom
-        region = cv2.resize(image[y0:y1, x0:x1], None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA)
         offset = np.array([x0, y0], dtype=np.float32)
         self.stats["zoomed"] += 1
-        return [b / f + offset for b in self._detect_tiled(region)]
+        # the region whole, at its own scale: neither det_max_side nor tiling applies (det_zoom_max_pixels bounds it)
+        return [b + offset for b in self._detect_one(image[y0:y1, x0:x1], scale=f)]
 
     def _zoom(self, image: np.ndarray, boxes: Sequence[np.ndarray]):
         """((x0, y0, x1, y1), scale) of the region to detect again for small print, or None."""
