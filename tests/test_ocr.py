@@ -143,7 +143,7 @@ def test_small_print_on_a_large_page_is_detected_again_enlarged():
     assert zooming.stats["zoomed"] == 1
     assert _close(" ".join(l.text for l in result.lines), " ".join(lines), 1)
     # the boxes come back in page coordinates, one on each drawn line
-    second = zooming._detect_tiled(img[y0:y1, x0:x1])
+    second = zooming._detect_one(img[y0:y1, x0:x1], scale=f)  # the region as detect() reads it
     assert len(result.lines) == len(lines) and len(second) == len(lines)
     tops = sorted(min(p[1] for p in l.box) for l in result.lines)
     assert 390 < tops[0] < 430 and all(b - a > 8 for a, b in zip(tops, tops[1:]))
