@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from components.ocr_eval import levenshtein
+from transforms.errors import ConfigError
 from transforms.inference.ocr import (
     ImageError,
     OcrConfig,
@@ -317,6 +318,35 @@ def test_recognition_batches_return_each_crop_its_own_text(engine):
         assert all(_close(t, w) for t, w in zip(texts[batch_size], words)), (batch_size, texts[batch_size])
     # batches of similar widths pad little: the text does not depend on the batch size
     assert texts[1] == texts[3] == texts[4] == texts[16]
+
+
+def test_recognition_batches_run_at_once_give_each_crop_its_own_text(engine):
+    words = ["CASH", "TOTAL 12.50", "CHANGE 0.50", "THANK YOU FOR SHOPPING", "RM", "SUGAR 1KG", "7", "NET WT 500G", "GST 6%"]
+    crops = [bgr(text_image([w], size=28, gap=4))[8:-8] for w in words]
+    crops += [np.ascontiguousarray(np.rot90(c, 2)) for c in crops[:3]]  # and upside down, for the classifier
+    serial = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(rec_batch_size=2))
+    parallel = OcrEngine(engine.det, engine.rec, engine.cls, characters=engine.characters[1:-1], config=OcrConfig(rec_batch_size=2),
+                         crop_workers=3)
+    try:
+        assert parallel.recognize(crops) == serial.recognize(crops)  # same order, same texts
+        assert parallel._cls_batch(crops) == serial._cls_batch(crops)
+        assert [f for f, _ in parallel._cls_batch(crops)][-3:] == [True] * 3
+        assert parallel._pool is not None  # the batches did go through the threads
+    finally:
+        parallel.close()
+    assert all(_close(t, w) for (t, _), w in zip(serial.recognize(crops), words))
+
+
+def test_load_gives_recognition_one_thread_a_batch_and_the_detector_all():
+    e = OcrEngine.load(threads=2)
+    assert e.crop_workers == 2
+    assert e.rec.get_session_options().intra_op_num_threads == 1
+    assert e.cls.get_session_options().intra_op_num_threads == 1
+    assert e.det.get_session_options().intra_op_num_threads == 2
+    one = OcrEngine.load(threads=2, parallel_crops=False)
+    assert one.crop_workers == 1 and one.rec.get_session_options().intra_op_num_threads == 2
+    with pytest.raises(ConfigError):
+        OcrEngine(e.det, e.rec, characters=e.characters[1:-1], crop_workers=0)
 
 
 @pytest.mark.parametrize(

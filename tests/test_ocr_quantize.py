@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
-from components.ocr_quantize import _layer_groups
+from components.ocr_quantize import REC_OP_TYPES, REC_PERCENTILE, _layer_groups, rec_calibration_feeds
 from components.quantize import compare_outputs, optimize_graph, quantize_int8_dynamic, quantize_int8_static, upgrade_opset
 from tests.test_ocr import bgr, text_image
 from transforms.inference.ocr import OcrEngine, OcrModelPaths
@@ -64,3 +64,32 @@ def test_layer_groups_cover_nodes_in_order():
     groups = _layer_groups(nodes, 4)
     assert [n for g in groups.values() for n in g] == nodes
     assert len(groups) == 4
+
+
+def test_recognizer_calibration_feeds_share_one_shape(engine):
+    crops = _crops(WORDS) + [bgr(text_image(["A LONG LINE OF SMALL PRINT THAT IS WIDER THAN THE INPUT"], size=20))]
+    feeds = rec_calibration_feeds(engine, crops, width=320, batch_size=4)
+    assert len(feeds) == len(crops) // 4  # whole batches only: the histogram calibrators stack them
+    assert {f["x"].shape for f in feeds} == {(4, 3, 48, 320)}
+    # the engine's own preprocessing: values in [-1, 1], padding at 0
+    assert all(f["x"].min() >= -1.0 and f["x"].max() <= 1.0 for f in feeds)
+
+
+def test_percentile_int8_recognizer_quantizes_convolutions_only_and_reads_as_fp32(engine, tmp_path):
+    up = upgrade_opset(OcrModelPaths.default().rec, str(tmp_path / "rec13.onnx"), opset=13)
+    fp32 = optimize_graph(up, str(tmp_path / "rec.onnx"))
+    calib = rec_calibration_feeds(engine, _crops(WORDS[:4]) + _crops(WORDS[:4])[::2], batch_size=4)
+    q = quantize_int8_static(fp32, str(tmp_path / "rec.int8.onnx"), calib, op_types=REC_OP_TYPES, activation_type="quint8",
+                             calibrate_method="percentile", extra_options={"CalibPercentile": REC_PERCENTILE})
+    model = onnx.load(q)
+    onnx.checker.check_model(model)
+    produced = {o: n for n in model.graph.node for o in n.output}
+    quantized_inputs = lambda n: [produced.get(i) is not None and produced[i].op_type == "DequantizeLinear" for i in n.input[:2]]
+    assert all(all(quantized_inputs(n)) for n in model.graph.node if n.op_type == "Conv")
+    assert not any(any(quantized_inputs(n)) for n in model.graph.node if n.op_type == "MatMul")
+    # held-out lines read the same as FP32 reads them
+    crops = [bgr(text_image([w], size=28, gap=4))[8:-8] for w in WORDS[4:]]
+    det = OcrModelPaths.default().det
+    int8 = OcrEngine.load(OcrModelPaths(det, q, None), threads=1)
+    ref = OcrEngine.load(OcrModelPaths(det, fp32, None), threads=1)
+    assert [t for t, _ in int8.recognize(crops)] == [t for t, _ in ref.recognize(crops)]

@@ -846,13 +846,16 @@ class OcrEngine:
         size = self.config.rec_batch_size
         return [(order[s : s + size], [ratios[i] for i in order[s : s + size]]) for s in range(0, len(order), size)]
 
-    def _rec_batch(self, crops: Sequence[np.ndarray], ids: np.ndarray, ratios: Sequence[float]) -> tuple[np.ndarray, list[int]]:
-        """The recognizer's input for ``crops[ids]`` (padded to the widest) and each crop's resized width."""
+    def _rec_batch(
+        self, crops: Sequence[np.ndarray], ids: np.ndarray, ratios: Sequence[float], min_width: int | None = None
+    ) -> tuple[np.ndarray, list[int]]:
+        """The recognizer's input for ``crops[ids]`` (padded to the widest, at least ``min_width``, default
+        ``rec_min_width``) and each crop's resized width."""
         import cv2
 
         c = self.config
         ih = c.rec_height
-        iw = int(math.ceil(ih * max(max(ratios), c.rec_min_width / ih) / 8)) * 8
+        iw = int(math.ceil(ih * max(max(ratios), (min_width or c.rec_min_width) / ih) / 8)) * 8
         batch = np.zeros((len(ids), 3, ih, iw), dtype=np.float32)
         widths = []
         for k, (i, ratio) in enumerate(zip(ids, ratios)):
