@@ -276,6 +276,9 @@ def _build(work_dir, calibration_images, *, base, candidates, max_rec_drop, min_
     scorer = _Scorer(ref_engine, cal, threads)
     feeds = {"det": cal.det_feeds, "rec": cal.rec_feeds, "cls": cal.cls_feeds}
     caches = {m: os.path.join(work_dir, "_tmp", f"{m}.ranges.json") for m in MODELS}
+    for path in caches.values():  # ranges left by an earlier build came from other images or another method
+        if os.path.exists(path):
+            os.remove(path)
     # (onnxruntime 1.31's CalibMaxIntermediateOutputs discards the collected
     # ranges instead of merging them: bound memory by the calibration size.)
     extra = {"det": {}, "rec": {}, "cls": {}}
