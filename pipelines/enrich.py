@@ -535,7 +535,7 @@ def run_enrich(
 @click.option("--catalog", required=True, help="Products: ingest output folder, a folder of .parquet/.jsonl, or one such file.")
 @click.option("--out", required=True, help="Output folder (local or gs://).")
 @click.option("--ocr-models", "model_dir", help="Folder with det.onnx, rec.onnx (and cls.onnx): e.g. a chosen quantized candidate. Default: the models of rapidocr-onnxruntime.")
-@click.option("--threads", type=int, help="onnxruntime threads per model (default: all cores).")
+@click.option("--threads", type=int, help="CPU threads per worker for the models: the OCR detector runs on all of them, OCR recognition batches this many at a time (default: all cores).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Images per RunInference batch (their text crops are recognized together).")
 @click.option("--tile-aspect", type=float, default=OcrConfig().tile_aspect, show_default=True, help="Tile images taller than this many widths (0: never).")
 @click.option("--small-print", type=float, default=OcrConfig().det_small_text, show_default=True,

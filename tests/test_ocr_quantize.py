@@ -10,11 +10,13 @@ calibration crops.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 
-from components.ocr_quantize import REC_OP_TYPES, REC_PERCENTILE, _layer_groups, rec_calibration_feeds
+from components.ocr_quantize import REC_OP_TYPES, REC_PERCENTILE, _layer_groups, build_ocr_candidates, rec_calibration_feeds
 from components.quantize import compare_outputs, optimize_graph, quantize_int8_dynamic, quantize_int8_static, upgrade_opset
 from tests.test_ocr import bgr, text_image
 from transforms.inference.ocr import OcrEngine, OcrModelPaths
@@ -93,3 +95,17 @@ def test_percentile_int8_recognizer_quantizes_convolutions_only_and_reads_as_fp3
     int8 = OcrEngine.load(OcrModelPaths(det, q, None), threads=1)
     ref = OcrEngine.load(OcrModelPaths(det, fp32, None), threads=1)
     assert [t for t, _ in int8.recognize(crops)] == [t for t, _ in ref.recognize(crops)]
+
+
+def test_a_build_calibrates_afresh_whatever_an_earlier_build_left(tmp_path):
+    work = tmp_path / "candidates"
+    (work / "_tmp").mkdir(parents=True)
+    (work / "_tmp" / "rec.ranges.json").write_text("{}")  # ranges of another build: unusable here
+    images = [bgr(text_image(["TOTAL 12.50", "CASH 20.00"], size=28)), bgr(text_image(["NET WT 500G", "MILK"], size=28))]
+    built = build_ocr_candidates(str(work), images, candidates=["int8_static"], threads=2)
+    assert set(built) == {"int8_static"}
+    ranges = json.loads((work / "_tmp" / "rec.ranges.json").read_text()) if (work / "_tmp" / "rec.ranges.json").exists() else None
+    assert ranges != {}  # calibrated again, not read from the stale file
+    rec = onnx.load(str(work / "int8_static" / "rec.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in rec.graph.node)
+    assert 0.0 < built["int8_static"].agreement["rec"] <= 1.0
