@@ -128,6 +128,9 @@ def rec_calibration_feeds(engine: OcrEngine, crops: Sequence[np.ndarray], *, wid
     0.823 on receipts 060-158 and 160-258, against 0.857 and 0.824.)
     """
     name = engine.rec.get_inputs()[0].name
+    if not crops:
+        raise ConfigError("recognizer calibration needs at least one line crop (no text found on the calibration images)")
+    batch_size = min(batch_size, len(crops))  # whole batches only: every feed of one shape
     feeds = []
     for s in range(0, len(crops) - batch_size + 1, batch_size):
         chunk = crops[s : s + batch_size]

@@ -19,6 +19,7 @@ import pytest
 from components.ocr_quantize import REC_OP_TYPES, REC_PERCENTILE, _layer_groups, build_ocr_candidates, rec_calibration_feeds
 from components.quantize import compare_outputs, optimize_graph, quantize_int8_dynamic, quantize_int8_static, upgrade_opset
 from tests.test_ocr import bgr, text_image
+from transforms.errors import ConfigError
 from transforms.inference.ocr import OcrEngine, OcrModelPaths
 
 WORDS = ["MILK", "ORGANIC OATS", "BEST BEFORE 12.05", "NET WT 500G", "PRODUCT OF ITALY", "SUGAR FREE", "TOTAL 9.90", "SALT"]
@@ -109,3 +110,10 @@ def test_a_build_calibrates_afresh_whatever_an_earlier_build_left(tmp_path):
     rec = onnx.load(str(work / "int8_static" / "rec.onnx"))
     assert any(n.op_type == "QuantizeLinear" for n in rec.graph.node)
     assert 0.0 < built["int8_static"].agreement["rec"] <= 1.0
+
+
+def test_recognizer_calibration_feeds_from_fewer_crops_than_a_batch(engine):
+    feeds = rec_calibration_feeds(engine, _crops(["MILK"]), batch_size=4)  # 2 crops
+    assert [f["x"].shape for f in feeds] == [(2, 3, 48, 320)]
+    with pytest.raises(ConfigError):
+        rec_calibration_feeds(engine, [])
