@@ -284,13 +284,16 @@ def test_summary_names_the_stage_that_lost_rows():
 def test_auto_worker_mode_runs_processes_from_the_size_threshold_on(tmp_path, monkeypatch):
     import pipelines.ingest as ingest
 
-    small = run_ingest([str(SAMPLE)], str(tmp_path / "threads"), format="online-retail", now=NOW, partitions=2, workers=2)
+    auto = {"format": "online-retail", "now": NOW, "partitions": 2, "workers": 2, "worker_mode": "auto"}
+    small = run_ingest([str(SAMPLE)], str(tmp_path / "threads"), **auto)
     assert small["worker_mode"] == "threads"  # the sample is far under PROCESS_BYTES
     monkeypatch.setattr(ingest, "PROCESS_BYTES", SAMPLE.stat().st_size)
-    big = run_ingest([str(SAMPLE)], str(tmp_path / "processes"), format="online-retail", now=NOW, partitions=2, workers=2)
+    big = run_ingest([str(SAMPLE)], str(tmp_path / "processes"), **auto)
     assert big["worker_mode"] == "processes"
     one = run_ingest([str(SAMPLE)], str(tmp_path / "one"), format="online-retail", now=NOW, partitions=2, workers=1)
     assert one["worker_mode"] is None  # in-process: no workers to run
+    default = run_ingest([str(SAMPLE)], str(tmp_path / "default"), format="online-retail", now=NOW, partitions=2, workers=2)
+    assert default["worker_mode"] == "threads"  # whatever the size: processes cost about 1.6x the memory
     # the same records whichever way the workers ran
     for name in ("events", "products"):
         rows = [sorted(json.dumps(r, sort_keys=True, default=str) for r in pq.read_table(tmp_path / run / name).to_pylist())
