@@ -39,8 +39,9 @@ __all__ = ["build_ingest", "run_ingest", "auto_partitions", "command"]
 PARTITION_BYTES = 16 << 20  # input bytes per output shard: bounds a worker's memory
 # --worker-mode auto: worker processes from this much input on, threads below. Measured with 2 workers on
 # 2 cores (benchmarks/README.md): 103 MB of retail CSV took 5.9-6.0 s as threads, 6.3-7.3 s as processes;
-# 347 MB, in interleaved rounds, 18.2-21.5 s as threads and 16.7-19.9 s as processes, at about 1.6x the
-# peak memory (1.5 GB against 0.9): threads stay the default.
+# 347 MB, in two runs of interleaved rounds, 1.52x and 1.53x one worker as threads, 1.58x and 1.63x as
+# processes (peak memory of the process tree 1.4 GB against 0.95; each mode's own peak grows about 1.2x
+# from 1x to 10x).
 PROCESS_BYTES = 192 << 20
 
 
@@ -106,7 +107,7 @@ def run_ingest(
     partitions: int | None = None,
     chunk_mb: float = 4.0,
     workers: int | None = None,
-    worker_mode: str = "threads",
+    worker_mode: str = "auto",
     retail_json: bool = False,
     catalog: str | None = None,
     bigquery_dataset: str | None = None,
@@ -228,9 +229,9 @@ def _show_progress(cfg: IngestConfig, uris: Sequence[str], stop: threading.Event
 @click.option("--partitions", type=int, help="Output shards (default: one per 16 MB of input, at least 2).")
 @click.option("--chunk-mb", type=float, default=4.0, show_default=True, help="Split size for parallel reads of one file.")
 @click.option("--workers", type=int, help="Local workers (default: all cores for inputs over 8 MB, else 1).")
-@click.option("--worker-mode", type=click.Choice(["threads", "processes", "auto"]), default="threads", show_default=True,
+@click.option("--worker-mode", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
               help="Local workers as threads (the work is in Arrow kernels; no start-up cost) or processes; "
-                   "auto: processes for inputs of 192 MiB or more (a few % faster there, about 1.6x the memory).")
+                   "auto: processes for inputs of 192 MiB or more, where their start-up pays (about 1.5x the memory).")
 @click.option("--bigquery-dataset", help="Also load every output into BigQuery: project:dataset (tables products, user_events, cancellations, dead_letters).")
 @click.option("--retail-json/--no-retail-json", default=False, show_default=True, help="Also write the Retail API's JSON import format.")
 @click.pass_context
