@@ -47,15 +47,11 @@ PROCESS_BYTES = 192 << 20
 
 def auto_partitions(uris: Sequence[str]) -> int:
     """Output shards for these inputs: about one per 16 MB, at least 2."""
-    total = 0
-    for uri in uris:
-        if uri.startswith("ftp://"):
-            continue
-        try:
-            total += FileSystems.match([uri])[0].metadata_list[0].size_in_bytes
-        except Exception:  # sizes are a hint only
-            continue
-    return max(2, math.ceil(total / PARTITION_BYTES))
+    return _partitions_for(sum(_size(u) for u in uris))
+
+
+def _partitions_for(total_bytes: int) -> int:
+    return max(2, math.ceil(total_bytes / PARTITION_BYTES))
 
 
 # output name -> (BigQuery table, record class); the tables Terraform creates
@@ -122,7 +118,8 @@ def run_ingest(
     """
     t0 = time.perf_counter()
     uris = expand_inputs(list(inputs))
-    partitions = partitions or auto_partitions(uris)
+    total_bytes = sum(_size(u) for u in uris)  # one size lookup an input (a request each on gs://)
+    partitions = partitions or _partitions_for(total_bytes)
     cfg = IngestConfig(
         format=format,
         out=out,
@@ -137,7 +134,6 @@ def run_ingest(
         run_id=uuid.uuid4().hex[:12],
         emit_tables=bool(bigquery_dataset),
     )
-    total_bytes = sum(_size(u) for u in uris)
     if workers is None:
         workers = (os.cpu_count() or 1) if total_bytes > 8 * (1 << 20) else 1
     if worker_mode == "auto":
@@ -187,7 +183,7 @@ def _size(uri: str) -> int:
         return 0
     try:
         return FileSystems.match([uri])[0].metadata_list[0].size_in_bytes
-    except Exception:
+    except Exception:  # sizes are a hint only (partitions, workers, worker mode)
         return 0
 
 

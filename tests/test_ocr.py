@@ -409,7 +409,9 @@ def test_contrast_stretch_gives_faint_print_the_full_input_range():
     lines = stretched.read_image(img).lines
     assert lines and _close(lines[0].text.replace(" ", ""), "WITHIN7DAYS")
     # the stretch is what the recognizer sees: its input spans the full range
-    (_, batch, _), = stretched._rec_batches([img[: img.shape[0] // 2 + 20]])
+    crops = [img[: img.shape[0] // 2 + 20]]
+    (plan,) = stretched._rec_plan(crops)
+    batch, _ = stretched._rec_batch(crops, *plan)
     assert batch.min() < -0.9 and batch.max() > 0.9
 
 

@@ -42,7 +42,6 @@ import dataclasses
 import io
 import logging
 import math
-import os
 import pathlib
 import re
 import unicodedata
@@ -54,7 +53,7 @@ import numpy as np
 
 from transforms.beam_ml import ModelHandler, PredictionResult
 from transforms.errors import AisleError, ConfigError, ModelLoadError
-from transforms.inference import read_model_bytes
+from transforms.inference import read_model_bytes, thread_budget
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -230,13 +229,6 @@ class OcrModelPaths(NamedTuple):
             if not FileSystems.exists(paths[name]):
                 raise ModelLoadError(f"{paths[name]} does not exist: an OCR model folder needs det.onnx and rec.onnx (cls.onnx optional)")
         return cls(det=paths["det"], rec=paths["rec"], cls=paths["cls"] if FileSystems.exists(paths["cls"]) else None)
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 def _session(path: str, threads: int | None, *, spin: bool = False, rewrite: bool = True):
@@ -631,11 +623,12 @@ class OcrEngine:
     ) -> "OcrEngine":
         """Load the three models (``paths`` default: the package's PP-OCRv4 models).
 
-        ``threads``: the CPU threads the engine uses (default: the cores this
-        process may run on). The detector runs one image a call on all of
-        them; with ``parallel_crops`` (the default) the recognizer and the
-        classifier run that many batches of crops at once, one thread each,
-        and otherwise one batch at a time on all of them.
+        ``threads``: the CPU threads the engine uses (default:
+        :func:`transforms.inference.thread_budget`, this worker's share of
+        the cores). The detector runs one image a call on all of them; with
+        ``parallel_crops`` (the default) the recognizer and the classifier
+        run that many batches of crops at once, one thread each, and
+        otherwise one batch at a time on all of them.
 
         The recognizer's character set comes from its ``character`` metadata
         unless ``characters`` is given. With ``rewrite`` (the default) each
@@ -644,7 +637,7 @@ class OcrEngine:
         is built (1.4-1.7x faster per PP-OCR model on 2 cores, same outputs).
         """
         paths = paths or OcrModelPaths.default()
-        workers = (threads or _usable_cores()) if parallel_crops else 1
+        workers = (threads or thread_budget()) if parallel_crops else 1
         crop_threads = 1 if workers > 1 else threads
         det = _session(paths.det, threads, rewrite=rewrite)
         rec = _session(paths.rec, crop_threads, rewrite=rewrite)
@@ -870,15 +863,6 @@ class OcrEngine:
             batch[k, :, :, :rw] = r.transpose(2, 0, 1)
             widths.append(rw)
         return batch, widths
-
-    def _rec_batches(self, crops: Sequence[np.ndarray]):
-        """(crop indices, input batch, resized widths) in aspect-ratio order, ``rec_batch_size`` at a time."""
-        for ids, ratios in self._rec_plan(crops):
-            yield (ids, *self._rec_batch(crops, ids, ratios))
-
-    def rec_feeds(self, crops: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        """The recognizer's input feeds for ``crops`` (calibration data for quantization)."""
-        return [{self._rec_in: batch} for _, batch, _ in self._rec_batches(crops)]
 
     def det_feed(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """The detector's input feed for one whole (untiled) image."""
