@@ -10,6 +10,14 @@ evaluation ones: the last ``--n-calibration`` images of ``--data`` (or the
 first of ``--calibration-data``), evaluation the first ``--limit`` of the
 rest. Metric definitions: ``components.ocr_eval``.
 
+With ``--finetune`` (the default when ``--data`` has pages left over),
+the recognizer's CTC head is first fine-tuned
+(:mod:`components.ocr_finetune`) on the pages that are neither evaluation
+nor calibration pages: the first ``--finetune-dev`` of them pick the epoch
+and the space threshold, the rest are trained on. Every candidate is then
+built from the fine-tuned models, and ``fp32_shipped`` (the aisle engine
+with the shipped weights) is measured beside them.
+
 Writes ``--json`` (per system: word_f1, cer, secs_per_image, ...; the chosen
 candidate's name; CPU flags) and a report (table + accuracy-vs-latency PNG)
 under ``--report-dir``. Quantized models go under ``--work-dir`` (not git).
@@ -29,6 +37,7 @@ import numpy as np
 
 from components.candidates import CandidateResult, choose_candidate, cpu_info, file_size, write_report
 from components.ocr_eval import aggregate, load_sroie, page_counts, split_pages, tesseract_lines
+from components.ocr_finetune import FinetuneConfig, finetune_recognizer
 from components.ocr_quantize import CANDIDATES, build_ocr_candidates
 from transforms.errors import AisleError, ConfigError
 from transforms.inference.ocr import OcrConfig, OcrEngine, OcrModelPaths
@@ -51,6 +60,14 @@ def _pages(args):
     if {p.id for p in ev} & {p.id for p in cal} and not args.calibration_data:
         raise ConfigError("calibration and evaluation images overlap")
     return ev, cal
+
+
+def _finetune_pages(args, ev, cal):
+    """(training, dev) pages of ``--data`` that are neither evaluation nor calibration pages."""
+    held = {p.id for p in ev} | ({p.id for p in cal} if not args.calibration_data else set())
+    rest = [p for p in load_sroie(args.data) if p.id not in held]
+    dev = rest[: args.finetune_dev]
+    return rest[len(dev) :], dev
 
 
 class _Stock:
@@ -147,6 +164,11 @@ def main(argv=None) -> int:
     ap.add_argument("--pipeline-only", metavar="CANDIDATE",
                     help="only re-measure the pipeline ratio with this built candidate (in --work-dir) and update the 'pipeline' entry of --json")
     ap.add_argument("--config", default="{}", help="JSON overrides of the engine's OcrConfig")
+    ap.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=None,
+                    help="fine-tune the recognizer's head on the pages of --data left over, and build the candidates from it "
+                         "(default: when pages are left over)")
+    ap.add_argument("--finetune-dev", type=int, default=50, help="of the pages left over, this many pick the epoch and the space threshold")
+    ap.add_argument("--finetune-epochs", type=int, default=FinetuneConfig().epochs)
     args = ap.parse_args(argv)
 
     config = BENCH_CONFIG.replace(**json.loads(args.config))
@@ -168,6 +190,7 @@ def main(argv=None) -> int:
     import cv2
 
     built_info = {}
+    finetune_info = None
     record_path = os.path.join(args.work_dir, "candidates.json")
     if args.reuse_models and os.path.isfile(record_path) and all(os.path.isfile(os.path.join(args.work_dir, n, "rec.onnx")) for n in names):
         with open(record_path, encoding="utf-8") as f:
@@ -179,10 +202,27 @@ def main(argv=None) -> int:
         built_info = {n: {**record["candidates"][n], "model_dir": os.path.join(args.work_dir, n)} for n in names}
         _log(f"reusing candidates from {args.work_dir} (calibrated on {cal_ids_used})")
     else:
+        base = None
+        train_pages, dev_pages = _finetune_pages(args, ev, cal) if args.finetune is not False else ([], [])
+        if args.finetune and not train_pages:
+            raise ConfigError(f"--finetune: no pages of {args.data} are left over for training")
+        if train_pages:
+            _log(f"fine-tuning the recognizer on {len(train_pages)} pages ({train_pages[0].id}-{train_pages[-1].id}), "
+                 + (f"dev {len(dev_pages)} ({dev_pages[0].id}-{dev_pages[-1].id})" if dev_pages else "no dev pages"))
+            ft = finetune_recognizer(None, train_pages, os.path.join(args.work_dir, "finetuned"), dev_pages=dev_pages,
+                                     config=FinetuneConfig(epochs=args.finetune_epochs, threads=args.threads), log=_log)
+            finetune_info = {"train_ids": [p.id for p in train_pages], "dev_ids": [p.id for p in dev_pages],
+                             "train_lines": ft.train_lines, "dev_lines": ft.dev_lines, "best_epoch": ft.best_epoch,
+                             "space_prob": ft.space_prob, "dev_word_f1": ft.dev_word_f1, "history": ft.history,
+                             "skipped_lines": ft.skipped_lines, "seconds": ft.seconds}
+            base = OcrModelPaths.from_dir(ft.model_dir)
+            shipped = build_ocr_candidates(os.path.join(args.work_dir, "shipped"), [], candidates=["fp32"], threads=args.threads, log=_log)
+            built_info["fp32_shipped"] = {"model_dir": shipped["fp32"].model_dir, "notes": "shipped weights: " + shipped["fp32"].notes, "agreement": {}}
         t = time.perf_counter()
         built = build_ocr_candidates(
             args.work_dir,
             [cv2.imread(p.image_path) for p in cal],
+            base=base,
             candidates=names,
             max_rec_drop=args.max_rec_drop,
             threads=args.threads,
@@ -190,13 +230,14 @@ def main(argv=None) -> int:
             log=_log,
         )
         cal_ids_used = [p.id for p in cal]
-        built_info = {n: {"model_dir": b.model_dir, "notes": b.notes, "agreement": b.agreement} for n, b in built.items()}
+        built_info.update({n: {"model_dir": b.model_dir, "notes": (("fine-tuned head; " if base else "") + b.notes), "agreement": b.agreement}
+                           for n, b in built.items()})
         _log(f"candidates built in {time.perf_counter() - t:.0f}s")
 
     systems = {}
     if not args.no_stock:
         systems["fp32_stock"] = _Stock(args.threads)
-    for n in names:
+    for n in (["fp32_shipped"] if "fp32_shipped" in built_info else []) + names:
         systems[n] = _Ours(built_info[n]["model_dir"], args.threads, config)
     if not args.no_tesseract:
         systems["tesseract"] = _Tesseract(args.threads)
@@ -275,6 +316,7 @@ def main(argv=None) -> int:
         "latency_budget_s": args.latency_budget_s,
         "max_word_f1_drop": args.max_word_f1_drop,
         "choice": choice_note,
+        "finetune": finetune_info,
         "cpu": cpu_info(),
         "load_average": os.getloadavg(),
         "metrics": "components.ocr_eval: word_f1 = page bag of whitespace words (upper-cased); cer = page whitespace-free reading-order CER (upper-cased); *_cased = case-sensitive",

@@ -15,7 +15,7 @@ def test_benchmark_writes_per_candidate_figures(tmp_path):
     tesseract = shutil.which("tesseract") is not None
     rc = main([
         "--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(out), "--limit", "2", "--n-calibration", "1",
-        "--candidates", "fp32", "--no-stock", "--threads", "1", "--work-dir", str(tmp_path / "models"),
+        "--candidates", "fp32", "--no-stock", "--threads", "1", "--work-dir", str(tmp_path / "models"), "--no-finetune",
         "--report-dir", str(tmp_path / "report"), "--pipeline-images", "2", "--pipeline-rounds", "2", "--latency-budget-s", "1000",
         *([] if tesseract else ["--no-tesseract"]),
     ])
@@ -42,3 +42,22 @@ def test_benchmark_writes_per_candidate_figures(tmp_path):
     assert again["systems"] == data["systems"]
     assert isinstance(data["cpu"]["flags"], list) and "model_name" in data["cpu"]
     assert (tmp_path / "report" / "report.html").exists() and (tmp_path / "report" / "accuracy_vs_latency.png").exists()
+
+
+def test_benchmark_finetunes_on_the_pages_left_over(tmp_path):
+    out = tmp_path / "ocr.json"
+    rc = main([
+        "--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(out), "--limit", "1", "--n-calibration", "1",
+        "--candidates", "fp32", "--no-stock", "--no-tesseract", "--threads", "1", "--work-dir", str(tmp_path / "models"),
+        "--report-dir", str(tmp_path / "report"), "--pipeline-images", "0", "--latency-budget-s", "1000",
+        "--finetune-dev", "0", "--finetune-epochs", "1",
+    ])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    # evaluation t001, calibration t003: the recognizer's head is trained on t002 and nothing else
+    assert data["evaluation_ids"] == ["t001"] and data["calibration_ids"] == ["t003"]
+    assert data["finetune"]["train_ids"] == ["t002"] and data["finetune"]["dev_ids"] == []
+    assert data["finetune"]["train_lines"] > 0
+    assert set(data["systems"]) == {"fp32_shipped", "fp32"}
+    assert data["systems"]["fp32"]["notes"].startswith("fine-tuned head")
+    assert data["chosen"] == "fp32"  # the shipped weights are a reference, not a candidate

@@ -5,7 +5,7 @@
     ingest ─┬─ train_recommender ── quantize_recommender ── evaluate ── register (recommender)
             │
     train_ner ── quantize_ner ── evaluate ── register (ner)
-    quantize_ocr (calibrate + quantize the packaged OCR models) ── evaluate ── register (ocr)
+    quantize_ocr (fine-tune the recognizer's head if labelled pages are given, calibrate + quantize) ── evaluate ── register (ocr)
 
 ``batch``::
 
@@ -87,6 +87,7 @@ def training(
     rec_max_drop: float = 0.02,
     rec_latency_budget_ms: float = 0.0,
     ocr_candidates: list = ["fp32", "fp16", "int8_dynamic", "int8_static", "mixed"],  # noqa: B006
+    ocr_labelled_pages: str = "",
     ocr_max_drop: float = 0.05,
     ocr_latency_budget_ms: float = 0.0,
     eval_repeats: int = 10,
@@ -142,8 +143,9 @@ def training(
                  run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
     ).set_display_name("register recommender")
 
-    # OCR: the packaged PP-OCRv4 models, calibrated and quantized -> evaluate -> register
-    ocr_cands = _resources(quantize_ocr(images=ocr_images, include=ocr_candidates), "8", "32G").set_display_name(
+    # OCR: the packaged PP-OCRv4 models (their recognizer's head fine-tuned on ocr_labelled_pages when given),
+    # calibrated and quantized -> evaluate -> register
+    ocr_cands = _resources(quantize_ocr(images=ocr_images, include=ocr_candidates, labelled_pages=ocr_labelled_pages), "8", "32G").set_display_name(
         "calibrate and quantize OCR"
     )
     ocr_eval_task = evaluate(

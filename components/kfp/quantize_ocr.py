@@ -1,10 +1,14 @@
 """KFP component ``quantize_ocr``: calibrate and quantize the OCR models (``components.ocr_quantize``).
 
 The PP-OCRv4 detector, recognizer and orientation classifier that ship
-with rapidocr-onnxruntime are the FP32 starting point (OCR is not
-retrained here). The images of ``images`` are split into calibration and
-evaluation sets, kept apart: the calibration half drives static INT8 and
-the mixed-precision search; the evaluation half goes to ``heldout`` for
+with rapidocr-onnxruntime are the FP32 starting point. With
+``labelled_pages`` (a local or ``gs://`` folder in the SROIE layout:
+``img/``, ``box/``), the recognizer's CTC head is first fine-tuned on them
+(``components.ocr_finetune``; every ``dev_every``-th page picks the epoch
+and the space threshold) and the candidates are built from the result.
+The images of ``images`` are split into calibration and evaluation sets,
+kept apart: the calibration half drives static INT8 and the
+mixed-precision search; the evaluation half goes to ``heldout`` for
 ``evaluate``.
 """
 
@@ -24,6 +28,9 @@ def quantize_ocr(
     max_rec_drop: float = 0.01,
     calibration_share: float = 0.5,
     threads: int = 1,
+    labelled_pages: str = "",
+    finetune_epochs: int = 6,
+    dev_every: int = 3,
 ):
     """Build the OCR candidates in ``include`` from the packaged models, calibrated on part of ``images``."""
     import json
@@ -40,8 +47,30 @@ def quantize_ocr(
     with open(os.path.join(heldout.path, "images.json"), "w") as fh:
         json.dump({"calibration": calibration, "evaluation": evaluation}, fh, indent=2)
     include = list(include) if "fp32" in include else ["fp32", *include]  # the reference is always built
-    built = build_ocr_candidates(candidates.path, load_images(calibration), candidates=include, max_rec_drop=max_rec_drop, threads=threads)
+    base, finetuned = None, {}
+    if labelled_pages:
+        import tempfile
+
+        from components.kfp._common import copy_tree
+        from components.ocr_eval import load_sroie
+        from components.ocr_finetune import FinetuneConfig, finetune_recognizer
+        from transforms.inference.ocr import OcrModelPaths
+
+        local = tempfile.mkdtemp(prefix="aisle-ocr-pages-")
+        copy_tree(labelled_pages, local)
+        pages = load_sroie(local)
+        dev = pages[::dev_every] if dev_every > 1 and len(pages) > 1 else []
+        train = [p for p in pages if p not in dev]
+        out = os.path.join(candidates.path, "_finetuned")
+        result = finetune_recognizer(None, train, out, dev_pages=dev, config=FinetuneConfig(epochs=finetune_epochs, threads=threads))
+        base = OcrModelPaths.from_dir(out)
+        finetuned = {"train_lines": result.train_lines, "dev_lines": result.dev_lines, "best_epoch": result.best_epoch,
+                     "space_prob": result.space_prob or 0.0, "dev_word_f1": result.dev_word_f1}
+    built = build_ocr_candidates(candidates.path, load_images(calibration), base=base, candidates=include, max_rec_drop=max_rec_drop, threads=threads)
     shutil.rmtree(os.path.join(candidates.path, "_tmp"), ignore_errors=True)
+    if labelled_pages:  # the candidates carry the fine-tuned weights; keep the record, not a fourth copy of the models
+        shutil.copyfile(os.path.join(candidates.path, "_finetuned", "finetune.json"), os.path.join(candidates.path, "finetune.json"))
+        shutil.rmtree(os.path.join(candidates.path, "_finetuned"), ignore_errors=True)
     manifest = {
         "family": "ocr",
         "reference": "fp32",
@@ -53,4 +82,4 @@ def quantize_ocr(
     candidates.metadata.update({"family": "ocr", "candidates": sorted(built)})
     heldout.metadata.update({"family": "ocr", "calibration_images": len(calibration), "evaluation_images": len(evaluation)})
     log_metrics(metrics, {"images": {"calibration": len(calibration), "evaluation": len(evaluation)},
-                          "calibration_agreement": {n: i.agreement for n, i in built.items()}})
+                          "calibration_agreement": {n: i.agreement for n, i in built.items()}, "finetune": finetuned})

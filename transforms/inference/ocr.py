@@ -134,6 +134,25 @@ class OcrResult(NamedTuple):
     height: int
 
 
+SPACE_PROB_KEY = "aisle_space_prob"  # recognizer metadata: the space threshold its fine-tuning chose (components.ocr_finetune)
+DEFAULT_SPACE_PROB = 0.02  # the shipped PP-OCRv4 recognizer's, tuned on receipts 100-158 and 360-398 (see benchmarks/README.md)
+
+
+def model_space_prob(rec_session) -> float:
+    """The space threshold a recognizer carries in its metadata, else :data:`DEFAULT_SPACE_PROB`."""
+    try:
+        meta = rec_session.get_modelmeta().custom_metadata_map
+    except AttributeError:  # a session-like object without metadata
+        return DEFAULT_SPACE_PROB
+    value = meta.get(SPACE_PROB_KEY)
+    if value is None:
+        return DEFAULT_SPACE_PROB
+    try:
+        return float(value)
+    except ValueError:
+        raise ModelLoadError(f"recognizer metadata {SPACE_PROB_KEY}={value!r} is not a number") from None
+
+
 @dataclass(frozen=True)
 class OcrConfig:
     """Tuning of the OCR engine; every size is in pixels.
@@ -180,7 +199,7 @@ class OcrConfig:
     text_score: float = 0.5
     space_gap_cols: int = 0  # 0 = keep the recognizer's own spaces only
     space_gap_factor: float = 1.8
-    space_prob: float = 0.02  # 0 = off; else a space goes where the space class peaks above this between two characters ...
+    space_prob: float | None = None  # None = the recognizer's own (metadata SPACE_PROB_KEY, written by fine-tuning) or DEFAULT_SPACE_PROB; 0 = off; else a space goes where the space class peaks above this between two characters ...
     space_prob_sure: float = 0.2  # ... and, below this, only where the gap is wider than ...
     space_pitch_factor: float = 0.0  # ... this times the line's median character pitch (letter-spaced print: "ADJUS TMENT"); 0 = off (see benchmarks/README.md)
     fix_decimals: bool = True  # "7 42" at the end of a line -> "7.42": a decimal point lost in its gap (see fix_decimals)
@@ -563,6 +582,8 @@ class OcrEngine:
         self.det = det_session
         self.rec = rec_session
         self.cls = cls_session
+        if config.space_prob is None:
+            config = config.replace(space_prob=model_space_prob(rec_session))
         self.config = config
         # CTC classes: blank, the model's characters, then a space.
         self.characters = ["", *characters, " "]

@@ -1,0 +1,437 @@
+"""Fine-tune the OCR recognizer's output layer on labelled text lines.
+
+The shipped PP-OCRv4 recognizer was trained mostly on Chinese print. On
+receipts it reads the characters well and the spacing less so: with word
+F1 counted on whitespace-separated words, most of what it loses on SROIE
+is a space too many or too few ("CASH IER", "TAX(RM)" for "TAX (RM)").
+Its CTC head (a MatMul + Add from the sequence encoder's features to the
+6,625 classes, 120 x 6,625 weights on PP-OCRv4) is the layer that decides
+per column; this module retrains just that layer on a user's own labelled
+lines, and leaves the rest of the graph as it is, so every quantization
+candidate of :mod:`components.ocr_quantize` builds from the result as from
+the shipped model.
+
+* Lines: the engine's own detections on each training page matched to the
+  ground-truth boxes (IoU >= ``iou``), cropped as at inference; the text is
+  the ground truth. Lines with characters outside the recognizer's set are
+  skipped and counted.
+* Features: the FP32 graph's input to the head, computed once per line
+  (onnxruntime), for the columns the decoder reads.
+* Loss: CTC over case-merged classes (a letter's upper- and lower-case
+  probabilities summed), so that upper-case receipts do not teach the model
+  to upper-case product copy.
+* Training: Adam with a one-cycle schedule, length-sorted mini-batches;
+  the epoch with the lowest loss on the dev lines is kept.
+* Decoding: the space threshold (``OcrConfig.space_prob``) that gives the
+  best word F1 on the dev pages is written into the recognizer's metadata
+  (``aisle_space_prob``), which :class:`OcrEngine` uses unless the config
+  sets one.
+
+Measured on SROIE (trained on receipts 160-358, chosen on 060-158; see
+benchmarks/README.md).
+
+    python -m components.ocr_finetune --data ../shared/data/ocr/sroie --train-ids 160-358 --dev-ids 060-158 \\
+        --out out/models/ocr/finetuned
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from components.ocr_eval import Page, aggregate, box_iou, box_rect, load_sroie, page_counts
+from transforms.errors import ConfigError, ModelLoadError
+from transforms.inference.ocr import (
+    SPACE_PROB_KEY,
+    OcrConfig,
+    OcrEngine,
+    OcrModelPaths,
+    _crop,
+    _grow,
+    _session,
+)
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "case_merged_ctc", "finetune_recognizer", "head_tensors", "line_examples"]
+
+_PASS_THROUGH = ("Reshape", "Softmax", "Flatten", "Identity")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 6
+    learning_rate: float = 3e-4
+    batch_size: int = 32
+    iou: float = 0.5  # a detected line is labelled by the ground-truth line it overlaps this much
+    seed: int = 13
+    space_probs: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2)  # space thresholds tried on the dev pages
+    threads: int | None = None  # torch and onnxruntime threads (None: the machine's)
+
+
+@dataclass
+class FinetuneResult:
+    model_dir: str
+    train_lines: int
+    dev_lines: int
+    skipped_lines: dict[str, int]
+    history: list[dict] = field(default_factory=list)  # per epoch: train and dev loss
+    best_epoch: int = 0
+    space_prob: float | None = None
+    dev_word_f1: dict[str, float] = field(default_factory=dict)  # by space threshold, and "base" (the model before)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- the graph's head
+
+
+def _producers(graph) -> dict:
+    return {out: n for n in graph.node for out in n.output}
+
+
+def head_tensors(model) -> tuple[str, str, str]:
+    """(features, weight, bias) names of the recognizer's CTC head: the ``MatMul`` + ``Add`` whose output
+    reaches the graph's output through reshapes and the softmax only."""
+    graph = model.graph
+    prod = _producers(graph)
+    name = graph.output[0].name
+    node = prod.get(name)
+    while node is not None and node.op_type in _PASS_THROUGH:
+        node = prod.get(node.input[0])
+    if node is None or node.op_type != "Add":
+        raise ModelLoadError("the recognizer's output is not a softmax over MatMul + Add: no CTC head to fine-tune")
+    consts = _constants(graph)
+    bias = next((i for i in node.input if i in consts), None)
+    mm = next((prod.get(i) for i in node.input if i not in consts), None)
+    if bias is None or mm is None or mm.op_type != "MatMul" or mm.input[1] not in consts:
+        raise ModelLoadError("the recognizer's head is not MatMul(features, W) + b with constant W and b")
+    return mm.input[0], mm.input[1], bias
+
+
+def _constants(graph) -> dict:
+    """Name -> TensorProto of every initializer and Constant node output."""
+    out = {t.name: t for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            out[n.output[0]] = n.attribute[0].t
+    return out
+
+
+def _set_constant(graph, name: str, value: np.ndarray) -> None:
+    from onnx import numpy_helper
+
+    for t in graph.initializer:
+        if t.name == name:
+            t.CopyFrom(numpy_helper.from_array(value, name))
+            return
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            n.attribute[0].t.CopyFrom(numpy_helper.from_array(value, name))
+            return
+    raise ModelLoadError(f"no constant {name!r} in the recognizer")
+
+
+# --------------------------------------------------------------------------- training lines
+
+
+def line_examples(engine: OcrEngine, pages: Sequence[Page], *, iou: float = 0.5) -> tuple[list[tuple[str, np.ndarray, str]], dict[str, int]]:
+    """(page id, crop, ground-truth text) of every detected line matched to a ground-truth line, and the
+    counts of lines left out by reason (``unmatched``: no detection overlaps it; ``vertical``)."""
+    import cv2
+
+    examples, skipped = [], {"unmatched": 0, "vertical": 0}
+    for page in pages:
+        image = cv2.imread(page.image_path)
+        if image is None:
+            raise ConfigError(f"cannot read training image {page.image_path}")
+        boxes = engine.detect(image)
+        pred = [box_rect(b) for b in boxes]
+        truth = [box_rect(b) for _, b in page.lines]
+        pairs = sorted(((box_iou(p, t), i, j) for i, p in enumerate(pred) for j, t in enumerate(truth)), reverse=True)
+        used_p, used_t = set(), set()
+        for overlap, i, j in pairs:
+            if overlap < iou:
+                break
+            if i in used_p or j in used_t:
+                continue
+            used_p.add(i)
+            used_t.add(j)
+            crop = _crop(image, _grow(boxes[i], engine.config.rec_margin))
+            if crop.shape[0] >= engine.config.vertical_ratio * crop.shape[1]:
+                skipped["vertical"] += 1
+                continue
+            examples.append((page.id, crop, page.lines[j][0]))
+        skipped["unmatched"] += len(truth) - len(used_t)
+    return examples, skipped
+
+
+def _features(rec_path: str, feature_name: str, engine: OcrEngine, crops: Sequence[np.ndarray], threads: int | None) -> list[np.ndarray]:
+    """The head's input for each crop (float16, the columns the decoder reads), from the FP32 graph."""
+    import tempfile
+
+    import onnx
+
+    model = onnx.load(rec_path)
+    model.graph.output.append(onnx.helper.make_tensor_value_info(feature_name, onnx.TensorProto.FLOAT, [None, None, None]))  # (lines, columns, features)
+    with tempfile.TemporaryDirectory(prefix="aisle-ocr-features-") as tmp:
+        path = os.path.join(tmp, "rec.onnx")
+        onnx.save(model, path)
+        session = _session(path, threads)
+    name = session.get_inputs()[0].name
+    out = []
+    for k, crop in enumerate(crops):
+        ratio = crop.shape[1] / max(crop.shape[0], 1)
+        batch, widths = engine._rec_batch([crop], np.array([0]), [ratio])
+        probs, feats = session.run(None, {name: batch})
+        cols = min(probs.shape[1], int(math.ceil(widths[0] * probs.shape[1] / batch.shape[3])) + 1)
+        out.append(np.asarray(feats[0, :cols], dtype=np.float16))
+    return out
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def case_merged_ctc(characters: Sequence[str]):
+    """``(loss_fn, encode)`` for CTC over ``characters`` (index 0: blank) with each letter's cases merged.
+
+    ``loss_fn(logits [B, T, C], lengths, targets)`` sums the two cases' probabilities of a letter before
+    the CTC loss (mean over the batch, each line's loss divided by its target length); ``encode(text)``
+    gives a line's target indices in the merged classes, or None when a character is not in the set.
+    """
+    import torch
+
+    index = {c: i for i, c in enumerate(characters) if c}
+    pairs = [(index[c], index[c.lower()]) for c in index if len(c) == 1 and c.isupper() and c.lower() in index and c.lower() != c]
+    lower = {lo for _, lo in pairs}
+    keep = [k for k in range(len(characters)) if k not in lower]
+    merged = {k: n for n, k in enumerate(keep)}
+    for up, lo in pairs:
+        merged[lo] = merged[up]
+    up_t = torch.tensor([u for u, _ in pairs], dtype=torch.long)
+    lo_t = torch.tensor([lo for _, lo in pairs], dtype=torch.long)
+    keep_t = torch.tensor(keep, dtype=torch.long)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True, reduction="mean")
+
+    def encode(text: str):
+        ids = []
+        for ch in " ".join(text.split()):
+            if ch not in index:
+                return None
+            ids.append(merged[index[ch]])
+        return ids
+
+    def loss_fn(logits, lengths, targets):
+        lp = torch.log_softmax(logits, -1)
+        if len(pairs):
+            lp = lp.index_copy(-1, up_t, torch.logaddexp(lp[..., up_t], lp[..., lo_t]))
+        lp = lp[..., keep_t]
+        flat = torch.cat([torch.as_tensor(t, dtype=torch.long) for t in targets])
+        return ctc(lp.transpose(0, 1), flat, torch.as_tensor(lengths), torch.tensor([len(t) for t in targets]))
+
+    return loss_fn, encode
+
+
+def _train_head(train, dev, w0: np.ndarray, b0: np.ndarray, characters, cfg: FinetuneConfig, log) -> tuple[np.ndarray, np.ndarray, list[dict], int]:
+    """Adam on (features, target) lines; the weights of the epoch with the lowest dev loss (train loss without dev lines)."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    loss_fn, _ = case_merged_ctc(characters)
+    w = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float32))
+    b = torch.nn.Parameter(torch.tensor(b0, dtype=torch.float32))
+    opt = torch.optim.Adam([w, b], lr=cfg.learning_rate)
+
+    def batches(lines, shuffle: bool):
+        order = sorted(range(len(lines)), key=lambda i: len(lines[i][0]))  # similar lengths: little padding
+        chunks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        if shuffle:
+            rng.shuffle(chunks)
+        return chunks
+
+    def loss_of(lines, ids):
+        feats = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(lines[i][0].astype(np.float32)) for i in ids], batch_first=True)
+        return loss_fn(feats @ w + b, [len(lines[i][0]) for i in ids], [lines[i][1] for i in ids])
+
+    def mean_loss(lines) -> float:
+        with torch.no_grad():
+            parts = [(loss_of(lines, ids).item(), len(ids)) for ids in batches(lines, False)]
+        return sum(l * n for l, n in parts) / max(1, sum(n for _, n in parts))
+
+    steps = cfg.epochs * len(batches(train, False))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=max(steps, 1) + 1, pct_start=0.1)
+    history = [{"epoch": 0, "train_loss": round(mean_loss(train), 4), "dev_loss": round(mean_loss(dev), 4) if dev else None}]
+    log(f"epoch 0: train loss {history[0]['train_loss']}, dev loss {history[0]['dev_loss']}")
+    best = (history[0]["dev_loss"] if dev else history[0]["train_loss"], 0, w0, b0)
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        seen = []
+        for ids in batches(train, True):
+            loss = loss_of(train, ids)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen.append(loss.item() * len(ids))
+        row = {"epoch": epoch, "train_loss": round(sum(seen) / len(train), 4), "dev_loss": round(mean_loss(dev), 4) if dev else None,
+               "seconds": round(time.perf_counter() - t0, 1)}
+        history.append(row)
+        log(f"epoch {epoch}: train loss {row['train_loss']}, dev loss {row['dev_loss']} ({row['seconds']} s)")
+        score = row["dev_loss"] if dev else row["train_loss"]
+        if score < best[0]:
+            best = (score, epoch, w.detach().numpy().copy(), b.detach().numpy().copy())
+    return best[2], best[3], history, best[1]
+
+
+# --------------------------------------------------------------------------- the whole step
+
+
+def _word_f1(paths: OcrModelPaths, pages: Sequence[Page], config: OcrConfig, threads: int | None, detections: dict) -> float:
+    """Word F1 of the engine on ``pages``, reading the lines at ``detections[page id]`` (detected once for all)."""
+    import cv2
+
+    engine = OcrEngine.load(paths, config=config, threads=threads)
+    counts = []
+    for page in pages:
+        image = cv2.imread(page.image_path)
+        engine.detect = lambda _image, _boxes=detections[page.id]: _boxes
+        result = engine.read_image(image)
+        counts.append(page_counts([(l.text, l.box) for l in result.lines], page))
+    engine.close()
+    return aggregate(counts)["word_f1"]
+
+
+def finetune_recognizer(
+    base: OcrModelPaths | str | None,
+    train_pages: Sequence[Page],
+    out_dir: str,
+    *,
+    dev_pages: Sequence[Page] = (),
+    config: FinetuneConfig = FinetuneConfig(),
+    log: Callable[[str], None] = lambda msg: None,
+) -> FinetuneResult:
+    """Retrain the recognizer's CTC head on ``train_pages`` and write the model folder ``out_dir``.
+
+    ``base``: a model folder (``det.onnx``, ``rec.onnx``, ``cls.onnx``), :class:`OcrModelPaths`, or None
+    for the shipped PP-OCRv4 models. ``out_dir`` gets the detector and classifier as they are, the
+    recognizer with the new head (its character set and other metadata kept, the chosen space threshold
+    added) and ``finetune.json`` with the figures. ``dev_pages`` (disjoint from the training pages) pick
+    the epoch and the space threshold; without them the last epoch and the base threshold stay.
+    """
+    import cv2
+    import onnx
+    import torch
+
+    start = time.perf_counter()
+    paths = base if isinstance(base, OcrModelPaths) else (OcrModelPaths.from_dir(base) if base else OcrModelPaths.default())
+    overlap = {p.id for p in train_pages} & {p.id for p in dev_pages}
+    if overlap:
+        raise ConfigError(f"training and dev pages overlap: {sorted(overlap)[:5]}")
+    if not train_pages:
+        raise ConfigError("fine-tuning needs at least one training page")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model = onnx.load(paths.rec)
+    feature_name, w_name, b_name = head_tensors(model)
+    consts = _constants(model.graph)
+    w0 = onnx.numpy_helper.to_array(consts[w_name]).astype(np.float32)
+    b0 = onnx.numpy_helper.to_array(consts[b_name]).astype(np.float32)
+
+    engine = OcrEngine.load(paths, threads=config.threads, parallel_crops=False)
+    characters = engine.characters
+    _, encode = case_merged_ctc(characters)
+    skipped = {"unmatched": 0, "vertical": 0, "charset": 0, "too_narrow": 0}
+    detections: dict[str, list] = {}
+
+    def lines_of(pages, what):
+        examples, skip = line_examples(engine, pages, iou=config.iou)
+        for k, v in skip.items():
+            skipped[k] += v
+        kept = [(crop, encode(text)) for _, crop, text in examples]
+        skipped["charset"] += sum(t is None for _, t in kept)
+        kept = [(c, t) for c, t in kept if t]
+        feats = _features(paths.rec, feature_name, engine, [c for c, _ in kept], config.threads)
+        lines = [(f, t) for f, (_, t) in zip(feats, kept) if len(t) <= len(f)]  # CTC needs a column per character
+        skipped["too_narrow"] += len(kept) - len(lines)
+        log(f"{what}: {len(lines)} lines from {len(pages)} pages")
+        return lines
+
+    train = lines_of(train_pages, "training")
+    dev = lines_of(dev_pages, "dev") if dev_pages else []
+    if not train:
+        raise ConfigError("no training line matched a detection: check the pages' boxes")
+    w, b, history, best_epoch = _train_head(train, dev, w0, b0, characters, config, log)
+
+    os.makedirs(out_dir, exist_ok=True)
+    for src, name in ((paths.det, "det.onnx"), (paths.cls, "cls.onnx")):
+        if src:
+            shutil.copyfile(src, os.path.join(out_dir, name))
+    _set_constant(model.graph, w_name, w.astype(np.float32))
+    _set_constant(model.graph, b_name, b.astype(np.float32))
+    rec_out = os.path.join(out_dir, "rec.onnx")
+    onnx.save(model, rec_out)
+
+    result = FinetuneResult(out_dir, len(train), len(dev), skipped, history, best_epoch)
+    if dev_pages:
+        for page in dev_pages:
+            detections[page.id] = engine.detect(cv2.imread(page.image_path))
+        result.dev_word_f1["base"] = round(_word_f1(paths, dev_pages, OcrConfig(), config.threads, detections), 4)
+        log(f"dev word F1 of the base model: {result.dev_word_f1['base']:.4f}")
+        scores = {}
+        for sp in config.space_probs:
+            scores[sp] = _word_f1(OcrModelPaths.from_dir(out_dir), dev_pages, OcrConfig(space_prob=sp), config.threads, detections)
+            result.dev_word_f1[str(sp)] = round(scores[sp], 4)
+            log(f"dev word F1 with space threshold {sp}: {scores[sp]:.4f}")
+        result.space_prob = max(scores, key=lambda sp: (scores[sp], -abs(sp - 0.05)))
+        model.metadata_props.add(key=SPACE_PROB_KEY, value=str(result.space_prob))
+        onnx.save(model, rec_out)
+    engine.close()
+    result.seconds = round(time.perf_counter() - start, 1)
+    record = {**asdict(result), "config": asdict(config), "base": paths._asdict(),
+              "train_ids": [p.id for p in train_pages], "dev_ids": [p.id for p in dev_pages]}
+    with open(os.path.join(out_dir, "finetune.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    return result
+
+
+def id_range(spec: str) -> Callable[[str], bool]:
+    """``"160-358"`` -> a test of page ids in that (inclusive, string-ordered) range; ``"a,b,c"`` -> those ids."""
+    if "-" in spec and "," not in spec:
+        lo, hi = spec.split("-", 1)
+        return lambda i: lo <= i <= hi
+    ids = {s.strip() for s in spec.split(",") if s.strip()}
+    return lambda i: i in ids
+
+
+def _cli(argv: Sequence[str] | None = None) -> None:
+    """``python -m components.ocr_finetune --data DIR --train-ids A-B [--dev-ids C-D] --out DIR``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m components.ocr_finetune", description=finetune_recognizer.__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="labelled pages in the SROIE layout (img/, box/)")
+    parser.add_argument("--train-ids", required=True, help="training page ids: a range (160-358) or a comma list")
+    parser.add_argument("--dev-ids", default="", help="dev page ids (pick the epoch and the space threshold)")
+    parser.add_argument("--base", default=None, help="model folder to start from (default: the shipped PP-OCRv4 models)")
+    parser.add_argument("--out", default="out/models/ocr/finetuned", help="model folder to write")
+    defaults = FinetuneConfig()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    pages = load_sroie(args.data)
+    train = [p for p in pages if id_range(args.train_ids)(p.id)]
+    dev = [p for p in pages if args.dev_ids and id_range(args.dev_ids)(p.id)]
+    cfg = FinetuneConfig(epochs=args.epochs, learning_rate=args.learning_rate, threads=args.threads)
+    result = finetune_recognizer(args.base, train, args.out, dev_pages=dev, config=cfg, log=lambda m: print(m, flush=True))
+    print(json.dumps({"model_dir": result.model_dir, "train_lines": result.train_lines, "best_epoch": result.best_epoch,
+                      "space_prob": result.space_prob, "dev_word_f1": result.dev_word_f1, "seconds": result.seconds}))
+
+
+if __name__ == "__main__":
+    _cli()
