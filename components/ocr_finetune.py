@@ -67,7 +67,7 @@ _PASS_THROUGH = ("Reshape", "Softmax", "Flatten", "Identity")
 @dataclass(frozen=True)
 class FinetuneConfig:
     epochs: int = 6
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3  # on receipts 060-158 (dev): 3e-4 / 1e-3 / 3e-3 gave dev loss 0.167 / 0.152 / 0.148, word F1 0.879 / 0.885 / 0.886
     batch_size: int = 32
     iou: float = 0.5  # a detected line is labelled by the ground-truth line it overlaps this much
     seed: int = 13

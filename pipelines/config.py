@@ -102,6 +102,7 @@ class RecommenderTrainingConfig:
 class OcrTrainingConfig:
     images: str = "samples/catalog_images.jsonl"  # calibration (and evaluation) images: a catalog or image folder
     candidates: tuple[str, ...] = ("fp32", "int8_static")
+    labelled_pages: str = ""  # a folder in the SROIE layout (img/, box/): fine-tune the recognizer's head on it first
     max_agreement_drop: float = 0.2
     latency_budget_ms: float | None = None
 

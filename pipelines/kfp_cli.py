@@ -95,6 +95,7 @@ def training_arguments(cfg: Config, *, local: bool = False) -> dict:
         "rec_latency_budget_ms": t.recommender.latency_budget_ms or 0.0,
         "ocr_images": p(t.ocr.images),
         "ocr_candidates": list(t.ocr.candidates),
+        "ocr_labelled_pages": p(t.ocr.labelled_pages) if t.ocr.labelled_pages else "",
         "ocr_max_drop": t.ocr.max_agreement_drop,
         "ocr_latency_budget_ms": t.ocr.latency_budget_ms or 0.0,
         "eval_repeats": t.eval_repeats,

@@ -2,7 +2,8 @@
 
 training: ingest the retail sample -> train a tiny NER model (a 2-layer BERT
 built here) and a small recommender -> candidates for every model (OCR:
-the packaged PP-OCRv4 models, quantized) -> evaluate -> register in a
+the packaged PP-OCRv4 models, the recognizer's head fine-tuned on the tiny
+synthetic receipts, quantized) -> evaluate -> register in a
 registry under tmp. batch: the registered production models enrich the
 sample catalog and recommend from the retail sample; publish.
 """
@@ -46,6 +47,7 @@ def runs(tmp_path_factory):
             "training.recommender.candidates=[fp32, dynamic]",
             "training.recommender.max_metric_drop=1.0",
             "training.ocr.candidates=[fp32, int8_dynamic]",
+            f"training.ocr.labelled_pages={ROOT / 'tests' / 'testdata' / 'ocr' / 'sroie_tiny'}",
             "training.ocr.max_agreement_drop=1.0",
             "training.eval_repeats=2",
         ],
@@ -82,6 +84,13 @@ def test_training_registers_the_chosen_candidates(runs):
         assert model.metadata["source"]["candidate"] in candidates
         assert training["models"][name]["candidate"] == model.metadata["source"]["candidate"]
     assert (pathlib.Path(reg.resolve("ocr").path) / "det.onnx").is_file()
+    # the OCR candidates were built from a recognizer whose head was fine-tuned on the labelled pages
+    import onnx
+
+    from transforms.inference.ocr import SPACE_PROB_KEY
+
+    rec_meta = {m.key: m.value for m in onnx.load(str(pathlib.Path(reg.resolve("ocr").path) / "rec.onnx")).metadata_props}
+    assert SPACE_PROB_KEY in rec_meta and "character" in rec_meta
     assert (pathlib.Path(reg.resolve("ner").path) / "model.onnx").is_file()
     serving = json.loads((pathlib.Path(reg.resolve("recommender").path) / "serving.json").read_text())
     assert serving["candidate"] == training["models"]["recommender"]["candidate"]
