@@ -60,6 +60,7 @@ __all__ = [
     "aggregate",
     "levenshtein",
     "load_sroie",
+    "match_boxes",
     "page_counts",
     "split_pages",
     "tesseract_lines",
@@ -177,23 +178,26 @@ def _reading_order(lines: Sequence[PredLine]) -> list[int]:
     return reading_order([np.asarray(b, dtype=np.float32).reshape(-1, 2) for _, b in lines])
 
 
+def match_boxes(pred: Sequence[tuple], truth: Sequence[tuple], *, iou_threshold: float = 0.5) -> list[tuple[int, int]]:
+    """One-to-one (pred index, truth index) pairs of rectangles, greedily by IoU (highest first), each at least ``iou_threshold``."""
+    pairs = sorted(((box_iou(p, t), i, j) for i, p in enumerate(pred) for j, t in enumerate(truth)), reverse=True)
+    used_p, used_t, matches = set(), set(), []
+    for iou, i, j in pairs:
+        if iou < iou_threshold:
+            break
+        if i in used_p or j in used_t:
+            continue
+        used_p.add(i)
+        used_t.add(j)
+        matches.append((i, j))
+    return matches
+
+
 def page_counts(pred: Sequence[PredLine], truth: Page, *, iou_threshold: float = 0.5) -> dict[str, int]:
     """Counts for one page (summed over pages by :func:`aggregate`); ``pred`` in any order."""
     gt = [(t, box_rect(b)) for t, b in truth.lines]
     pr = [(t, box_rect(b)) for t, b in pred]
-    pairs = sorted(
-        ((box_iou(pr[i][1], gt[j][1]), i, j) for i in range(len(pr)) for j in range(len(gt))),
-        reverse=True,
-    )
-    used_p, used_g, matches = set(), set(), []
-    for iou, i, j in pairs:
-        if iou < iou_threshold:
-            break
-        if i in used_p or j in used_g:
-            continue
-        used_p.add(i)
-        used_g.add(j)
-        matches.append((i, j))
+    matches = match_boxes([r for _, r in pr], [r for _, r in gt], iou_threshold=iou_threshold)
     line_edits = sum(levenshtein(pr[i][0].upper(), gt[j][0].upper()) for i, j in matches)
     line_chars = sum(len(gt[j][0]) for _, j in matches)
 

@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from components.ocr_eval import Page, aggregate, box_iou, box_rect, load_sroie, page_counts
+from components.ocr_eval import Page, aggregate, box_rect, load_sroie, match_boxes, page_counts
 from transforms.errors import ConfigError, ModelLoadError
 from transforms.inference.ocr import (
     SPACE_PROB_KEY,
@@ -151,23 +151,14 @@ def line_examples(engine: OcrEngine, pages: Sequence[Page], *, iou: float = 0.5)
         if image is None:
             raise ConfigError(f"cannot read training image {page.image_path}")
         boxes = engine.detect(image)
-        pred = [box_rect(b) for b in boxes]
-        truth = [box_rect(b) for _, b in page.lines]
-        pairs = sorted(((box_iou(p, t), i, j) for i, p in enumerate(pred) for j, t in enumerate(truth)), reverse=True)
-        used_p, used_t = set(), set()
-        for overlap, i, j in pairs:
-            if overlap < iou:
-                break
-            if i in used_p or j in used_t:
-                continue
-            used_p.add(i)
-            used_t.add(j)
+        matches = match_boxes([box_rect(b) for b in boxes], [box_rect(b) for _, b in page.lines], iou_threshold=iou)
+        for i, j in matches:
             crop = _crop(image, _grow(boxes[i], engine.config.rec_margin))
             if crop.shape[0] >= engine.config.vertical_ratio * crop.shape[1]:
                 skipped["vertical"] += 1
                 continue
             examples.append((page.id, crop, page.lines[j][0]))
-        skipped["unmatched"] += len(truth) - len(used_t)
+        skipped["unmatched"] += len(page.lines) - len(matches)
     return examples, skipped
 
 
