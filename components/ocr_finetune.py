@@ -140,9 +140,12 @@ def _set_constant(graph, name: str, value: np.ndarray) -> None:
 # --------------------------------------------------------------------------- training lines
 
 
-def line_examples(engine: OcrEngine, pages: Sequence[Page], *, iou: float = 0.5) -> tuple[list[tuple[str, np.ndarray, str]], dict[str, int]]:
+def line_examples(
+    engine: OcrEngine, pages: Sequence[Page], *, iou: float = 0.5, detections: dict | None = None
+) -> tuple[list[tuple[str, np.ndarray, str]], dict[str, int]]:
     """(page id, crop, ground-truth text) of every detected line matched to a ground-truth line, and the
-    counts of lines left out by reason (``unmatched``: no detection overlaps it; ``vertical``)."""
+    counts of lines left out by reason (``unmatched``: no detection overlaps it; ``vertical``). Each page's
+    detected boxes go into ``detections`` (page id -> boxes) when it is given."""
     import cv2
 
     examples, skipped = [], {"unmatched": 0, "vertical": 0}
@@ -151,6 +154,8 @@ def line_examples(engine: OcrEngine, pages: Sequence[Page], *, iou: float = 0.5)
         if image is None:
             raise ConfigError(f"cannot read training image {page.image_path}")
         boxes = engine.detect(image)
+        if detections is not None:
+            detections[page.id] = boxes
         matches = match_boxes([box_rect(b) for b in boxes], [box_rect(b) for _, b in page.lines], iou_threshold=iou)
         for i, j in matches:
             crop = _crop(image, _grow(boxes[i], engine.config.rec_margin))
@@ -283,18 +288,16 @@ def _train_head(train, dev, w0: np.ndarray, b0: np.ndarray, characters, cfg: Fin
 # --------------------------------------------------------------------------- the whole step
 
 
-def _word_f1(paths: OcrModelPaths, pages: Sequence[Page], config: OcrConfig, threads: int | None, detections: dict) -> float:
-    """Word F1 of the engine on ``pages``, reading the lines at ``detections[page id]`` (detected once for all)."""
+def _word_f1(engine: OcrEngine, pages: Sequence[Page], detections: dict) -> float:
+    """Word F1 of ``engine`` on ``pages``, reading the lines at ``detections[page id]`` (detected once for all)."""
     import cv2
 
-    engine = OcrEngine.load(paths, config=config, threads=threads)
     counts = []
     for page in pages:
-        image = cv2.imread(page.image_path)
-        engine.detect = lambda _image, _boxes=detections[page.id]: _boxes
-        result = engine.read_image(image)
+        boxes = detections[page.id]
+        engine.detect = lambda _image, _boxes=boxes: _boxes
+        result = engine.read_image(cv2.imread(page.image_path))
         counts.append(page_counts([(l.text, l.box) for l in result.lines], page))
-    engine.close()
     return aggregate(counts)["word_f1"]
 
 
@@ -313,9 +316,9 @@ def finetune_recognizer(
     for the shipped PP-OCRv4 models. ``out_dir`` gets the detector and classifier as they are, the
     recognizer with the new head (its character set and other metadata kept, the chosen space threshold
     added) and ``finetune.json`` with the figures. ``dev_pages`` (disjoint from the training pages) pick
-    the epoch and the space threshold; without them the last epoch and the base threshold stay.
+    the epoch and the space threshold; without them the epoch with the lowest training loss is kept and
+    the model keeps the base threshold.
     """
-    import cv2
     import onnx
     import torch
 
@@ -338,10 +341,10 @@ def finetune_recognizer(
     characters = engine.characters
     _, encode = case_merged_ctc(characters)
     skipped = {"unmatched": 0, "vertical": 0, "charset": 0, "too_narrow": 0}
-    detections: dict[str, list] = {}
+    detections: dict[str, list] = {}  # page id -> detected boxes (the dev pages' are read again below)
 
     def lines_of(pages, what):
-        examples, skip = line_examples(engine, pages, iou=config.iou)
+        examples, skip = line_examples(engine, pages, iou=config.iou, detections=detections)
         for k, v in skip.items():
             skipped[k] += v
         kept = [(crop, encode(text)) for _, crop, text in examples]
@@ -369,20 +372,22 @@ def finetune_recognizer(
     onnx.save(model, rec_out)
 
     result = FinetuneResult(out_dir, len(train), len(dev), skipped, history, best_epoch)
-    if dev_pages:
-        for page in dev_pages:
-            detections[page.id] = engine.detect(cv2.imread(page.image_path))
-        result.dev_word_f1["base"] = round(_word_f1(paths, dev_pages, OcrConfig(), config.threads, detections), 4)
+    engine.close()
+    if dev_pages:  # the dev pages read with the boxes detected above, by the base model, then at each threshold
+        base_engine = OcrEngine.load(paths, threads=config.threads)
+        result.dev_word_f1["base"] = round(_word_f1(base_engine, dev_pages, detections), 4)
         log(f"dev word F1 of the base model: {result.dev_word_f1['base']:.4f}")
+        base_engine.close()
+        tuned = OcrEngine.load(OcrModelPaths.from_dir(out_dir), threads=config.threads)
         scores = {}
         for sp in config.space_probs:
-            scores[sp] = _word_f1(OcrModelPaths.from_dir(out_dir), dev_pages, OcrConfig(space_prob=sp), config.threads, detections)
+            scores[sp] = _word_f1(tuned.with_config(OcrConfig(space_prob=sp)), dev_pages, detections)
             result.dev_word_f1[str(sp)] = round(scores[sp], 4)
             log(f"dev word F1 with space threshold {sp}: {scores[sp]:.4f}")
-        result.space_prob = max(scores, key=lambda sp: (scores[sp], -abs(sp - 0.05)))
+        tuned.close()
+        result.space_prob = max(config.space_probs, key=scores.get)  # the first of equals
         model.metadata_props.add(key=SPACE_PROB_KEY, value=str(result.space_prob))
         onnx.save(model, rec_out)
-    engine.close()
     result.seconds = round(time.perf_counter() - start, 1)
     record = {**asdict(result), "config": asdict(config), "base": paths._asdict(),
               "train_ids": [p.id for p in train_pages], "dev_ids": [p.id for p in dev_pages]}

@@ -610,6 +610,10 @@ class OcrEngine:
         self.crop_workers = crop_workers
         self._pool = None
 
+    def with_config(self, config: OcrConfig) -> "OcrEngine":
+        """An engine over the same model sessions with another config (nothing is loaded again)."""
+        return OcrEngine(self.det, self.rec, self.cls, characters=self.characters[1:-1], config=config, crop_workers=self.crop_workers)
+
     def _map(self, fn, items: Sequence) -> list:
         """``[fn(x) for x in items]``, ``crop_workers`` at a time (onnxruntime releases the GIL while it runs)."""
         if self.crop_workers == 1 or len(items) < 2:
