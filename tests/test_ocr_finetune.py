@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from components.ocr_eval import load_sroie
-from components.ocr_finetune import FinetuneConfig, _constants, case_merged_ctc, finetune_recognizer, head_tensors
+from components.ocr_finetune import FinetuneConfig, _constants, case_merged_ctc, finetune_recognizer, head_tensors, line_word_f1
 from tests.test_ocr import _font, bgr
 from transforms.errors import ConfigError
 from transforms.inference.ocr import DEFAULT_SPACE_PROB, SPACE_PROB_KEY, OcrConfig, OcrEngine, OcrModelPaths
@@ -92,6 +92,26 @@ def test_case_merged_ctc_treats_both_cases_of_a_letter_as_one_class():
     assert low < 0.01 < 1.0 < high
 
 
+def test_line_word_f1_reads_lines_through_the_engines_decoder():
+    engine = OcrEngine.load(threads=1)
+    classes = {c: k for k, c in enumerate(engine.characters) if c}
+    letters = ["A", "B", " ", ""]  # feature k votes for this class ("" = blank)
+    w = np.zeros((len(letters), len(engine.characters)), dtype=np.float32)
+    for k, c in enumerate(letters):
+        w[k, classes[c] if c else 0] = 12.0
+    b = np.zeros(len(engine.characters), dtype=np.float32)
+
+    def feats(seq):  # one column per character of seq, blanks between
+        cols = [letters.index(ch) for part in seq for ch in (part, "")]
+        return np.eye(len(letters), dtype=np.float16)[cols]
+
+    lines = [feats("AB"), feats("A B")]
+    scores = line_word_f1({"engine": engine}, lines, ["AB", "A B"], w, b)
+    assert scores == {"engine": 1.0}
+    wrong = line_word_f1({"engine": engine}, lines, ["A B", "AB"], w, b)  # 0 of 3 predicted words right
+    assert wrong == {"engine": 0.0}
+
+
 def test_finetuning_changes_only_the_head_and_keeps_the_metadata(finetuned):
     result, _ = finetuned
     base = onnx.load(OcrModelPaths.default().rec)
@@ -110,14 +130,17 @@ def test_finetuning_lowers_the_training_loss_and_counts_every_line(finetuned):
     result, pages = finetuned
     first, last = result.history[0], result.history[-1]
     assert last["train_loss"] < first["train_loss"]
-    assert 1 <= result.best_epoch <= 3
+    assert 1 <= result.best_epoch <= 3  # the drawn lines read as well after training, and the last of equals is kept
     n_truth = sum(len(p.lines) for p in pages[:3]) + sum(len(p.lines) for p in pages[3:])
     # every ground-truth line is trained on, or skipped with its reason
     assert result.train_lines + result.dev_lines + sum(result.skipped_lines.values()) == n_truth
     assert result.skipped_lines["charset"] == 1
     record = json.loads(open(f"{result.model_dir}/finetune.json", encoding="utf-8").read())
     assert record["train_ids"] == ["001", "002", "003"] and record["dev_ids"] == ["004"]
-    assert set(record["dev_word_f1"]) == {"base", "0.02", "0.1"}
+    assert set(record["dev_word_f1"]) == {"base", "finetuned"}
+    # every epoch was scored on the dev lines, and the kept one's threshold is the model's
+    assert all(row["space_prob"] in (0.02, 0.1) and 0 <= row["dev_line_word_f1"] <= 1 for row in record["history"])
+    assert record["history"][result.best_epoch]["space_prob"] == result.space_prob
 
 
 def test_the_engine_reads_the_space_threshold_from_the_model_unless_configured(finetuned):
