@@ -40,7 +40,6 @@ benchmarks/README.md).
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -51,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from components.ocr_eval import Page, aggregate, box_rect, load_sroie, match_boxes, page_counts
+from components.ocr_eval import Page, _f1, aggregate, box_rect, load_sroie, match_boxes, page_counts
 from transforms.errors import ConfigError, ModelLoadError
 from transforms.inference.ocr import (
     SPACE_PROB_KEY,
@@ -61,6 +60,7 @@ from transforms.inference.ocr import (
     _crop,
     _grow,
     _session,
+    read_columns,
 )
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "case_merged_ctc", "finetune_recognizer", "head_tensors", "line_examples", "line_word_f1"]
@@ -171,8 +171,8 @@ def line_examples(
     return examples, skipped
 
 
-def _features(rec_path: str, feature_name: str, engine: OcrEngine, crops: Sequence[np.ndarray], threads: int | None) -> list[np.ndarray]:
-    """The head's input for each crop (float16, the columns the decoder reads), from the FP32 graph."""
+def _feature_session(rec_path: str, feature_name: str, threads: int | None):
+    """An onnxruntime session of the recognizer that also outputs the head's input."""
     import tempfile
 
     import onnx
@@ -182,15 +182,18 @@ def _features(rec_path: str, feature_name: str, engine: OcrEngine, crops: Sequen
     with tempfile.TemporaryDirectory(prefix="aisle-ocr-features-") as tmp:
         path = os.path.join(tmp, "rec.onnx")
         onnx.save(model, path)
-        session = _session(path, threads)
+        return _session(path, threads)
+
+
+def _features(session, engine: OcrEngine, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The head's input for each crop (float16, the columns the decoder reads), from :func:`_feature_session`."""
     name = session.get_inputs()[0].name
     out = []
-    for k, crop in enumerate(crops):
+    for crop in crops:
         ratio = crop.shape[1] / max(crop.shape[0], 1)
         batch, widths = engine._rec_batch([crop], np.array([0]), [ratio])
         probs, feats = session.run(None, {name: batch})
-        cols = min(probs.shape[1], int(math.ceil(widths[0] * probs.shape[1] / batch.shape[3])) + 1)
-        out.append(np.asarray(feats[0, :cols], dtype=np.float16))
+        out.append(np.asarray(feats[0, : read_columns(probs.shape[1], widths[0], batch.shape[3])], dtype=np.float16))
     return out
 
 
@@ -325,11 +328,7 @@ def line_word_f1(engines: dict, feats: Sequence[np.ndarray], texts: Sequence[str
             pred = _words(engine._decode(probs, len(probs))[0])
             tp[k] += sum((pred & truth).values())
             n_pred[k] += sum(pred.values())
-    out = {}
-    for k in engines:
-        p, r = tp[k] / max(n_pred[k], 1), tp[k] / max(n_true, 1)
-        out[k] = 2 * p * r / (p + r) if p + r else 0.0
-    return out
+    return {k: _f1(tp[k] / max(n_pred[k], 1), tp[k] / max(n_true, 1)) for k in engines}
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -390,6 +389,8 @@ def finetune_recognizer(
     skipped = {"unmatched": 0, "vertical": 0, "charset": 0, "too_narrow": 0}
     detections: dict[str, list] = {}  # page id -> detected boxes (the dev pages' are read again below)
 
+    feature_session = _feature_session(paths.rec, feature_name, config.threads)
+
     def lines_of(pages, what):
         examples, skip = line_examples(engine, pages, iou=config.iou, detections=detections)
         for k, v in skip.items():
@@ -397,7 +398,7 @@ def finetune_recognizer(
         kept = [(crop, encode(text), text) for _, crop, text in examples]
         skipped["charset"] += sum(t is None for _, t, _ in kept)
         kept = [k for k in kept if k[1]]
-        feats = _features(paths.rec, feature_name, engine, [c for c, _, _ in kept], config.threads)
+        feats = _features(feature_session, engine, [c for c, _, _ in kept])
         lines = [(f, t, text) for f, (_, t, text) in zip(feats, kept) if len(t) <= len(f)]  # CTC needs a column per character
         skipped["too_narrow"] += len(kept) - len(lines)
         log(f"{what}: {len(lines)} lines from {len(pages)} pages")

@@ -138,6 +138,12 @@ SPACE_PROB_KEY = "aisle_space_prob"  # recognizer metadata: the space threshold 
 DEFAULT_SPACE_PROB = 0.02  # the shipped PP-OCRv4 recognizer's, tuned on receipts 100-158 and 360-398 (see benchmarks/README.md)
 
 
+def read_columns(n_cols: int, width: int, batch_width: int) -> int:
+    """The recognizer's output columns that read a crop ``width`` px wide in a batch padded to ``batch_width``
+    (the columns past it only see padding)."""
+    return min(n_cols, int(math.ceil(width * n_cols / batch_width)) + 1)
+
+
 def model_space_prob(rec_session) -> float:
     """The space threshold a recognizer carries in its metadata, else :data:`DEFAULT_SPACE_PROB`."""
     try:
@@ -909,9 +915,7 @@ class OcrEngine:
             ids, ratios = plan
             batch, widths = self._rec_batch(crops, ids, ratios)
             probs = self.rec.run(None, {self._rec_in: batch})[0]
-            cols_per_px = probs.shape[1] / batch.shape[3]
-            # columns past the crop's own width only see padding
-            return [(int(i), self._decode(probs[k], min(probs.shape[1], int(math.ceil(widths[k] * cols_per_px)) + 1)))
+            return [(int(i), self._decode(probs[k], read_columns(probs.shape[1], widths[k], batch.shape[3])))
                     for k, i in enumerate(ids)]
 
         results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
