@@ -14,7 +14,8 @@ softmax over 6,625 characters whose argmax is the text.
 * ``fp16``: every model in float16 (inputs and outputs stay float32);
 * ``int8_dynamic``: INT8 weights, activations quantized at run time;
 * ``int8_static``: QDQ, per-channel weights, activations calibrated on
-  real images (disjoint from the evaluation images): the detector and the
+  real images (disjoint from the evaluation images): the detector (its
+  convolutions, residual additions and hard-swish products) and the
   classifier on their ranges (min/max), the recognizer's convolutions at
   the 99.99th percentile of their absolute values (every line crop fitted
   into one 48 x 320 input, as the histogram calibrators need), its
@@ -60,11 +61,17 @@ from components.quantize import (
 from transforms.errors import ConfigError
 from transforms.inference.ocr import OcrConfig, OcrEngine, OcrModelPaths, _session
 
-__all__ = ["CANDIDATES", "CalibrationSet", "OcrCandidateInfo", "build_ocr_candidates", "calibration_set"]
+__all__ = ["CANDIDATES", "DET_OP_TYPES", "CalibrationSet", "OcrCandidateInfo", "build_ocr_candidates", "calibration_set"]
 
 CANDIDATES = ("fp32", "fp16", "int8_dynamic", "int8_static", "mixed")
 MODELS = ("det", "rec", "cls")
 STATIC_OP_TYPES = ("Conv", "MatMul")
+# the detector: its residual Adds and hard-swish Muls as well, so onnxruntime
+# fuses them into QLinearAdd / QLinearMul instead of dequantizing every
+# feature map around them (1088 x 1536 input, 2 threads, AMD EPYC with VNNI:
+# 147 ms a run against 181 ms with convolutions only and 235 ms in FP32;
+# box recall against FP32 on receipts 060-158: 0.985 against 0.981)
+DET_OP_TYPES = ("Conv", "Add", "Mul")
 # the recognizer: convolutions only, ranges at this percentile of |activation| (see the module docstring)
 REC_OP_TYPES = ("Conv",)
 REC_PERCENTILE = 99.99
@@ -287,14 +294,14 @@ def _build(work_dir, calibration_images, *, base, candidates, max_rec_drop, min_
     extra = {"det": {}, "rec": {}, "cls": {}}
 
     def static(m: str, out: str, exclude: Sequence[str] = ()) -> str:
-        # Conv and MatMul only: quantizing the recognizer's decomposed
+        # Not every op type: quantizing the recognizer's decomposed
         # LayerNorm/attention arithmetic as well collapses its accuracy, and
         # with every op type in play, keeping a Conv in FP32 does not give
         # back FP32 behaviour (its neighbours stay quantized).
         reader = None if os.path.isfile(caches[m]) else FeedsCalibrationReader(feeds[m])
         rec = m == "rec"
         return quantize_int8_static(
-            fp32[m], out, reader, nodes_to_exclude=exclude, op_types=REC_OP_TYPES if rec else STATIC_OP_TYPES,
+            fp32[m], out, reader, nodes_to_exclude=exclude, op_types={"rec": REC_OP_TYPES, "det": DET_OP_TYPES}.get(m, STATIC_OP_TYPES),
             activation_type=STATIC_ACTIVATION, calibration_cache_path=caches[m],
             calibrate_method="percentile" if rec else "minmax",
             extra_options={**extra[m], **({"CalibPercentile": REC_PERCENTILE} if rec else {})},

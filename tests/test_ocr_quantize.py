@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 import pytest
 
-from components.ocr_quantize import REC_OP_TYPES, REC_PERCENTILE, _layer_groups, build_ocr_candidates, rec_calibration_feeds
+from components.ocr_quantize import DET_OP_TYPES, REC_OP_TYPES, REC_PERCENTILE, _layer_groups, build_ocr_candidates, rec_calibration_feeds
+from components.ocr_eval import box_iou, box_rect
 from components.quantize import compare_outputs, optimize_graph, quantize_int8_dynamic, quantize_int8_static, upgrade_opset
 from tests.test_ocr import bgr, text_image
 from transforms.errors import ConfigError
@@ -96,6 +97,37 @@ def test_percentile_int8_recognizer_quantizes_convolutions_only_and_reads_as_fp3
     int8 = OcrEngine.load(OcrModelPaths(det, q, None), threads=1)
     ref = OcrEngine.load(OcrModelPaths(det, fp32, None), threads=1)
     assert [t for t, _ in int8.recognize(crops)] == [t for t, _ in ref.recognize(crops)]
+
+
+def test_int8_detector_quantizes_its_residual_additions_and_products_and_finds_the_same_lines(engine, tmp_path):
+    up = upgrade_opset(OcrModelPaths.default().det, str(tmp_path / "det13.onnx"), opset=13)
+    fp32 = optimize_graph(up, str(tmp_path / "det.onnx"))
+    page = bgr(text_image(["TOTAL 12.50", "CASH 20.00", "NET WT 500G"], size=28))
+    held_out = bgr(text_image(["PRODUCT OF ITALY", "BEST BEFORE 12.05"], size=30))
+    q = quantize_int8_static(fp32, str(tmp_path / "det.int8.onnx"), [engine.det_feed(page)], op_types=DET_OP_TYPES, activation_type="quint8")
+    model = onnx.load(q)
+    onnx.checker.check_model(model)
+    produced = {o: n for n in model.graph.node for o in n.output}
+    dequantized = lambda n: all(produced.get(i) is not None and produced[i].op_type == "DequantizeLinear" for i in n.input[:2])
+    for op in ("Add", "Mul"):
+        nodes = [n for n in model.graph.node if n.op_type == op and len(n.input) == 2]
+        assert nodes and all(dequantized(n) for n in nodes), op
+    int8 = OcrEngine.load(OcrModelPaths(q, OcrModelPaths.default().rec, None), threads=1)
+    ref = OcrEngine.load(OcrModelPaths(fp32, OcrModelPaths.default().rec, None), threads=1)
+
+    def rows(boxes):  # the union rectangle of each text row (a line may come as one box or split at a word gap)
+        out = []
+        for x0, y0, x1, y1 in sorted(box_rect(b) for b in boxes):
+            row = next((r for r in out if min(r[3], y1) - max(r[1], y0) > 0.5 * (y1 - y0)), None)
+            if row is None:
+                out.append([x0, y0, x1, y1])
+            else:
+                row[:] = [min(row[0], x0), min(row[1], y0), max(row[2], x1), max(row[3], y1)]
+        return sorted(out, key=lambda r: r[1])
+
+    got, want = rows(int8.detect(held_out)), rows(ref.detect(held_out))
+    assert len(got) == len(want) == 2
+    assert all(box_iou(g, w) > 0.8 for g, w in zip(got, want))
 
 
 def test_a_build_calibrates_afresh_whatever_an_earlier_build_left(tmp_path):
