@@ -57,8 +57,6 @@ from transforms.inference.ocr import (
     OcrConfig,
     OcrEngine,
     OcrModelPaths,
-    _crop,
-    _grow,
     _session,
     read_columns,
 )
@@ -162,7 +160,7 @@ def line_examples(
             detections[page.id] = boxes
         matches = match_boxes([box_rect(b) for b in boxes], [box_rect(b) for _, b in page.lines], iou_threshold=iou)
         for i, j in matches:
-            crop = _crop(image, _grow(boxes[i], engine.config.rec_margin))
+            crop = engine.line_crop(image, boxes[i])
             if crop.shape[0] >= engine.config.vertical_ratio * crop.shape[1]:
                 skipped["vertical"] += 1
                 continue

@@ -426,6 +426,10 @@ def test_recognition_crop_margin_grows_the_box_along_its_own_axes():
     turned = np.array([[40, 10], [40, 110], [20, 110], [20, 10]], np.float32)
     g = _grow(turned, 0.15)
     assert np.isclose(np.linalg.norm(g[0] - g[3]), 26) and np.isclose(np.linalg.norm(g[0] - g[1]), 106)
+    # a vertical line (clockwise from its top-left as the image shows it: 20 wide, 300 high) grows by its width
+    tall = np.array([[20, 10], [40, 10], [40, 310], [20, 310]], np.float32)
+    np.testing.assert_allclose(_grow(tall, 0.15, 1.5), [[17, 7], [43, 7], [43, 313], [17, 313]], atol=1e-4)
+    assert np.isclose(np.linalg.norm(_grow(tall, 0.15)[0] - _grow(tall, 0.15)[1]), 20 + 2 * 45)  # without the ratio: by its height
 
 
 def test_reported_boxes_stay_as_detected_when_the_crop_grows(engine):

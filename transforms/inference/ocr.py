@@ -383,16 +383,21 @@ def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     return cv2.warpPerspective(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
 
 
-def _grow(box: np.ndarray, margin: float) -> np.ndarray:
-    """The clockwise quadrilateral ``box`` grown by ``margin`` times its height on every side, along its own axes."""
+def _grow(box: np.ndarray, margin: float, vertical_ratio: float = math.inf) -> np.ndarray:
+    """The clockwise quadrilateral ``box`` grown by ``margin`` times its text height on every side, along its own axes.
+
+    The text height is the box's height, or its width when the box is a
+    vertical line (height at least ``vertical_ratio`` times the width): a
+    line of print 30 px high and 450 px long gets the same margin either way.
+    """
     if margin <= 0:
         return box
     across = (box[3] - box[0] + box[2] - box[1]) / 2  # top -> bottom
     along = (box[1] - box[0] + box[2] - box[3]) / 2  # left -> right
-    h = float(np.linalg.norm(across))
-    if h < 1e-6 or float(np.linalg.norm(along)) < 1e-6:
+    h, w = float(np.linalg.norm(across)), float(np.linalg.norm(along))
+    if h < 1e-6 or w < 1e-6:
         return box
-    d = margin * h
+    d = margin * (w if h >= vertical_ratio * w else h)
     v = across / h * d
     u = along / float(np.linalg.norm(along)) * d
     return np.array([box[0] - u - v, box[1] + u - v, box[2] + u + v, box[3] - u + v], dtype=np.float32)
@@ -899,11 +904,15 @@ class OcrEngine:
         """The detector's input feed for one whole (untiled) image."""
         return {self._det_in: self._det_input(image)[0]}
 
+    def line_crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """The crop of one detected line as the recognizer gets it: grown by ``rec_margin``, warped upright (not yet turned)."""
+        return _crop(image, _grow(box, self.config.rec_margin, self.config.vertical_ratio))
+
     def line_crops(self, image: np.ndarray) -> list[np.ndarray]:
         """The upright-orientation crops of every detected line (vertical ones turned 90 degrees)."""
         crops = []
         for b in self.detect(image):
-            crop = _crop(image, _grow(b, self.config.rec_margin))
+            crop = self.line_crop(image, b)
             h, w = crop.shape[:2]
             crops.append(np.ascontiguousarray(np.rot90(crop, 1)) if h >= self.config.vertical_ratio * w else crop)
         return crops
@@ -942,7 +951,7 @@ class OcrEngine:
         vertical: list[int] = []
         for n, (img, boxes) in enumerate(zip(images, per_image_boxes)):
             for b in boxes:
-                crop = _crop(img, _grow(b, c.rec_margin))
+                crop = self.line_crop(img, b)
                 h, w = crop.shape[:2]
                 if h >= c.vertical_ratio * w:
                     vertical.append(len(items))
