@@ -399,7 +399,7 @@ def _grow(box: np.ndarray, margin: float, vertical_ratio: float = math.inf) -> n
         return box
     d = margin * (w if h >= vertical_ratio * w else h)
     v = across / h * d
-    u = along / float(np.linalg.norm(along)) * d
+    u = along / w * d
     return np.array([box[0] - u - v, box[1] + u - v, box[2] + u + v, box[3] - u + v], dtype=np.float32)
 
 
