@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from transforms.inference.ocr import (
     OcrConfig,
     OcrEngine,
     OcrModelHandler,
+    _fit_span,
     decode_image,
     failure_reason,
     fix_decimals,
@@ -169,6 +171,65 @@ def test_zoom_region_stays_within_the_pixel_bound():
     (x0, y0, x1, y1), f = bounded._zoom(img, bounded._detect_tiled(img))
     assert (x1 - x0) * (y1 - y0) * f * f <= 500_000 * 1.001
     assert f < bounded.config.det_text_target / 11
+
+
+def _specks(img: np.ndarray, n: int = 60, seed: int = 0) -> np.ndarray:
+    """``img`` with ``n`` scanner specks (black squares of 2 or 3 pixels a side) scattered over it."""
+    rng = np.random.default_rng(seed)
+    out = img.copy()
+    for y, x in zip(rng.integers(0, img.shape[0] - 3, n), rng.integers(0, img.shape[1] - 3, n)):
+        k = int(rng.integers(2, 4))
+        out[y : y + k, x : x + k] = 0
+    return out
+
+
+def test_blank_margins_are_trimmed_and_the_boxes_come_back_in_page_coordinates():
+    lines = ["TOTAL AMOUNT 8.20", "CASH RECEIVED 10.00", "THANK YOU COME AGAIN"]
+    img = _specks(bgr(_small_print_page(lines, size=14)))
+    trimming = OcrEngine.load(threads=1)
+    x0, y0, x1, y1 = trimming._content_box(img)
+    assert x0 < 300 and y0 < 400 and x1 > 300 + 150 and y1 > 400 + 60  # the print, with its margin ...
+    assert (x1 - x0) * (y1 - y0) < 0.2 * img.shape[0] * img.shape[1]  # ... not the specks all over the page
+
+    boxes = trimming.detect(img)
+    assert trimming.stats["trimmed"] == 1
+    whole = OcrEngine.load(threads=1, config=OcrConfig(trim_tolerance=0))
+    reference = whole.detect(img)
+    assert whole.stats["trimmed"] == 0
+    assert len(boxes) == len(reference) == len(lines)
+    for b, r in zip(sorted(boxes, key=lambda b: b[:, 1].min()), sorted(reference, key=lambda b: b[:, 1].min())):
+        assert np.abs(b - r).max() < 4  # the same lines, in page coordinates
+
+    result = trimming.read_image(img)
+    assert _close(" ".join(l.text for l in result.lines), " ".join(lines), 1)
+
+
+def test_a_small_word_far_from_the_print_is_kept_in_the_cut():
+    page = _small_print_page(["TOTAL AMOUNT 8.20", "CASH 10.00"], size=14)
+    page.paste(text_image(["500 G"], size=14, gap=4), (900, 1420))
+    img = _specks(bgr(page))
+    engine = OcrEngine.load(threads=1)
+    x0, y0, x1, y1 = engine._content_box(img)
+    assert x1 > 960 and y1 > 1440
+    assert any("500" in l.text for l in engine.read_image(img).lines)
+
+
+def test_a_busy_background_or_a_full_page_is_not_trimmed():
+    engine = OcrEngine.load(threads=1)
+    rng = np.random.default_rng(1)
+    photo = (rng.random((900, 700, 3)) * 255).astype(np.uint8)  # no plain frame
+    photo[300:400, 200:500] = 255
+    assert engine._content_box(photo) is None
+    full = bgr(text_image([f"ITEM {i:02d} PRICE {i}.50" for i in range(12)], size=30))
+    engine.detect(full)
+    assert engine.stats["trimmed"] == 0  # print fills the image: nothing worth cutting
+
+
+@pytest.mark.parametrize("lo,hi,size,step", [(283, 717, 1080, 32.0), (0, 1000, 1080, 32.0), (1000, 1070, 1080, 112.3), (5, 20, 1080, 32.0), (10, 1075, 1080, 32.0)])
+def test_fit_span_grows_to_whole_steps_within_the_image(lo, hi, size, step):
+    a, b = _fit_span(lo, hi, size, step)
+    assert 0 <= a <= lo and hi <= b <= size  # still holds the span, inside the image
+    assert b - a == min(size, round(math.ceil((hi - lo) / step) * step))  # whole steps, unless the image is smaller
 
 
 def test_space_restoration_from_ctc_gaps(engine):

@@ -102,7 +102,7 @@ def test_catalog_forms(tmp_path):
     assert refs[0].product_id == "x1" and refs[0].uri == str(tmp_path / "images" / "Banana_Iconic.jpg")
 
 
-@pytest.mark.parametrize("flags, tile_aspect, small_print", [([], 2.5, 22.0), (["--small-print", "0", "--tile-aspect", "0"], 0.0, 0.0)])
+@pytest.mark.parametrize("flags, tile_aspect, small_print", [([], 2.5, 26.0), (["--small-print", "0", "--tile-aspect", "0"], 0.0, 0.0)])
 def test_enrich_command_passes_the_detection_options_to_the_engine(monkeypatch, tmp_path, flags, tile_aspect, small_print):
     from click.testing import CliRunner
 

@@ -180,7 +180,16 @@ class OcrConfig:
     all, and detected again; its boxes replace the first ones. The case is a
     scanned page with a small receipt on it (text 12-14 px high: lines merged
     or missed at that size); a huge photo that whole-image detection shrinks
-    past legibility is the other (its region is scaled down less).
+    past legibility is the other (its region is scaled down less). The
+    threshold of 26 px was chosen on receipts 060-158 made into scans with
+    lines 18-24 px high (22 px: lines 21 px high as seen were zoomed, 22 px
+    ones not; see benchmarks/README.md).
+
+    Blank margins: an image whose frame is plain (a product on white, a
+    receipt scanned on a full page) is detected on the part that holds print
+    (``trim_tolerance``, ``trim_min_saving``; see ``OcrEngine._content_box``),
+    at the scale the whole image would have had, so the print reaches the
+    detector, and the small-print test, at the same size.
     """
 
     det_min_side: int = 736
@@ -191,7 +200,7 @@ class OcrConfig:
     use_dilation: bool = True
     tile_aspect: float = 2.5  # 0 = no tiling
     tile_overlap: float = 0.15
-    det_small_text: float = 22.0  # 0 = off; else a median line under this height (detector pixels) ...
+    det_small_text: float = 26.0  # 0 = off; else a median line under this height (detector pixels) ...
     det_text_target: float = 40.0  # ... has its region detected again, scaled to put it at this height ...
     det_zoom_max_pixels: int = 6_000_000  # ... within this many pixels (see benchmarks/README.md)
     max_tiles: int = 32  # past this (a sliver of an image: 1 x 3000 px would make 2,999), detect on the whole image
@@ -214,6 +223,8 @@ class OcrConfig:
     tidy_spaces: bool = True  # English spacing around punctuation: none before . , % ) ] nor after ( [, none around / nor inside 7.42 / 17:21
     unicode_form: str = "NFKC"  # "" = as the recognizer spells it; "NFKC" folds full-width punctuation and digits to ASCII
     rec_contrast: float = 1.0  # 0 = off; else each crop's levels stretched so this percentile -> black, 100 - it -> white (faint print)
+    trim_tolerance: int = 40  # 0 = off; else detection runs on the part of the image that holds anything this many gray levels off a plain border (see _content_box) ...
+    trim_min_saving: float = 0.3  # ... when that cuts at least this fraction of the pixels
 
     def replace(self, **changes) -> "OcrConfig":
         return dataclasses.replace(self, **changes)
@@ -423,6 +434,13 @@ def _levels(u8: np.ndarray, percent: float) -> tuple[float, float]:
     return at(percent), at(100 - percent)
 
 
+def _fit_span(lo: int, hi: int, size: int, step: float) -> tuple[int, int]:
+    """``lo..hi`` grown (around its middle, within ``0..size``) to the nearest whole multiple of ``step`` at or above its length."""
+    want = min(size, int(round(math.ceil((hi - lo) / step) * step)))
+    lo = max(0, min(lo - (want - (hi - lo)) // 2, size - want))
+    return lo, lo + want
+
+
 def _rect(box: np.ndarray) -> tuple[float, float, float, float]:
     return float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 0].max()), float(box[:, 1].max())
 
@@ -615,7 +633,7 @@ class OcrEngine:
                 f"recognizer has {n_out} output classes but its character set gives {len(self.characters)}; "
                 "pass the character list that belongs to this recognizer"
             )
-        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "images": 0, "zoomed": 0}
+        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "images": 0, "zoomed": 0, "trimmed": 0}
         if crop_workers < 1:
             raise ConfigError(f"crop_workers must be >= 1, got {crop_workers}")
         self.crop_workers = crop_workers
@@ -736,10 +754,75 @@ class OcrEngine:
             return [(0, h)]
         return [(s, s + tile_h) for s in starts]
 
+    def _content_box(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
+        """(x0, y0, x1, y1) of the part of ``image`` that holds print on a plain background, or None (keep it whole).
+
+        A product shot on white or a receipt scanned on a full page is mostly
+        blank, and detection costs in proportion to pixels. The background is
+        the median of the image's outermost rows and columns, which must be
+        plain (nine tenths of them within ``trim_tolerance`` gray levels of
+        it). Print is a patch of touching 8 x 8 blocks that each hold four or
+        more pixels further off than that, 32 such pixels in all: scanner
+        specks (a few dark pixels each) do not widen the box, a small word
+        does. The box grows by two blocks and 2% of the image's side on
+        every side. :meth:`detect` uses it when that saves ``trim_min_saving``
+        of the pixels.
+        """
+        import cv2
+
+        c = self.config
+        h, w = image.shape[:2]
+        k = 8
+        if not c.trim_tolerance or h < 8 * k or w < 8 * k:
+            return None
+        gray = image if image.ndim == 2 else image[..., 1]  # green: the channel closest to luminance, no conversion pass
+        step = max(1, math.ceil(math.sqrt(h * w / 4e6)))  # a huge photo is looked at every step-th pixel: the work stays under ~4 MP
+        gray = gray[::step, ::step]
+        frame = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).astype(np.int16)
+        bg = int(np.median(frame))
+        tol = c.trim_tolerance
+        if np.mean(np.abs(frame - bg) > tol) > 0.1:
+            return None
+        hb, wb = gray.shape[0] // k, gray.shape[1] // k
+        off = cv2.absdiff(gray[: hb * k, : wb * k], bg) > tol
+        count = off.reshape(hb, k, wb, k).sum(axis=(1, 3), dtype=np.int32)
+        n, labels, st, _ = cv2.connectedComponentsWithStats((count >= 4).astype(np.uint8), connectivity=8)
+        mass = np.bincount(labels.ravel(), weights=count.ravel(), minlength=n)  # off pixels in each patch
+        keep = st[1:][mass[1:] >= 32]
+        if not len(keep):
+            return None
+        b = k * step  # a block's side in the image's pixels
+        my, mx = 2 * b + int(0.02 * h), 2 * b + int(0.02 * w)
+        y0 = max(0, int(keep[:, cv2.CC_STAT_TOP].min()) * b - my)
+        x0 = max(0, int(keep[:, cv2.CC_STAT_LEFT].min()) * b - mx)
+        y1 = min(h, int((keep[:, cv2.CC_STAT_TOP] + keep[:, cv2.CC_STAT_HEIGHT]).max()) * b + my)
+        x1 = min(w, int((keep[:, cv2.CC_STAT_LEFT] + keep[:, cv2.CC_STAT_WIDTH]).max()) * b + mx)
+        return x0, y0, x1, y1
+
     def detect(self, image: np.ndarray) -> list[np.ndarray]:
-        """Text boxes (4x2 float32, clockwise from top-left) of one BGR image, tiling tall images and zooming into small print."""
-        boxes = self._detect_tiled(image)
-        zoom = self._zoom(image, boxes)
+        """Text boxes (4x2 float32, clockwise from top-left) of one BGR image: its blank margins trimmed, tall images tiled, small print zoomed into."""
+        box = self._content_box(image)
+        if box is None:
+            return self._detect_region(image)
+        x0, y0, x1, y1 = box
+        h, w = image.shape[:2]
+        # the cut-out is detected at the scale the whole image would have been
+        # (print the size the detector would have seen; the small-print zoom
+        # decides as it would have), on fewer pixels; a tiled image is left whole
+        scale = self._det_scale(h, w)
+        if len(self._tiles(h, w)) > 1 or (y1 - y0) * (x1 - x0) > (1 - self.config.trim_min_saving) * h * w:
+            return self._detect_region(image)
+        # grown to whole multiples of the detector's 32-pixel grid at that scale, so neither axis is stretched to fit it
+        x0, x1 = _fit_span(x0, x1, w, 32 / scale)
+        y0, y1 = _fit_span(y0, y1, h, 32 / scale)
+        self.stats["trimmed"] += 1
+        offset = np.array([x0, y0], dtype=np.float32)
+        return [b + offset for b in self._detect_region(image[y0:y1, x0:x1], scale)]
+
+    def _detect_region(self, image: np.ndarray, scale: float | None = None) -> list[np.ndarray]:
+        """Boxes of ``image`` (tiled), or of ``image`` whole at ``scale`` when one is given, then small print zoomed into."""
+        boxes = self._detect_tiled(image) if scale is None else self._detect_one(image, scale)
+        zoom = self._zoom(image, boxes, scale)
         if zoom is None:
             return boxes
         (x0, y0, x1, y1), f = zoom
@@ -748,16 +831,18 @@ class OcrEngine:
         # the region whole, at its own scale: neither det_max_side nor tiling applies (det_zoom_max_pixels bounds it)
         return [b + offset for b in self._detect_one(image[y0:y1, x0:x1], scale=f)]
 
-    def _zoom(self, image: np.ndarray, boxes: Sequence[np.ndarray]):
-        """((x0, y0, x1, y1), scale) of the region to detect again for small print, or None."""
+    def _zoom(self, image: np.ndarray, boxes: Sequence[np.ndarray], scale: float | None = None):
+        """((x0, y0, x1, y1), scale) of the region to detect again for small print, or None (``scale``: the first pass's, when it was not the image's own)."""
         c = self.config
         if not c.det_small_text or not boxes:
             return None
         h, w = image.shape[:2]
         heights = [float(np.linalg.norm(b[0] - b[3])) for b in boxes]
         line_h = max(float(np.median(heights)), 1.0)
-        tiles = self._tiles(h, w)
-        seen = line_h * self._det_scale(tiles[0][1] - tiles[0][0], w)  # the line height the detector saw
+        if scale is None:
+            tiles = self._tiles(h, w)
+            scale = self._det_scale(tiles[0][1] - tiles[0][0], w)
+        seen = line_h * scale  # the line height the detector saw
         if seen >= c.det_small_text:
             return None
         pts = np.concatenate(boxes)
