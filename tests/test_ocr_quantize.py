@@ -144,6 +144,24 @@ def test_a_build_calibrates_afresh_whatever_an_earlier_build_left(tmp_path):
     assert 0.0 < built["int8_static"].agreement["rec"] <= 1.0
 
 
+def test_int8_detector_candidate_is_the_static_detector_with_the_fp32_recognizer_and_classifier(tmp_path):
+    work = tmp_path / "candidates"
+    images = [bgr(text_image(["TOTAL 12.50", "CASH 20.00"], size=28)), bgr(text_image(["NET WT 500G", "MILK"], size=28))]
+    built = build_ocr_candidates(str(work), images, candidates=["fp32", "int8_detector"], threads=2)
+    assert set(built) == {"fp32", "int8_detector"}  # the static build it borrows from is not left behind
+    assert not (work / "int8_static").exists()
+    folder = work / "int8_detector"
+
+    def quantized(path) -> bool:
+        return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+
+    assert quantized(folder / "det.onnx")
+    assert not quantized(folder / "rec.onnx") and not quantized(folder / "cls.onnx")
+    for m in ("rec", "cls"):
+        assert (folder / f"{m}.onnx").read_bytes() == (work / "fp32" / f"{m}.onnx").read_bytes()
+    assert built["int8_detector"].agreement["rec"] == 1.0 and 0.0 < built["int8_detector"].agreement["det"] <= 1.0
+
+
 def test_recognizer_calibration_feeds_from_fewer_crops_than_a_batch(engine):
     feeds = rec_calibration_feeds(engine, _crops(["MILK"]), batch_size=4)  # 2 crops
     assert [f["x"].shape for f in feeds] == [(2, 3, 48, 320)]
