@@ -801,17 +801,15 @@ class OcrEngine:
 
     def detect(self, image: np.ndarray) -> list[np.ndarray]:
         """Text boxes (4x2 float32, clockwise from top-left) of one BGR image: its blank margins trimmed, tall images tiled, small print zoomed into."""
-        box = self._content_box(image)
-        if box is None:
+        h, w = image.shape[:2]
+        box = self._content_box(image) if len(self._tiles(h, w)) == 1 else None  # a tiled image is left whole
+        if box is None or (box[3] - box[1]) * (box[2] - box[0]) > (1 - self.config.trim_min_saving) * h * w:
             return self._detect_region(image)
         x0, y0, x1, y1 = box
-        h, w = image.shape[:2]
         # the cut-out is detected at the scale the whole image would have been
         # (print the size the detector would have seen; the small-print zoom
-        # decides as it would have), on fewer pixels; a tiled image is left whole
+        # decides as it would have), on fewer pixels
         scale = self._det_scale(h, w)
-        if len(self._tiles(h, w)) > 1 or (y1 - y0) * (x1 - x0) > (1 - self.config.trim_min_saving) * h * w:
-            return self._detect_region(image)
         # grown to whole multiples of the detector's 32-pixel grid at that scale, so neither axis is stretched to fit it
         x0, x1 = _fit_span(x0, x1, w, 32 / scale)
         y0, y1 = _fit_span(y0, y1, h, 32 / scale)
