@@ -211,3 +211,13 @@ def test_publish_swaps_outputs_in_and_records_the_models(tmp_path):
     assert record["summaries"]["enriched"]["read"] == 7 and record["run"] == "r1"
     assert metrics.metadata == {"files.enriched": 2.0, "files.recommendations": 1.0}
     assert not [p for p in os.listdir(out) if p.startswith("_staging")]
+
+
+def test_ocr_component_defaults_build_every_ocr_candidate():
+    # the component signatures need literal defaults; they must not drift from the list the toolkit builds
+    from components.kfp.pipelines import training
+    from components.kfp.quantize_ocr import quantize_ocr
+    from components.ocr_quantize import CANDIDATES
+
+    assert quantize_ocr.component_spec.inputs["include"].default == list(CANDIDATES)
+    assert training.component_spec.inputs["ocr_candidates"].default == list(CANDIDATES)
