@@ -282,7 +282,9 @@ def _train_head(train, dev, w0: np.ndarray, b0: np.ndarray, characters, cfg: Fin
         return key
 
     steps = cfg.epochs * len(batches(train, False))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=max(steps, 1) + 1, pct_start=0.1)
+    total = max(steps, 1) + 1
+    # warm-up over a tenth of the steps, and at least one (torch divides by the warm-up's length: 0 at 10 steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=total, pct_start=max(0.1, 2 / total))
     history: list[dict] = []
     first = {"epoch": 0, "train_loss": round(mean_loss(train), 4), "dev_loss": round(mean_loss(dev), 4) if dev else None}
     best = (record(0, first), 0, w0, b0)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from components.ocr_eval import load_sroie
-from components.ocr_finetune import FinetuneConfig, _constants, case_merged_ctc, finetune_recognizer, head_tensors, line_word_f1
+from components.ocr_finetune import FinetuneConfig, _constants, _train_head, case_merged_ctc, finetune_recognizer, head_tensors, line_word_f1
 from tests.test_ocr import _font, bgr
 from transforms.errors import ConfigError
 from transforms.inference.ocr import DEFAULT_SPACE_PROB, SPACE_PROB_KEY, OcrConfig, OcrEngine, OcrModelPaths
@@ -162,3 +162,17 @@ def test_overlapping_or_missing_pages_are_refused(sroie_dir, tmp_path):
         finetune_recognizer(None, pages[:2], str(tmp_path), dev_pages=pages[1:3])
     with pytest.raises(ConfigError, match="at least one"):
         finetune_recognizer(None, [], str(tmp_path))
+
+
+@pytest.mark.parametrize("n_lines", [1, 3, 4])
+def test_training_runs_whatever_the_number_of_steps(n_lines):
+    """3 epochs of 3 one-line batches make 10 scheduler steps in all, where a warm-up of a tenth of them would be empty."""
+    chars = ["", "A", "B", " "]
+    _, encode = case_merged_ctc(chars)
+    rng = np.random.default_rng(0)
+    lines = [(rng.normal(size=(6, 4)).astype(np.float16), encode("AB")) for _ in range(n_lines)]
+    w0, b0 = np.zeros((4, len(chars)), dtype=np.float32), np.zeros(len(chars), dtype=np.float32)
+    cfg = FinetuneConfig(epochs=3, batch_size=1, learning_rate=1e-2)
+    w, b, history, best = _train_head(lines, [], w0, b0, chars, cfg, log=lambda m: None)
+    assert len(history) == 4 and w.shape == w0.shape
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
