@@ -269,7 +269,7 @@ def main(argv=None) -> int:
         }
         if s in built_info:
             d = built_info[s]["model_dir"]
-            fig["size_bytes"] = sum(file_size(os.path.join(d, f"{x}.onnx")) for x in ("det", "rec", "cls"))
+            fig["size_bytes"] = sum(file_size(f) for f in (os.path.join(d, f"{x}.onnx") for x in OcrModelPaths._fields) if os.path.exists(f))
             fig["notes"] = built_info[s]["notes"]
             fig["agreement_with_fp32"] = built_info[s]["agreement"]
         figures[s] = fig

@@ -342,6 +342,64 @@ def test_handler_loads_models_from_a_folder(tmp_path):
     assert engine.cls is None
     out = handler.run_inference([png_bytes(text_image(["SALT"]))], engine)
     assert [l.text.upper() for l in out[0].inference.lines] == ["SALT"]
+    # a small-print recognizer in the folder is found, and dropped when another recognizer is named
+    assert paths.rec_small is None and engine.rec_small is None
+    shutil.copy(stock.rec, tmp_path / "rec_small.onnx")
+    assert OcrModelHandler(str(tmp_path), threads=1).model_paths().rec_small == str(tmp_path / "rec_small.onnx")
+    assert OcrModelHandler(str(tmp_path), threads=1).load_model().rec_small is not None
+    assert OcrModelHandler(str(tmp_path), rec_model=stock.rec, threads=1).model_paths().rec_small is None
+
+
+def _recognizer_reading_only(engine, char: str, path) -> str:
+    """A copy of the shipped recognizer whose head reads ``char`` in every column, saved at ``path``."""
+    import onnx
+
+    from components.ocr_finetune import _constants, _set_constant, head_tensors
+    from transforms.inference.ocr import OcrModelPaths
+
+    model = onnx.load(OcrModelPaths.default().rec)
+    _, w_name, b_name = head_tensors(model)
+    w = onnx.numpy_helper.to_array(_constants(model.graph)[w_name])
+    b = np.zeros(w.shape[1], dtype=np.float32)
+    b[engine.characters.index(char)] = 50.0
+    _set_constant(model.graph, w_name, np.zeros_like(w))
+    _set_constant(model.graph, b_name, b)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_small_print_is_read_by_the_small_print_recognizer(engine, tmp_path):
+    import cv2
+
+    from transforms.inference.ocr import OcrModelPaths
+
+    words = ["TOTAL 12.50", "CASH", "NET WT 500G"]
+    large = [bgr(text_image([w], size=40, gap=4))[8:-8] for w in words]
+    assert min(c.shape[0] for c in large) >= 40
+    small = [cv2.resize(c, (round(c.shape[1] * 24 / c.shape[0]), 24), interpolation=cv2.INTER_AREA) for c in large]
+    stock = OcrModelPaths.default()
+    paths = OcrModelPaths(stock.det, stock.rec, None, rec_small=_recognizer_reading_only(engine, "X", tmp_path / "rec_x.onnx"))
+    for workers in (1, 2):  # one batch after another, and side by side
+        routed = OcrEngine.load(paths, threads=workers, config=OcrConfig(rec_small_below=36))
+        texts = [t for t, _ in routed.recognize([large[0], small[0], large[1], small[1], small[2], large[2]])]
+        assert texts[1] == texts[3] == texts[4] == "X"  # under 36 px: the small-print recognizer
+        assert _close(texts[0], words[0]) and _close(texts[2], words[1]) and _close(texts[5], words[2])
+        assert routed.stats["small_crops"] == 3
+        routed.close()
+    # without one, the recognizer reads every line
+    assert [t for t, _ in engine.recognize(small)] != ["X"] * 3
+    with pytest.raises(Exception, match="output classes"):
+        OcrEngine(engine.det, engine.rec, None, characters=engine.characters[1:-1], rec_small_session=_TwoClasses())
+
+
+class _TwoClasses:
+    """A recognizer-like session with two output classes."""
+
+    def get_outputs(self):
+        class _Out:
+            shape = [None, None, 2]
+
+        return [_Out()]
 
 
 class _AlwaysUpsideDown:

@@ -144,22 +144,34 @@ def test_a_build_calibrates_afresh_whatever_an_earlier_build_left(tmp_path):
     assert 0.0 < built["int8_static"].agreement["rec"] <= 1.0
 
 
-def test_int8_detector_candidate_is_the_static_detector_with_the_fp32_recognizer_and_classifier(tmp_path):
+def test_int8_detector_and_fp32_small_print_candidates_borrow_from_the_static_build(tmp_path):
     work = tmp_path / "candidates"
     images = [bgr(text_image(["TOTAL 12.50", "CASH 20.00"], size=28)), bgr(text_image(["NET WT 500G", "MILK"], size=28))]
-    built = build_ocr_candidates(str(work), images, candidates=["fp32", "int8_detector"], threads=2)
-    assert set(built) == {"fp32", "int8_detector"}  # the static build it borrows from is not left behind
+    built = build_ocr_candidates(str(work), images, candidates=["fp32", "int8_detector", "int8_fp32_small"], threads=2)
+    assert set(built) == {"fp32", "int8_detector", "int8_fp32_small"}  # the static build they borrow from is not left behind
     assert not (work / "int8_static").exists()
-    folder = work / "int8_detector"
 
     def quantized(path) -> bool:
         return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
 
+    # int8_detector: the static INT8 detector with the FP32 recognizer and classifier
+    folder = work / "int8_detector"
     assert quantized(folder / "det.onnx")
     assert not quantized(folder / "rec.onnx") and not quantized(folder / "cls.onnx")
     for m in ("rec", "cls"):
         assert (folder / f"{m}.onnx").read_bytes() == (work / "fp32" / f"{m}.onnx").read_bytes()
     assert built["int8_detector"].agreement["rec"] == 1.0 and 0.0 < built["int8_detector"].agreement["det"] <= 1.0
+    # int8_fp32_small: INT8 detector and recognizer, and the FP32 recognizer for small print, which the engine loads
+    small = work / "int8_fp32_small"
+    assert quantized(small / "det.onnx") and quantized(small / "rec.onnx")
+    assert (small / "rec_small.onnx").read_bytes() == (work / "fp32" / "rec.onnx").read_bytes()
+    assert (small / "det.onnx").read_bytes() == (folder / "det.onnx").read_bytes()
+    paths = OcrModelPaths.from_dir(str(small))
+    assert paths.rec_small == str(small / "rec_small.onnx")
+    engine = OcrEngine.load(paths, threads=1)
+    assert engine.rec_small is not None
+    assert 0.0 < built["int8_fp32_small"].agreement["rec"] <= 1.0
+    assert " ".join(l.text for l in engine.read_image(images[0]).lines) == "TOTAL 12.50 CASH 20.00"  # (the detector may split a line)
 
 
 def test_recognizer_calibration_feeds_from_fewer_crops_than_a_batch(engine):

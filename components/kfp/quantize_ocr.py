@@ -24,7 +24,7 @@ def quantize_ocr(
     candidates: Output[Model],
     heldout: Output[Dataset],
     metrics: Output[Metrics],
-    include: list = ["fp32", "fp16", "int8_dynamic", "int8_static", "int8_detector", "mixed"],  # noqa: B006
+    include: list = ["fp32", "fp16", "int8_dynamic", "int8_static", "int8_detector", "int8_fp32_small", "mixed"],  # noqa: B006
     max_rec_drop: float = 0.01,
     calibration_share: float = 0.5,
     threads: int = 1,

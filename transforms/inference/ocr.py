@@ -190,6 +190,13 @@ class OcrConfig:
     (``trim_tolerance``, ``trim_min_saving``; see ``OcrEngine._content_box``),
     at the scale the whole image would have had, so the print reaches the
     detector, and the small-print test, at the same size.
+
+    Small print read by a second recognizer: with ``OcrModelPaths.rec_small``,
+    line crops under ``rec_small_below`` pixels high (as cut from the image,
+    before they are scaled to ``rec_height``) are read by it: an INT8
+    recognizer with an FP32 one for the small lines it loses on (36 px: the
+    crops of receipts scanned with 18-24 px lines are 22-35 px high, those of
+    photographed receipts 35-55 px; see benchmarks/README.md).
     """
 
     det_min_side: int = 736
@@ -211,6 +218,7 @@ class OcrConfig:
     rec_margin: float = 0.15  # the recognizer's crop grown by this times the line's height on every side (the reported box stays as detected)
     rec_batch_size: int = 1  # crops a run; measured: 16 cost 2x the CPU of 4 or 1 (cache); 1 pads nothing (4 padded 12% of the columns on receipts: rec 0.34 s/img against 0.38)
     rec_min_width: int = 96  # crops are padded to at least this width (the stock engine pads to 320: measured 1.3x the CPU, same accuracy)
+    rec_small_below: int = 36  # with a second recognizer (OcrModelPaths.rec_small): line crops under this many pixels high go to it (see benchmarks/README.md)
     text_score: float = 0.5
     space_gap_cols: int = 0  # 0 = keep the recognizer's own spaces only
     space_gap_factor: float = 1.8
@@ -239,11 +247,20 @@ def _package_model_dir() -> pathlib.Path:
 
 
 class OcrModelPaths(NamedTuple):
-    """Locations of the three OCR models (local paths or anything FileSystems reads)."""
+    """Locations of the OCR models (local paths or anything FileSystems reads).
+
+    ``rec_small``: an optional second recognizer for small print, lines cut
+    from the image under ``OcrConfig.rec_small_below`` pixels high (its
+    character set must be the recognizer's): the INT8 recognizer loses its
+    word F1 on such lines, which it must enlarge to its 48-pixel input, so a
+    quantized model folder can keep an FP32 one for them
+    (``components.ocr_quantize``, candidate ``int8_fp32_small``).
+    """
 
     det: str
     rec: str
     cls: Optional[str] = None
+    rec_small: Optional[str] = None
 
     @classmethod
     def default(cls) -> "OcrModelPaths":
@@ -256,15 +273,16 @@ class OcrModelPaths(NamedTuple):
 
     @classmethod
     def from_dir(cls, model_dir: str) -> "OcrModelPaths":
-        """``det.onnx``, ``rec.onnx`` and (optional) ``cls.onnx`` in ``model_dir``."""
+        """``det.onnx``, ``rec.onnx`` and (optional) ``cls.onnx`` and ``rec_small.onnx`` in ``model_dir``."""
         from apache_beam.io.filesystems import FileSystems
 
         base = model_dir.rstrip("/")
-        paths = {name: FileSystems.join(base, f"{name}.onnx") for name in ("det", "rec", "cls")}
+        paths = {name: FileSystems.join(base, f"{name}.onnx") for name in cls._fields}
         for name in ("det", "rec"):
             if not FileSystems.exists(paths[name]):
-                raise ModelLoadError(f"{paths[name]} does not exist: an OCR model folder needs det.onnx and rec.onnx (cls.onnx optional)")
-        return cls(det=paths["det"], rec=paths["rec"], cls=paths["cls"] if FileSystems.exists(paths["cls"]) else None)
+                raise ModelLoadError(f"{paths[name]} does not exist: an OCR model folder needs det.onnx and rec.onnx (cls.onnx, rec_small.onnx optional)")
+        optional = {name: paths[name] if FileSystems.exists(paths[name]) else None for name in ("cls", "rec_small")}
+        return cls(det=paths["det"], rec=paths["rec"], **optional)
 
 
 def _session(path: str, threads: int | None, *, spin: bool = False, rewrite: bool = True):
@@ -604,12 +622,15 @@ class OcrEngine:
         characters: Sequence[str],
         config: OcrConfig = OcrConfig(),
         crop_workers: int = 1,
+        rec_small_session=None,
     ):
-        """``crop_workers``: recognition and classification batches run at once (threads; 1 = one after another)."""
+        """``crop_workers``: recognition and classification batches run at once (threads; 1 = one after another).
+        ``rec_small_session``: the recognizer of line crops under ``config.rec_small_below`` pixels high (None: ``rec_session`` reads every line)."""
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
 
         self.det = det_session
         self.rec = rec_session
+        self.rec_small = rec_small_session
         self.cls = cls_session
         if config.space_prob is None:
             config = config.replace(space_prob=model_space_prob(rec_session))
@@ -627,13 +648,14 @@ class OcrEngine:
         self._det_in = det_session.get_inputs()[0].name
         self._rec_in = rec_session.get_inputs()[0].name
         self._cls_in = cls_session.get_inputs()[0].name if cls_session is not None else None
-        n_out = rec_session.get_outputs()[0].shape[-1]
-        if isinstance(n_out, int) and n_out != len(self.characters):
-            raise ModelLoadError(
-                f"recognizer has {n_out} output classes but its character set gives {len(self.characters)}; "
-                "pass the character list that belongs to this recognizer"
-            )
-        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "images": 0, "zoomed": 0, "trimmed": 0}
+        for what, session in (("recognizer", rec_session), ("small-print recognizer", rec_small_session)):
+            n_out = session.get_outputs()[0].shape[-1] if session is not None else None
+            if isinstance(n_out, int) and n_out != len(self.characters):
+                raise ModelLoadError(
+                    f"{what} has {n_out} output classes but its character set gives {len(self.characters)}; "
+                    "pass the character list that belongs to this recognizer"
+                )
+        self.stats = {"det_s": 0.0, "cls_s": 0.0, "rec_s": 0.0, "crops": 0, "small_crops": 0, "images": 0, "zoomed": 0, "trimmed": 0}
         if crop_workers < 1:
             raise ConfigError(f"crop_workers must be >= 1, got {crop_workers}")
         self.crop_workers = crop_workers
@@ -641,7 +663,8 @@ class OcrEngine:
 
     def with_config(self, config: OcrConfig) -> "OcrEngine":
         """An engine over the same model sessions with another config (nothing is loaded again)."""
-        return OcrEngine(self.det, self.rec, self.cls, characters=self.characters[1:-1], config=config, crop_workers=self.crop_workers)
+        return OcrEngine(self.det, self.rec, self.cls, characters=self.characters[1:-1], config=config, crop_workers=self.crop_workers,
+                         rec_small_session=self.rec_small)
 
     def _map(self, fn, items: Sequence) -> list:
         """``[fn(x) for x in items]``, ``crop_workers`` at a time (onnxruntime releases the GIL while it runs)."""
@@ -675,7 +698,7 @@ class OcrEngine:
         rewrite: bool = True,
         parallel_crops: bool = True,
     ) -> "OcrEngine":
-        """Load the three models (``paths`` default: the package's PP-OCRv4 models).
+        """Load the models (``paths`` default: the package's PP-OCRv4 models).
 
         ``threads``: the CPU threads the engine uses (default:
         :func:`transforms.inference.thread_budget`, this worker's share of
@@ -696,6 +719,7 @@ class OcrEngine:
         det = _session(paths.det, threads, rewrite=rewrite)
         rec = _session(paths.rec, crop_threads, rewrite=rewrite)
         clsf = _session(paths.cls, crop_threads, rewrite=rewrite) if (paths.cls and config.use_cls) else None
+        rec_small = _session(paths.rec_small, crop_threads, rewrite=rewrite) if paths.rec_small else None
         if characters is None:
             meta = rec.get_modelmeta().custom_metadata_map
             if "character" not in meta:
@@ -703,7 +727,7 @@ class OcrEngine:
                     f"recognizer {paths.rec!r} carries no 'character' metadata; pass characters= explicitly"
                 )
             characters = meta["character"].splitlines()
-        return cls(det, rec, clsf, characters=characters, config=config, crop_workers=workers)
+        return cls(det, rec, clsf, characters=characters, config=config, crop_workers=workers, rec_small_session=rec_small)
 
     # -- detection --------------------------------------------------------
 
@@ -1001,17 +1025,29 @@ class OcrEngine:
         return crops
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
-        """Text and mean character confidence of each upright line crop (BGR)."""
+        """Text and mean character confidence of each upright line crop (BGR).
+
+        With a small-print recognizer (``rec_small``), crops under
+        ``config.rec_small_below`` pixels high are read by it, the others by
+        ``rec``; the batches of both run side by side.
+        """
 
         def run(plan) -> list[tuple[int, tuple[str, float]]]:
-            ids, ratios = plan
+            session, ids, ratios = plan
             batch, widths = self._rec_batch(crops, ids, ratios)
-            probs = self.rec.run(None, {self._rec_in: batch})[0]
+            probs = session.run(None, {self._rec_in: batch})[0]
             return [(int(i), self._decode(probs[k], read_columns(probs.shape[1], widths[k], batch.shape[3])))
                     for k, i in enumerate(ids)]
 
+        groups = [(self.rec, np.arange(len(crops)))]
+        if self.rec_small is not None:
+            small = np.array([c.shape[0] < self.config.rec_small_below for c in crops], dtype=bool)
+            groups = [(self.rec, np.nonzero(~small)[0]), (self.rec_small, np.nonzero(small)[0])]
+            self.stats["small_crops"] += int(small.sum())
+        plans = [(session, ids[order], ratios) for session, ids in groups if len(ids)
+                 for order, ratios in self._rec_plan([crops[i] for i in ids])]
         results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
-        for part in self._map(run, self._rec_plan(crops)):
+        for part in self._map(run, plans):
             for i, text in part:
                 results[i] = text
         return results
@@ -1150,7 +1186,12 @@ class OcrModelHandler(ModelHandler):
     def model_paths(self) -> OcrModelPaths:
         base = OcrModelPaths.from_dir(self._model_dir) if self._model_dir else OcrModelPaths.default()
         o = self._overrides
-        return OcrModelPaths(det=o["det"] or base.det, rec=o["rec"] or base.rec, cls=(o["cls"] or base.cls) if self._use_cls else None)
+        return OcrModelPaths(
+            det=o["det"] or base.det,
+            rec=o["rec"] or base.rec,
+            cls=(o["cls"] or base.cls) if self._use_cls else None,
+            rec_small=None if o["rec"] else base.rec_small,  # a folder's small-print recognizer pairs with the folder's recognizer
+        )
 
     def load_model(self) -> OcrEngine:
         return OcrEngine.load(self.model_paths(), config=self._config, threads=self._threads)
