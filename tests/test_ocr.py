@@ -388,12 +388,20 @@ def test_small_print_is_read_by_the_small_print_recognizer(engine, tmp_path):
         routed.close()
     # without one, the recognizer reads every line
     assert [t for t, _ in engine.recognize(small)] != ["X"] * 3
-    with pytest.raises(Exception, match="output classes"):
+    from transforms.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="small-print recognizer has 2 output classes"):
         OcrEngine(engine.det, engine.rec, None, characters=engine.characters[1:-1], rec_small_session=_TwoClasses())
 
 
 class _TwoClasses:
     """A recognizer-like session with two output classes."""
+
+    def get_inputs(self):
+        class _In:
+            name = "x"
+
+        return [_In()]
 
     def get_outputs(self):
         class _Out:

@@ -647,6 +647,7 @@ class OcrEngine:
         )
         self._det_in = det_session.get_inputs()[0].name
         self._rec_in = rec_session.get_inputs()[0].name
+        self._rec_small_in = rec_small_session.get_inputs()[0].name if rec_small_session is not None else None
         self._cls_in = cls_session.get_inputs()[0].name if cls_session is not None else None
         for what, session in (("recognizer", rec_session), ("small-print recognizer", rec_small_session)):
             n_out = session.get_outputs()[0].shape[-1] if session is not None else None
@@ -1033,16 +1034,16 @@ class OcrEngine:
         """
 
         def run(plan) -> list[tuple[int, tuple[str, float]]]:
-            session, ids, ratios = plan
+            (session, input_name), ids, ratios = plan
             batch, widths = self._rec_batch(crops, ids, ratios)
-            probs = session.run(None, {self._rec_in: batch})[0]
+            probs = session.run(None, {input_name: batch})[0]
             return [(int(i), self._decode(probs[k], read_columns(probs.shape[1], widths[k], batch.shape[3])))
                     for k, i in enumerate(ids)]
 
-        groups = [(self.rec, np.arange(len(crops)))]
+        groups = [((self.rec, self._rec_in), np.arange(len(crops)))]
         if self.rec_small is not None:
             small = np.array([c.shape[0] < self.config.rec_small_below for c in crops], dtype=bool)
-            groups = [(self.rec, np.nonzero(~small)[0]), (self.rec_small, np.nonzero(small)[0])]
+            groups = [((self.rec, self._rec_in), np.nonzero(~small)[0]), ((self.rec_small, self._rec_small_in), np.nonzero(small)[0])]
             self.stats["small_crops"] += int(small.sum())
         plans = [(session, ids[order], ratios) for session, ids in groups if len(ids)
                  for order, ratios in self._rec_plan([crops[i] for i in ids])]
