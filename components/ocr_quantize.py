@@ -1,7 +1,8 @@
 """OCR model candidates: the three PP-OCR models in FP32, FP16, INT8 dynamic, INT8 static, INT8 detector, INT8 with FP32 small print, and mixed.
 
 Each candidate is a folder with ``det.onnx``, ``rec.onnx`` and ``cls.onnx``
-(what ``OcrModelPaths.from_dir`` and ``aisle enrich --ocr-models`` read).
+(and, for ``int8_fp32_small``, ``rec_small.onnx``): what
+``OcrModelPaths.from_dir`` and ``aisle enrich --ocr-models`` read.
 The three models are measured separately, because they react differently
 to INT8: the detector's output is a probability map thresholded into
 boxes, the classifier a two-way decision, the recognizer a per-column
