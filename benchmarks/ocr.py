@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from components.candidates import CandidateResult, choose_candidate, cpu_info, file_size, write_report
-from components.ocr_eval import aggregate, load_sroie, page_counts, split_pages, tesseract_lines
+from components.ocr_eval import aggregate, load_sroie, page_counts, split_pages, tesseract_lines, word_f1_interval
 from components.ocr_finetune import FinetuneConfig, finetune_recognizer
 from components.ocr_quantize import CANDIDATES, build_ocr_candidates
 from transforms.errors import AisleError, ConfigError
@@ -266,7 +266,11 @@ def main(argv=None) -> int:
             "secs_per_image_p50": round(float(np.percentile(ts, 50)), 4),
             "secs_per_image_p95": round(float(np.percentile(ts, 95)), 4),
             "images_per_s": round(float(len(ts) / ts.sum()), 4),
+            # sampling error over the pages, and the paired difference to the fine-tuned FP32 reading the same pages
+            "word_f1_ci95": [round(x, 4) for x in word_f1_interval(counts[s])],
         }
+        if "fp32" in counts and s != "fp32":
+            fig["word_f1_minus_fp32_ci95"] = [round(x, 4) for x in word_f1_interval(counts[s], counts["fp32"])]
         if s in built_info:
             d = built_info[s]["model_dir"]
             fig["size_bytes"] = sum(file_size(f) for f in (os.path.join(d, f"{x}.onnx") for x in OcrModelPaths._fields) if os.path.exists(f))
@@ -333,7 +337,10 @@ def main(argv=None) -> int:
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2, default=str)
     for s, fig in figures.items():
-        print(f"{s:14s} word_f1={fig['word_f1']:.3f} cer={fig['cer']:.3f} nospaceF1={fig['word_f1_nospace']:.3f} det_R={fig['det_recall']:.3f} {fig['secs_per_image']:.2f} s/img")
+        vs = fig.get("word_f1_minus_fp32_ci95")
+        print(f"{s:14s} word_f1={fig['word_f1']:.3f} [{fig['word_f1_ci95'][0]:.3f}, {fig['word_f1_ci95'][1]:.3f}] cer={fig['cer']:.3f} "
+              f"nospaceF1={fig['word_f1_nospace']:.3f} det_R={fig['det_recall']:.3f} {fig['secs_per_image']:.2f} s/img"
+              + (f" vs fp32 [{vs[0]:+.3f}, {vs[1]:+.3f}]" if vs else ""))
     print(f"chosen: {out['chosen']} ({choice_note})")
     if pipeline:
         print(f"pipeline/raw throughput: {pipeline['pipeline_vs_raw']:.2f}")

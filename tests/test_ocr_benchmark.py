@@ -29,6 +29,11 @@ def test_benchmark_writes_per_candidate_figures(tmp_path):
         for key in ("word_f1", "cer", "secs_per_image", "det_recall"):
             assert key in fig
     assert data["systems"]["fp32"]["cer"] < 0.1  # clean synthetic print
+    lo, hi = data["systems"]["fp32"]["word_f1_ci95"]
+    assert lo <= data["systems"]["fp32"]["word_f1"] <= hi
+    assert "word_f1_minus_fp32_ci95" not in data["systems"]["fp32"]  # no difference of FP32 to itself
+    if tesseract:
+        assert len(data["systems"]["tesseract"]["word_f1_minus_fp32_ci95"]) == 2
     assert data["pipeline"]["images"] == 2 and data["pipeline"]["pipeline_dead_letters"] == 0
     assert len(data["pipeline"]["raw_loop_secs_all"]) == len(data["pipeline"]["pipeline_secs_all"]) == 2
     # --pipeline-only re-measures the ratio with the built candidate and keeps the rest of the file

@@ -112,3 +112,27 @@ def test_real_sroie_is_readable():
     root = shared_data("ocr/sroie")
     pages = load_sroie(str(root), limit=2)
     assert len(pages) == 2 and all(len(p.lines) > 5 for p in pages)
+
+
+def test_word_f1_interval_over_pages():
+    from components.ocr_eval import word_f1_interval
+    from transforms.errors import ConfigError
+
+    def page(tp, pred, gt):
+        return {"words_tp": tp, "words_pred": pred, "words_gt": gt}
+
+    good = [page(9, 10, 10), page(8, 10, 10), page(10, 10, 10), page(7, 10, 10)] * 5
+    worse = [page(tp - 2, pred, gt) for tp, pred, gt in (c.values() for c in good)]
+    lo, hi = word_f1_interval(good)
+    assert lo < 0.85 < hi and lo > 0.75 and hi < 0.95  # around the pooled 0.85
+    assert word_f1_interval(good) == word_f1_interval(good)  # seeded
+    assert word_f1_interval(good, good) == (0.0, 0.0)
+    dlo, dhi = word_f1_interval(worse, good)  # 2 words fewer right on every page: 0.2 lower, whatever the resample
+    assert dlo == pytest.approx(-0.2) and dhi == pytest.approx(-0.2)
+    uneven = [page(10, 10, 10)] * 10 + [page(0, 10, 10)] * 10  # pages disagree: a wide interval
+    ulo, uhi = word_f1_interval(uneven)
+    assert uhi - ulo > 0.3
+    with pytest.raises(ConfigError):
+        word_f1_interval(good, good[:3])
+    with pytest.raises(ConfigError):
+        word_f1_interval([])
