@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -185,6 +186,9 @@ def main(argv=None) -> int:
             json.dump(out, f, indent=2, default=str)
         print(f"pipeline/raw throughput ({args.pipeline_only}): {pipeline['pipeline_vs_raw']:.2f}")
         return 0
+    if not args.no_tesseract and shutil.which("tesseract") is None:  # found out now, not after the fine-tuning and the builds
+        raise ConfigError("the Tesseract baseline needs the tesseract binary (Debian: apt-get install tesseract-ocr); "
+                          "or pass --no-tesseract")
     _log(f"{len(ev)} evaluation images, {len(cal)} calibration images; threads={args.threads}")
 
     import cv2

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from benchmarks.ocr import main
 from tests.conftest import TESTDATA
+from transforms.errors import ConfigError
 
 
 def test_benchmark_writes_per_candidate_figures(tmp_path):
@@ -66,3 +69,12 @@ def test_benchmark_finetunes_on_the_pages_left_over(tmp_path):
     assert set(data["systems"]) == {"fp32_shipped", "fp32"}
     assert data["systems"]["fp32"]["notes"].startswith("fine-tuned head")
     assert data["chosen"] == "fp32"  # the shipped weights are a reference, not a candidate
+
+
+def test_a_missing_tesseract_is_reported_before_any_model_is_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no tesseract on it
+    args = ["--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(tmp_path / "ocr.json"), "--limit", "2", "--n-calibration", "1",
+            "--candidates", "fp32", "--no-stock", "--threads", "1", "--work-dir", str(tmp_path / "models")]
+    with pytest.raises(ConfigError, match="--no-tesseract"):
+        main(args)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "ocr.json").exists()
