@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from components.ocr_eval import levenshtein
-from transforms.errors import ConfigError
+from transforms.errors import ConfigError, ModelLoadError
 from transforms.inference.ocr import (
     ImageError,
     OcrConfig,
@@ -327,7 +327,6 @@ def test_handler_contract():
 def test_handler_loads_models_from_a_folder(tmp_path):
     import shutil
 
-    from transforms.errors import ModelLoadError
     from transforms.inference.ocr import OcrModelPaths
 
     stock = OcrModelPaths.default()
@@ -388,8 +387,6 @@ def test_small_print_is_read_by_the_small_print_recognizer(engine, tmp_path):
         routed.close()
     # without one, the recognizer reads every line
     assert [t for t, _ in engine.recognize(small)] != ["X"] * 3
-    from transforms.errors import ModelLoadError
-
     with pytest.raises(ModelLoadError, match="small-print recognizer has 2 output classes"):
         OcrEngine(engine.det, engine.rec, None, characters=engine.characters[1:-1], rec_small_session=_TwoClasses())
 
