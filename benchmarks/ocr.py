@@ -16,7 +16,9 @@ the recognizer's CTC head is first fine-tuned
 nor calibration pages: the first ``--finetune-dev`` of them pick the epoch
 and the space threshold, the rest are trained on. Every candidate is then
 built from the fine-tuned models, and ``fp32_shipped`` (the aisle engine
-with the shipped weights) is measured beside them.
+with the shipped weights) is measured beside them. The same training and
+dev pages then retrain the FP32 candidate's recognizer with INT8 simulated
+(:mod:`components.ocr_qat`) for the ``int8_qat`` candidate.
 
 Writes ``--json`` (per system: word_f1, cer, secs_per_image, ...; the chosen
 candidate's name; CPU flags) and a report (table + accuracy-vs-latency PNG)
@@ -39,7 +41,8 @@ import numpy as np
 from components.candidates import CandidateResult, choose_candidate, cpu_info, file_size, write_report
 from components.ocr_eval import aggregate, load_sroie, page_counts, split_pages, tesseract_lines, word_f1_interval
 from components.ocr_finetune import FinetuneConfig, finetune_recognizer
-from components.ocr_quantize import CANDIDATES, build_ocr_candidates
+from components.ocr_qat import QatConfig, qat_recognizer
+from components.ocr_quantize import CANDIDATES, QAT_CANDIDATE, build_ocr_candidates, build_qat_candidate
 from transforms.errors import AisleError, ConfigError
 from transforms.inference.ocr import OcrConfig, OcrEngine, OcrModelPaths
 
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=30, help="evaluation images (default 30)")
     ap.add_argument("--calibration-data", help="calibration images from another SROIE-layout folder")
     ap.add_argument("--n-calibration", type=int, default=20, help="calibration images (default 20)")
-    ap.add_argument("--candidates", default=",".join(CANDIDATES), help=f"comma list of {CANDIDATES}")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES + (QAT_CANDIDATE,)),
+                    help=f"comma list of {CANDIDATES + (QAT_CANDIDATE,)} ({QAT_CANDIDATE}: needs the fine-tuning pages)")
     ap.add_argument("--no-stock", action="store_true", help="skip the stock RapidOCR engine")
     ap.add_argument("--no-tesseract", action="store_true", help="skip Tesseract")
     ap.add_argument("--threads", type=int, default=2, help="threads per system (default 2)")
@@ -170,6 +174,7 @@ def main(argv=None) -> int:
                          "(default: when pages are left over)")
     ap.add_argument("--finetune-dev", type=int, default=50, help="of the pages left over, this many pick the epoch and the space threshold")
     ap.add_argument("--finetune-epochs", type=int, default=FinetuneConfig().epochs)
+    ap.add_argument("--qat-epochs", type=int, default=QatConfig().epochs, help=f"quantization-aware training of {QAT_CANDIDATE}")
     args = ap.parse_args(argv)
 
     config = BENCH_CONFIG.replace(**json.loads(args.config))
@@ -222,17 +227,27 @@ def main(argv=None) -> int:
             base = OcrModelPaths.from_dir(ft.model_dir)
             shipped = build_ocr_candidates(os.path.join(args.work_dir, "shipped"), [], candidates=["fp32"], threads=args.threads, log=_log)
             built_info["fp32_shipped"] = {"model_dir": shipped["fp32"].model_dir, "notes": "shipped weights: " + shipped["fp32"].notes, "agreement": {}}
+        if QAT_CANDIDATE in names and not train_pages:
+            raise ConfigError(f"{QAT_CANDIDATE} needs training pages: --finetune with pages of --data left over")
         t = time.perf_counter()
+        cal_images = [cv2.imread(p.image_path) for p in cal]
         built = build_ocr_candidates(
             args.work_dir,
-            [cv2.imread(p.image_path) for p in cal],
+            cal_images,
             base=base,
-            candidates=names,
+            candidates=[n for n in names if n != QAT_CANDIDATE] + (["fp32", "int8_static"] if QAT_CANDIDATE in names else []),
             max_rec_drop=args.max_rec_drop,
             threads=args.threads,
             calibration_ids=[p.id for p in cal],
             log=_log,
         )
+        if QAT_CANDIDATE in names:
+            qat = qat_recognizer(os.path.join(args.work_dir, "fp32"), train_pages, os.path.join(args.work_dir, "qat_fp32"), dev_pages=dev_pages,
+                                 config=QatConfig(epochs=args.qat_epochs, threads=args.threads), log=_log)
+            built[QAT_CANDIDATE] = build_qat_candidate(args.work_dir, qat.model_dir, cal_images, threads=args.threads, log=_log)
+            finetune_info["qat"] = {"train_lines": qat.train_lines, "dev_lines": qat.dev_lines, "space_prob": qat.space_prob,
+                                    "dev_line_word_f1_simulated_int8": qat.dev_line_word_f1, "history": qat.history, "seconds": qat.seconds}
+        built = {n: b for n, b in built.items() if n in names}
         cal_ids_used = [p.id for p in cal]
         built_info.update({n: {"model_dir": b.model_dir, "notes": (("fine-tuned head; " if base else "") + b.notes), "agreement": b.agreement}
                            for n, b in built.items()})

@@ -75,9 +75,11 @@ from components.quantize import (
 from transforms.errors import ConfigError
 from transforms.inference.ocr import OcrConfig, OcrEngine, OcrModelPaths, _session
 
-__all__ = ["CANDIDATES", "DET_OP_TYPES", "CalibrationSet", "OcrCandidateInfo", "build_ocr_candidates", "calibration_set"]
+__all__ = ["CANDIDATES", "DET_OP_TYPES", "QAT_CANDIDATE", "CalibrationSet", "OcrCandidateInfo", "build_ocr_candidates", "build_qat_candidate", "calibration_set"]
 
 CANDIDATES = ("fp32", "fp16", "int8_dynamic", "int8_static", "int8_detector", "int8_fp32_small", "mixed")
+# built apart (build_qat_candidate): it needs labelled training pages
+QAT_CANDIDATE = "int8_qat"
 MODELS = ("det", "rec", "cls")
 STATIC_OP_TYPES = ("Conv", "MatMul")
 # the detector: its residual Adds and hard-swish Muls as well, so onnxruntime
@@ -247,6 +249,56 @@ def build_ocr_candidates(
     with open(os.path.join(work_dir, "candidates.json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)
     return built
+
+
+def build_qat_candidate(
+    work_dir: str,
+    qat_dir: str,
+    calibration_images: Sequence[np.ndarray],
+    *,
+    min_cls_agreement: float = 0.99,
+    threads: int | None = 1,
+    log: Callable[[str], None] = lambda msg: None,
+) -> OcrCandidateInfo:
+    """The ``int8_qat`` candidate under ``work_dir/int8_qat/``: the recognizer of ``qat_dir`` (written by
+    :func:`components.ocr_qat.qat_recognizer` from ``work_dir/fp32``) quantized with the settings of
+    ``int8_static`` (QDQ, per channel, convolutions only, percentile ranges on ``calibration_images``),
+    with ``int8_static``'s detector and, as in ``mixed``, its classifier only where it agrees with FP32.
+
+    ``work_dir`` must hold the ``fp32`` and ``int8_static`` candidates of :func:`build_ocr_candidates`.
+    """
+    record_path = os.path.join(work_dir, "candidates.json")
+    static_dir = os.path.join(work_dir, "int8_static")
+    if not (os.path.isfile(record_path) and os.path.isfile(os.path.join(static_dir, "det.onnx"))):
+        raise ConfigError(f"{work_dir} has no int8_static candidate: build it with build_ocr_candidates first")
+    with open(record_path, encoding="utf-8") as f:
+        record = json.load(f)
+    qat = OcrModelPaths.from_dir(qat_dir)
+    log(f"int8_qat: calibrating on {len(calibration_images)} images")
+    engine = OcrEngine.load(OcrModelPaths(det=os.path.join(work_dir, "fp32", "det.onnx"), rec=qat.rec, cls=None), threads=threads, config=OcrConfig())
+    cal = calibration_set(calibration_images, engine=engine)
+    out = os.path.join(work_dir, "int8_qat")
+    os.makedirs(out, exist_ok=True)
+    quantize_int8_static(
+        qat.rec, os.path.join(out, "rec.onnx"), FeedsCalibrationReader(cal.rec_feeds), op_types=REC_OP_TYPES,
+        activation_type=STATIC_ACTIVATION, calibrate_method="percentile", extra_options={"CalibPercentile": REC_PERCENTILE},
+    )
+    rec_agreement = _Scorer(engine, cal, threads).rec(os.path.join(out, "rec.onnx"))
+    shutil.copyfile(os.path.join(static_dir, "det.onnx"), os.path.join(out, "det.onnx"))
+    static_agreement = record["candidates"]["int8_static"]["agreement"] if "int8_static" in record["candidates"] else {}
+    cls_int8 = static_agreement.get("cls", 0.0) >= min_cls_agreement
+    shutil.copyfile(os.path.join(static_dir if cls_int8 else os.path.join(work_dir, "fp32"), "cls.onnx"), os.path.join(out, "cls.onnx"))
+    info = OcrCandidateInfo(
+        "int8_qat", out,
+        f"rec retrained with INT8 simulated, then static INT8 as int8_static (agreement with its FP32 {rec_agreement:.4f}); "
+        f"det INT8; cls {'INT8' if cls_int8 else 'FP32'}",
+        {"det": static_agreement.get("det", 1.0), "rec": rec_agreement, "cls": static_agreement.get("cls", 1.0) if cls_int8 else 1.0},
+    )
+    record["candidates"]["int8_qat"] = dataclasses.asdict(info)
+    with open(record_path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    log(f"int8_qat: {info.notes}")
+    return info
 
 
 def _build(work_dir, calibration_images, *, base, candidates, max_rec_drop, min_det_recall, min_cls_agreement, rec_groups, threads, log):

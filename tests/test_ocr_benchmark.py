@@ -56,9 +56,9 @@ def test_benchmark_finetunes_on_the_pages_left_over(tmp_path):
     out = tmp_path / "ocr.json"
     rc = main([
         "--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(out), "--limit", "1", "--n-calibration", "1",
-        "--candidates", "fp32", "--no-stock", "--no-tesseract", "--threads", "1", "--work-dir", str(tmp_path / "models"),
+        "--candidates", "fp32,int8_qat", "--no-stock", "--no-tesseract", "--threads", "1", "--work-dir", str(tmp_path / "models"),
         "--report-dir", str(tmp_path / "report"), "--pipeline-images", "0", "--latency-budget-s", "1000",
-        "--finetune-dev", "0", "--finetune-epochs", "1",
+        "--finetune-dev", "0", "--finetune-epochs", "1", "--qat-epochs", "1",
     ])
     assert rc == 0
     data = json.loads(out.read_text())
@@ -66,9 +66,20 @@ def test_benchmark_finetunes_on_the_pages_left_over(tmp_path):
     assert data["evaluation_ids"] == ["t001"] and data["calibration_ids"] == ["t003"]
     assert data["finetune"]["train_ids"] == ["t002"] and data["finetune"]["dev_ids"] == []
     assert data["finetune"]["train_lines"] > 0
-    assert set(data["systems"]) == {"fp32_shipped", "fp32"}
+    assert set(data["systems"]) == {"fp32_shipped", "fp32", "int8_qat"}
     assert data["systems"]["fp32"]["notes"].startswith("fine-tuned head")
-    assert data["chosen"] == "fp32"  # the shipped weights are a reference, not a candidate
+    # the same training page retrained the FP32 candidate's recognizer with INT8 simulated
+    assert data["finetune"]["qat"]["train_lines"] == data["finetune"]["train_lines"]
+    assert data["finetune"]["qat"]["space_prob"] is None  # no dev pages: the model's threshold is kept
+    assert "INT8 simulated" in data["systems"]["int8_qat"]["notes"]
+    assert data["chosen"] in ("fp32", "int8_qat")  # the shipped weights are a reference, not a candidate
+
+
+def test_the_qat_candidate_needs_training_pages(tmp_path):
+    with pytest.raises(ConfigError, match="int8_qat needs training pages"):
+        main(["--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(tmp_path / "ocr.json"), "--limit", "2", "--n-calibration", "1",
+              "--candidates", "fp32,int8_qat", "--no-stock", "--no-tesseract", "--threads", "1", "--no-finetune",
+              "--work-dir", str(tmp_path / "models")])
 
 
 def test_a_missing_tesseract_is_reported_before_any_model_is_built(tmp_path, monkeypatch):
