@@ -217,7 +217,7 @@ def test_ocr_component_defaults_build_every_ocr_candidate():
     # the component signatures need literal defaults; they must not drift from the list the toolkit builds
     from components.kfp.pipelines import training
     from components.kfp.quantize_ocr import quantize_ocr
-    from components.ocr_quantize import CANDIDATES
+    from components.ocr_quantize import CANDIDATES, QAT_CANDIDATE
 
-    assert quantize_ocr.component_spec.inputs["include"].default == list(CANDIDATES)
-    assert training.component_spec.inputs["ocr_candidates"].default == list(CANDIDATES)
+    assert quantize_ocr.component_spec.inputs["include"].default == [*CANDIDATES, QAT_CANDIDATE]
+    assert training.component_spec.inputs["ocr_candidates"].default == [*CANDIDATES, QAT_CANDIDATE]

@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
             "training.recommender.epochs=1",
             "training.recommender.candidates=[fp32, dynamic]",
             "training.recommender.max_metric_drop=1.0",
-            "training.ocr.candidates=[fp32, int8_dynamic]",
+            "training.ocr.candidates=[fp32, int8_dynamic, int8_qat]",
             f"training.ocr.labelled_pages={ROOT / 'tests' / 'testdata' / 'ocr' / 'sroie_tiny'}",
             "training.ocr.max_agreement_drop=1.0",
             "training.eval_repeats=2",
@@ -77,7 +77,7 @@ def test_training_runs_every_step(runs):
 def test_training_registers_the_chosen_candidates(runs):
     tmp, training, _ = runs
     reg = LocalRegistry(tmp / "registry")
-    allowed = {"ner": {"fp32", "int8_dynamic"}, "recommender": {"saved_model", "fp32", "dynamic"}, "ocr": {"fp32", "int8_dynamic"}}
+    allowed = {"ner": {"fp32", "int8_dynamic"}, "recommender": {"saved_model", "fp32", "dynamic"}, "ocr": {"fp32", "int8_dynamic", "int8_qat"}}
     for name, candidates in allowed.items():
         assert reg.aliases(name) == {"latest": "v1", "production": "v1"}
         model = reg.resolve(f"{name}@production")  # checksums verified

@@ -86,7 +86,7 @@ def training(
     rec_candidates: list = ["fp32", "fp16", "dynamic", "int8"],  # noqa: B006
     rec_max_drop: float = 0.02,
     rec_latency_budget_ms: float = 0.0,
-    ocr_candidates: list = ["fp32", "fp16", "int8_dynamic", "int8_static", "int8_detector", "int8_fp32_small", "mixed"],  # noqa: B006
+    ocr_candidates: list = ["fp32", "fp16", "int8_dynamic", "int8_static", "int8_detector", "int8_fp32_small", "mixed", "int8_qat"],  # noqa: B006
     ocr_labelled_pages: str = "",
     ocr_max_drop: float = 0.05,
     ocr_latency_budget_ms: float = 0.0,

@@ -5,7 +5,11 @@ with rapidocr-onnxruntime are the FP32 starting point. With
 ``labelled_pages`` (a local or ``gs://`` folder in the SROIE layout:
 ``img/``, ``box/``), the recognizer's CTC head is first fine-tuned on them
 (``components.ocr_finetune``; every ``dev_every``-th page picks the epoch
-and the space threshold) and the candidates are built from the result.
+and the space threshold) and the candidates are built from the result;
+the same pages then retrain the FP32 candidate's recognizer with INT8
+simulated (``components.ocr_qat``) for ``int8_qat``; without them that
+candidate is left out, with the reason under ``skipped`` in the
+candidates' metadata.
 The images of ``images`` are split into calibration and evaluation sets,
 kept apart: the calibration half drives static INT8 and the
 mixed-precision search; the evaluation half goes to ``heldout`` for
@@ -24,13 +28,14 @@ def quantize_ocr(
     candidates: Output[Model],
     heldout: Output[Dataset],
     metrics: Output[Metrics],
-    include: list = ["fp32", "fp16", "int8_dynamic", "int8_static", "int8_detector", "int8_fp32_small", "mixed"],  # noqa: B006
+    include: list = ["fp32", "fp16", "int8_dynamic", "int8_static", "int8_detector", "int8_fp32_small", "mixed", "int8_qat"],  # noqa: B006
     max_rec_drop: float = 0.01,
     calibration_share: float = 0.5,
     threads: int = 1,
     labelled_pages: str = "",
     finetune_epochs: int = 6,
     dev_every: int = 3,
+    qat_epochs: int = 1,
 ):
     """Build the OCR candidates in ``include`` from the packaged models, calibrated on part of ``images``."""
     import json
@@ -39,7 +44,7 @@ def quantize_ocr(
 
     from components.kfp._common import dump_json, log_metrics
     from components.kfp._ocr import image_uris, load_images, split_images
-    from components.ocr_quantize import build_ocr_candidates
+    from components.ocr_quantize import QAT_CANDIDATE, build_ocr_candidates, build_qat_candidate
 
     uris = image_uris(images)
     calibration, evaluation = split_images(uris, calibration_share=calibration_share)
@@ -47,7 +52,12 @@ def quantize_ocr(
     with open(os.path.join(heldout.path, "images.json"), "w") as fh:
         json.dump({"calibration": calibration, "evaluation": evaluation}, fh, indent=2)
     include = list(include) if "fp32" in include else ["fp32", *include]  # the reference is always built
-    base, finetuned = None, {}
+    skipped = {}
+    if QAT_CANDIDATE in include and not labelled_pages:
+        include.remove(QAT_CANDIDATE)
+        skipped[QAT_CANDIDATE] = "quantization-aware training needs labelled_pages"
+    qat = QAT_CANDIDATE in include
+    base, finetuned, train, dev = None, {}, [], []
     if labelled_pages:
         import tempfile
 
@@ -66,7 +76,22 @@ def quantize_ocr(
         base = OcrModelPaths.from_dir(out)
         finetuned = {"train_lines": result.train_lines, "dev_lines": result.dev_lines, "best_epoch": result.best_epoch,
                      "space_prob": result.space_prob or 0.0, "dev_word_f1": result.dev_word_f1}
-    built = build_ocr_candidates(candidates.path, load_images(calibration), base=base, candidates=include, max_rec_drop=max_rec_drop, threads=threads)
+    cal_images = load_images(calibration)
+    build = [n for n in include if n != QAT_CANDIDATE] + (["int8_static"] if qat else [])  # int8_qat takes int8_static's detector
+    built = build_ocr_candidates(candidates.path, cal_images, base=base, candidates=build, max_rec_drop=max_rec_drop, threads=threads)
+    if qat:
+        from components.ocr_qat import QatConfig, qat_recognizer
+
+        result = qat_recognizer(os.path.join(candidates.path, "fp32"), train, os.path.join(candidates.path, "_qat"), dev_pages=dev,
+                                config=QatConfig(epochs=qat_epochs, threads=threads))
+        built[QAT_CANDIDATE] = build_qat_candidate(candidates.path, result.model_dir, cal_images, threads=threads)
+        finetuned["qat"] = {"train_lines": result.train_lines, "dev_lines": result.dev_lines, "space_prob": result.space_prob or 0.0,
+                            "dev_line_word_f1": result.dev_line_word_f1 or 0.0}
+        shutil.copyfile(os.path.join(result.model_dir, "qat.json"), os.path.join(candidates.path, "qat.json"))
+        shutil.rmtree(result.model_dir, ignore_errors=True)
+        if "int8_static" not in include:
+            built.pop("int8_static")
+            shutil.rmtree(os.path.join(candidates.path, "int8_static"), ignore_errors=True)
     shutil.rmtree(os.path.join(candidates.path, "_tmp"), ignore_errors=True)
     if labelled_pages:  # the candidates carry the fine-tuned weights; keep the record, not a fourth copy of the models
         shutil.copyfile(os.path.join(candidates.path, "_finetuned", "finetune.json"), os.path.join(candidates.path, "finetune.json"))
@@ -79,7 +104,7 @@ def quantize_ocr(
         "notes": {name: {"notes": info.notes, "agreement": info.agreement} for name, info in built.items()},
     }
     dump_json(os.path.join(candidates.path, "candidates.json"), manifest)
-    candidates.metadata.update({"family": "ocr", "candidates": sorted(built)})
+    candidates.metadata.update({"family": "ocr", "candidates": sorted(built), "skipped": skipped})
     heldout.metadata.update({"family": "ocr", "calibration_images": len(calibration), "evaluation_images": len(evaluation)})
     log_metrics(metrics, {"images": {"calibration": len(calibration), "evaluation": len(evaluation)},
                           "calibration_agreement": {n: i.agreement for n, i in built.items()}, "finetune": finetuned})
