@@ -455,28 +455,37 @@ def id_range(spec: str) -> Callable[[str], bool]:
     return lambda i: i in ids
 
 
-def _cli(argv: Sequence[str] | None = None) -> None:
-    """``python -m components.ocr_finetune --data DIR --train-ids A-B [--dev-ids C-D] --out DIR``."""
+def training_cli(train: Callable, config_type: type, argv: Sequence[str] | None, *, prog: str, out: str, base_help: str,
+                 base_required: bool, report: Sequence[str]) -> None:
+    """The command line both recognizer trainings share: pages by id from ``--data``, ``train(base, train_pages,
+    out_dir, dev_pages=, config=, log=)`` with ``config_type(epochs=, learning_rate=, threads=)``, and the result's
+    ``report`` fields printed as JSON."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m components.ocr_finetune", description=finetune_recognizer.__doc__.split("\n")[0])
+    defaults = config_type()
+    parser = argparse.ArgumentParser(prog=prog, description=train.__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="labelled pages in the SROIE layout (img/, box/)")
     parser.add_argument("--train-ids", required=True, help="training page ids: a range (160-358) or a comma list")
-    parser.add_argument("--dev-ids", default="", help="dev page ids (pick the epoch and the space threshold)")
-    parser.add_argument("--base", default=None, help="model folder to start from (default: the shipped PP-OCRv4 models)")
-    parser.add_argument("--out", default="out/models/ocr/finetuned", help="model folder to write")
-    defaults = FinetuneConfig()
+    parser.add_argument("--dev-ids", default="", help="dev page ids (pick the space threshold, and the epoch where there is a choice)")
+    parser.add_argument("--base", required=base_required, default=None, help=base_help)
+    parser.add_argument("--out", default=out, help="model folder to write")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     pages = load_sroie(args.data)
-    train = [p for p in pages if id_range(args.train_ids)(p.id)]
-    dev = [p for p in pages if args.dev_ids and id_range(args.dev_ids)(p.id)]
-    cfg = FinetuneConfig(epochs=args.epochs, learning_rate=args.learning_rate, threads=args.threads)
-    result = finetune_recognizer(args.base, train, args.out, dev_pages=dev, config=cfg, log=lambda m: print(m, flush=True))
-    print(json.dumps({"model_dir": result.model_dir, "train_lines": result.train_lines, "best_epoch": result.best_epoch,
-                      "space_prob": result.space_prob, "dev_word_f1": result.dev_word_f1, "seconds": result.seconds}))
+    train_pages = [p for p in pages if id_range(args.train_ids)(p.id)]
+    dev_pages = [p for p in pages if args.dev_ids and id_range(args.dev_ids)(p.id)]
+    cfg = config_type(epochs=args.epochs, learning_rate=args.learning_rate, threads=args.threads)
+    result = train(args.base, train_pages, args.out, dev_pages=dev_pages, config=cfg, log=lambda m: print(m, flush=True))
+    print(json.dumps({k: getattr(result, k) for k in report}))
+
+
+def _cli(argv: Sequence[str] | None = None) -> None:
+    """``python -m components.ocr_finetune --data DIR --train-ids A-B [--dev-ids C-D] --out DIR``."""
+    training_cli(finetune_recognizer, FinetuneConfig, argv, prog="python -m components.ocr_finetune", out="out/models/ocr/finetuned",
+                 base_help="model folder to start from (default: the shipped PP-OCRv4 models)", base_required=False,
+                 report=("model_dir", "train_lines", "best_epoch", "space_prob", "dev_word_f1", "seconds"))
 
 
 if __name__ == "__main__":

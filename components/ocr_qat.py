@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from components.ocr_eval import Page
-from components.ocr_finetune import _words, case_merged_ctc, head_tensors, id_range, line_examples
+from components.ocr_finetune import _words, case_merged_ctc, head_tensors, line_examples, training_cli
 from components.ocr_eval import _f1
 from transforms.errors import ConfigError, ModelLoadError
 from transforms.inference.ocr import SPACE_PROB_KEY, OcrConfig, OcrEngine, OcrModelPaths, read_columns
@@ -496,28 +496,9 @@ def qat_recognizer(
 
 def _cli(argv: Sequence[str] | None = None) -> None:
     """``python -m components.ocr_qat --data DIR --base FP32_DIR --train-ids A-B [--dev-ids C-D] --out DIR``."""
-    import argparse
-
-    from components.ocr_eval import load_sroie
-
-    parser = argparse.ArgumentParser(prog="python -m components.ocr_qat", description=qat_recognizer.__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="labelled pages in the SROIE layout (img/, box/)")
-    parser.add_argument("--base", required=True, help="the FP32 candidate's model folder (components.ocr_quantize)")
-    parser.add_argument("--train-ids", required=True)
-    parser.add_argument("--dev-ids", default="")
-    parser.add_argument("--out", default="out/models/ocr/qat_fp32")
-    defaults = QatConfig()
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    pages = load_sroie(args.data)
-    train = [p for p in pages if id_range(args.train_ids)(p.id)]
-    dev = [p for p in pages if args.dev_ids and id_range(args.dev_ids)(p.id)]
-    cfg = QatConfig(epochs=args.epochs, learning_rate=args.learning_rate, threads=args.threads)
-    result = qat_recognizer(args.base, train, args.out, dev_pages=dev, config=cfg, log=lambda m: print(m, flush=True))
-    print(json.dumps({"model_dir": result.model_dir, "train_lines": result.train_lines, "space_prob": result.space_prob,
-                      "dev_line_word_f1": result.dev_line_word_f1, "seconds": result.seconds}))
+    training_cli(qat_recognizer, QatConfig, argv, prog="python -m components.ocr_qat", out="out/models/ocr/qat_fp32",
+                 base_help="the FP32 candidate's model folder (components.ocr_quantize)", base_required=True,
+                 report=("model_dir", "train_lines", "space_prob", "dev_line_word_f1", "seconds"))
 
 
 if __name__ == "__main__":
