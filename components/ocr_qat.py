@@ -128,16 +128,15 @@ def _ops() -> dict[str, Callable]:
     def flatten(x, axis=1):
         return x.reshape(int(np.prod(x.shape[:axis])), -1)
 
-    def squeeze(x, axes=None, **kw):
-        axes = _ints(axes) if axes is not None else kw.get("axes_attr")
+    def squeeze(x, axes=None):
         if axes is None:
             return x.squeeze()
-        for a in sorted((a % x.dim() for a in axes), reverse=True):
+        for a in sorted((a % x.dim() for a in _ints(axes)), reverse=True):
             x = x.squeeze(a)
         return x
 
-    def unsqueeze(x, axes=None, **kw):
-        axes = _ints(axes) if axes is not None else kw.get("axes_attr")
+    def unsqueeze(x, axes):
+        axes = _ints(axes)
         for a in sorted(a % (x.dim() + len(axes)) for a in axes):
             x = x.unsqueeze(a)
         return x
@@ -232,13 +231,9 @@ class TorchGraph:
                     y = self.conv_out_hook(node, y)
                 env[node.output[0]] = y
                 continue
-            if op in ("Squeeze", "Unsqueeze", "ReduceMean") and "axes" in attrs:  # opset < 13: axes as an attribute
-                attrs = dict(attrs, **({"axes_attr": attrs["axes"]} if op != "ReduceMean" else {}))
-                if op != "ReduceMean":
-                    attrs.pop("axes")
-            if op == "ReduceMean" and "axes" in attrs:
-                args = [args[0], attrs["axes"]]
-                attrs = {k: v for k, v in attrs.items() if k != "axes"}
+            if op in ("Squeeze", "Unsqueeze", "ReduceMean") and "axes" in attrs:  # older opsets: axes an attribute, not an input
+                attrs = dict(attrs)
+                args = [args[0], attrs.pop("axes")]
             env[node.output[0]] = self._ops[op](*args, **attrs)
         return [env[o] for o in self.outputs]
 
