@@ -104,7 +104,7 @@ def test_ocr_detection_work_is_bounded_for_any_shape(height, width):
     assert tiles[0][0] == 0 and tiles[-1][1] == height and all(a < b for a, b in tiles)
     for (a, b), nxt in zip(tiles, tiles[1:] + [None]):  # tiles cover the image without gaps
         assert nxt is None or nxt[0] <= b
-    bound = (config.det_max_side + 32) ** 2  # the detector input of one tile, in pixels, as _det_input sizes it
+    bound = (max(config.det_max_side, config.det_max_side_up) + 32) ** 2  # the detector input of one tile, in pixels, as _det_input sizes it
     for a, b in tiles:
         scale = engine._det_scale(b - a, width)
         rh, rw = (max(32, int(round(n * scale / 32)) * 32) for n in (b - a, width))

@@ -617,3 +617,12 @@ def test_a_weak_space_peak_splits_words_only_across_a_wide_gap(engine):
     assert pitch._decode(_ctc(engine, layout, {10: 0.08}), len(layout))[0] == "TOTAL GST"
     # with the pitch rule off (the default), any peak above space_prob is a space
     assert engine._decode(spaced, 19)[0] == "ADJUS TMENT"
+
+
+def test_detection_shrinks_large_images_to_det_max_side_and_enlarges_small_ones_up_to_det_max_side_up():
+    engine = OcrEngine.__new__(OcrEngine)  # the scale needs only the config
+    engine.config = OcrConfig(det_min_side=736, det_max_side=1600, det_max_side_up=2000)
+    assert engine._det_scale(3000, 2000) == pytest.approx(1600 / 3000)  # a large photo: the longer side to 1600
+    assert engine._det_scale(1200, 900) == 1.0  # in between: as it is
+    assert engine._det_scale(60, 400) == pytest.approx(2000 / 400)  # a one-line label: enlarged 5x, not 4x
+    assert engine._det_scale(200, 300) == pytest.approx(736 / 200)  # short side to det_min_side
