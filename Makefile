@@ -42,7 +42,7 @@ tf-check: venv checkov-venv ## offline Terraform checks: structure tests (python
 bench-ingest: venv ## ingestion benchmark on ../shared/data/retail (minutes)
 	$(PY) -m benchmarks.ingest --json benchmarks/results/ingest.json
 
-bench-ocr: venv ## fine-tuned OCR candidates vs the shipped weights, stock RapidOCR and Tesseract on ../shared/data/ocr/sroie (about 15 min on 2 cores; needs Debian's tesseract-ocr)
+bench-ocr: venv ## fine-tuned OCR candidates vs the shipped weights, stock RapidOCR and Tesseract on ../shared/data/ocr/sroie (about 30 min on 2 cores, 13 of them training int8_qat; needs Debian's tesseract-ocr)
 	$(PY) -m benchmarks.ocr --data ../shared/data/ocr/sroie --json benchmarks/results/ocr.json --limit 30
 
 bench-ner: venv ## NER candidates on CoNLL-2003 valid (trains first if no model; about 15 min plus training)
