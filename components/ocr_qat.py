@@ -408,7 +408,7 @@ def qat_recognizer(
 
     engine = OcrEngine.load(paths, threads=config.threads, parallel_crops=False)
     loss_fn, encode = case_merged_ctc(engine.characters)
-    skipped = {"unmatched": 0, "vertical": 0, "charset": 0, "too_narrow": 0}
+    skipped = {"unmatched": 0, "vertical": 0, "charset": 0}
 
     def lines_of(pages, what):
         examples, skip = line_examples(engine, pages, iou=config.iou)
@@ -441,12 +441,13 @@ def qat_recognizer(
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
         rng.shuffle(batches)
-        seen = n_lines = 0
+        seen = n_lines = no_columns = 0
         for ids in batches:
             batch, widths = engine._rec_batch(crops, np.asarray(ids), [_ratio(crops[i]) for i in ids])
             logits = graph(torch.from_numpy(batch))[0]
             cols = [read_columns(logits.shape[1], w, batch.shape[3]) for w in widths]
             ok = [k for k, i in enumerate(ids) if len(train[i][1]) <= cols[k]]  # CTC needs a column per character
+            no_columns += len(ids) - len(ok)
             if not ok:
                 continue
             loss = loss_fn(logits[ok], [cols[k] for k in ok], [train[ids[k]][1] for k in ok])
@@ -456,7 +457,8 @@ def qat_recognizer(
             sched.step()
             seen += loss.item() * len(ok)
             n_lines += len(ok)
-        row = {"epoch": epoch, "train_loss": round(seen / max(n_lines, 1), 4), "seconds": round(time.perf_counter() - t0, 1)}
+        row = {"epoch": epoch, "train_loss": round(seen / max(n_lines, 1), 4), "lines": n_lines,
+               "lines_too_narrow": no_columns, "seconds": round(time.perf_counter() - t0, 1)}
         result.history.append(row)
         log(f"epoch {epoch}: train loss {row['train_loss']}, {row['seconds']} s")
 

@@ -129,6 +129,7 @@ def test_qat_retrains_the_convolutions_and_the_head_and_nothing_else(qat, fp32_d
     assert result.train_lines + result.dev_lines + sum(result.skipped_lines.values()) == n_truth
     assert result.skipped_lines["charset"] == 1
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert all(row["lines"] + row["lines_too_narrow"] == result.train_lines for row in result.history)
     record = json.loads(open(f"{result.model_dir}/qat.json", encoding="utf-8").read())
     assert record["train_ids"] == ["001", "002", "003"] and record["dev_ids"] == ["004"]
     assert 0.0 <= record["dev_line_word_f1"] <= 1.0
