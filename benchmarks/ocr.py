@@ -41,8 +41,8 @@ import numpy as np
 from components.candidates import CandidateResult, choose_candidate, cpu_info, file_size, write_report
 from components.ocr_eval import aggregate, load_sroie, page_counts, split_pages, tesseract_lines, word_f1_interval
 from components.ocr_finetune import FinetuneConfig, finetune_recognizer
-from components.ocr_qat import QatConfig, qat_recognizer
-from components.ocr_quantize import CANDIDATES, QAT_CANDIDATE, build_ocr_candidates, build_qat_candidate
+from components.ocr_qat import QatConfig
+from components.ocr_quantize import CANDIDATES, QAT_CANDIDATE, build_ocr_candidates
 from transforms.errors import AisleError, ConfigError
 from transforms.inference.ocr import OcrConfig, OcrEngine, OcrModelPaths
 
@@ -230,24 +230,22 @@ def main(argv=None) -> int:
         if QAT_CANDIDATE in names and not train_pages:
             raise ConfigError(f"{QAT_CANDIDATE} needs training pages: --finetune with pages of --data left over")
         t = time.perf_counter()
-        cal_images = [cv2.imread(p.image_path) for p in cal]
         built = build_ocr_candidates(
             args.work_dir,
-            cal_images,
+            [cv2.imread(p.image_path) for p in cal],
             base=base,
-            candidates=[n for n in names if n != QAT_CANDIDATE] + (["fp32", "int8_static"] if QAT_CANDIDATE in names else []),
+            candidates=names,
             max_rec_drop=args.max_rec_drop,
             threads=args.threads,
             calibration_ids=[p.id for p in cal],
+            qat_pages=(train_pages, dev_pages),
+            qat_config=QatConfig(epochs=args.qat_epochs, threads=args.threads),
             log=_log,
         )
-        if QAT_CANDIDATE in names:
-            qat = qat_recognizer(os.path.join(args.work_dir, "fp32"), train_pages, os.path.join(args.work_dir, "qat_fp32"), dev_pages=dev_pages,
-                                 config=QatConfig(epochs=args.qat_epochs, threads=args.threads), log=_log)
-            built[QAT_CANDIDATE] = build_qat_candidate(args.work_dir, qat.model_dir, cal_images, threads=args.threads, log=_log)
-            finetune_info["qat"] = {"train_lines": qat.train_lines, "dev_lines": qat.dev_lines, "space_prob": qat.space_prob,
-                                    "dev_line_word_f1_simulated_int8": qat.dev_line_word_f1, "history": qat.history, "seconds": qat.seconds}
-        built = {n: b for n, b in built.items() if n in names}
+        if QAT_CANDIDATE in built:
+            q = built[QAT_CANDIDATE].training
+            finetune_info["qat"] = {"train_lines": q["train_lines"], "dev_lines": q["dev_lines"], "space_prob": q["space_prob"],
+                                    "dev_line_word_f1_simulated_int8": q["dev_line_word_f1"], "history": q["history"], "seconds": q["seconds"]}
         cal_ids_used = [p.id for p in cal]
         built_info.update({n: {"model_dir": b.model_dir, "notes": (("fine-tuned head; " if base else "") + b.notes), "agreement": b.agreement}
                            for n, b in built.items()})

@@ -216,6 +216,7 @@ class OcrCandidateInfo:
     model_dir: str
     notes: str
     agreement: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # int8_qat: what components.ocr_qat reported
 
 
 def _layer_groups(nodes: Sequence[str], n_groups: int) -> dict[str, list[str]]:
@@ -236,18 +237,44 @@ def build_ocr_candidates(
     rec_groups: int = 6,
     threads: int | None = 1,
     calibration_ids: Sequence[str] = (),
+    qat_pages: tuple[Sequence, Sequence] | None = None,
+    qat_config=None,
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, OcrCandidateInfo]:
     """Build each requested candidate under ``work_dir/<name>/`` and return what was built.
 
     ``calibration_images`` are BGR arrays, kept apart from evaluation images
     (``calibration_ids`` names them in ``work_dir/candidates.json``, which
-    records what was built).
+    records what was built). ``int8_qat`` needs ``qat_pages`` (training pages, dev pages: labelled
+    pages, see :func:`components.ocr_qat.qat_recognizer`, trained with ``qat_config``).
     """
+    qat = QAT_CANDIDATE in candidates
+    if qat and not (qat_pages and qat_pages[0]):
+        raise ConfigError(f"{QAT_CANDIDATE} needs labelled training pages (qat_pages)")
     built = _build(
-        work_dir, calibration_images, base=base, candidates=candidates, max_rec_drop=max_rec_drop,
+        work_dir, calibration_images, base=base, max_rec_drop=max_rec_drop,
+        candidates=[c for c in candidates if c != QAT_CANDIDATE] + (["fp32", "int8_static"] if qat else []),
         min_det_recall=min_det_recall, min_cls_agreement=min_cls_agreement, rec_groups=rec_groups, threads=threads, log=log,
     )
+    _record(work_dir, calibration_images, calibration_ids, built)
+    if qat:
+        from components.ocr_qat import QatConfig, qat_recognizer
+
+        train, dev = qat_pages
+        cfg = qat_config or QatConfig(threads=threads)
+        trained = qat_recognizer(os.path.join(work_dir, "fp32"), train, os.path.join(work_dir, "_qat"), dev_pages=dev, config=cfg, log=log)
+        info = build_qat_candidate(work_dir, trained.model_dir, calibration_images, min_cls_agreement=min_cls_agreement, threads=threads, log=log)
+        info.training = dataclasses.asdict(trained)
+        shutil.copyfile(os.path.join(trained.model_dir, "qat.json"), os.path.join(info.model_dir, "qat.json"))
+        shutil.rmtree(trained.model_dir, ignore_errors=True)
+        built[QAT_CANDIDATE] = info
+        for extra in {"fp32", "int8_static"} - set(candidates):
+            shutil.rmtree(built.pop(extra).model_dir, ignore_errors=True)
+        _record(work_dir, calibration_images, calibration_ids, built)
+    return built
+
+
+def _record(work_dir, calibration_images, calibration_ids, built) -> None:
     record = {
         "calibration_ids": list(calibration_ids),
         "n_calibration_images": len(calibration_images),
@@ -255,7 +282,6 @@ def build_ocr_candidates(
     }
     with open(os.path.join(work_dir, "candidates.json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)
-    return built
 
 
 def build_qat_candidate(

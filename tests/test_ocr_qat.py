@@ -154,3 +154,9 @@ def test_the_qat_candidate_is_static_int8_of_the_retrained_recognizer_and_reads(
 def test_the_qat_candidate_needs_the_int8_static_build(tmp_path, qat):
     with pytest.raises(ConfigError, match="int8_static"):
         build_qat_candidate(str(tmp_path), qat[0].model_dir, [])
+
+
+def test_the_qat_candidate_is_refused_without_training_pages(tmp_path):
+    with pytest.raises(ConfigError, match="qat_pages"):
+        build_ocr_candidates(str(tmp_path), [], candidates=["fp32", "int8_qat"])
+    assert not (tmp_path / "fp32").exists()  # refused before anything is built

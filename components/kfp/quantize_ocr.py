@@ -44,7 +44,7 @@ def quantize_ocr(
 
     from components.kfp._common import dump_json, log_metrics
     from components.kfp._ocr import image_uris, load_images, split_images
-    from components.ocr_quantize import QAT_CANDIDATE, build_ocr_candidates, build_qat_candidate
+    from components.ocr_quantize import QAT_CANDIDATE, build_ocr_candidates
 
     uris = image_uris(images)
     calibration, evaluation = split_images(uris, calibration_share=calibration_share)
@@ -76,22 +76,14 @@ def quantize_ocr(
         base = OcrModelPaths.from_dir(out)
         finetuned = {"train_lines": result.train_lines, "dev_lines": result.dev_lines, "best_epoch": result.best_epoch,
                      "space_prob": result.space_prob or 0.0, "dev_word_f1": result.dev_word_f1}
-    cal_images = load_images(calibration)
-    build = [n for n in include if n != QAT_CANDIDATE] + (["int8_static"] if qat else [])  # int8_qat takes int8_static's detector
-    built = build_ocr_candidates(candidates.path, cal_images, base=base, candidates=build, max_rec_drop=max_rec_drop, threads=threads)
-    if qat:
-        from components.ocr_qat import QatConfig, qat_recognizer
+    from components.ocr_qat import QatConfig
 
-        result = qat_recognizer(os.path.join(candidates.path, "fp32"), train, os.path.join(candidates.path, "_qat"), dev_pages=dev,
-                                config=QatConfig(epochs=qat_epochs, threads=threads))
-        built[QAT_CANDIDATE] = build_qat_candidate(candidates.path, result.model_dir, cal_images, threads=threads)
-        finetuned["qat"] = {"train_lines": result.train_lines, "dev_lines": result.dev_lines, "space_prob": result.space_prob or 0.0,
-                            "dev_line_word_f1": result.dev_line_word_f1 or 0.0}
-        shutil.copyfile(os.path.join(result.model_dir, "qat.json"), os.path.join(candidates.path, "qat.json"))
-        shutil.rmtree(result.model_dir, ignore_errors=True)
-        if "int8_static" not in include:
-            built.pop("int8_static")
-            shutil.rmtree(os.path.join(candidates.path, "int8_static"), ignore_errors=True)
+    built = build_ocr_candidates(candidates.path, load_images(calibration), base=base, candidates=include, max_rec_drop=max_rec_drop,
+                                 threads=threads, qat_pages=(train, dev) if qat else None, qat_config=QatConfig(epochs=qat_epochs, threads=threads))
+    if qat:
+        q = built[QAT_CANDIDATE].training
+        finetuned["qat"] = {"train_lines": q["train_lines"], "dev_lines": q["dev_lines"], "space_prob": q["space_prob"] or 0.0,
+                            "dev_line_word_f1": q["dev_line_word_f1"] or 0.0}
     shutil.rmtree(os.path.join(candidates.path, "_tmp"), ignore_errors=True)
     if labelled_pages:  # the candidates carry the fine-tuned weights; keep the record, not a fourth copy of the models
         shutil.copyfile(os.path.join(candidates.path, "_finetuned", "finetune.json"), os.path.join(candidates.path, "finetune.json"))
