@@ -61,7 +61,8 @@ from transforms.inference.ocr import (
     read_columns,
 )
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "case_merged_ctc", "finetune_recognizer", "head_tensors", "line_examples", "line_word_f1"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "case_merged_ctc", "decoded_word_f1", "finetune_recognizer", "head_tensors", "labelled_lines",
+           "line_examples", "line_word_f1", "training_cli"]
 
 _PASS_THROUGH = ("Reshape", "Softmax", "Flatten", "Identity")
 
@@ -167,6 +168,18 @@ def line_examples(
             examples.append((page.id, crop, page.lines[j][0]))
         skipped["unmatched"] += len(page.lines) - len(matches)
     return examples, skipped
+
+
+def labelled_lines(engine: OcrEngine, pages: Sequence[Page], encode, skipped: dict, *, iou: float = 0.5,
+                   detections: dict | None = None) -> list[tuple[np.ndarray, list[int], str]]:
+    """(crop, CTC target, text) of every detected line matched to a ground-truth line whose text ``encode``
+    can spell; the lines left out are added to ``skipped`` by reason (``charset`` for the spelling)."""
+    examples, skip = line_examples(engine, pages, iou=iou, detections=detections)
+    for k, v in skip.items():
+        skipped[k] = skipped.get(k, 0) + v
+    kept = [(crop, encode(text), text) for _, crop, text in examples]
+    skipped["charset"] = skipped.get("charset", 0) + sum(t is None for _, t, _ in kept)
+    return [k for k in kept if k[1]]
 
 
 def _feature_session(rec_path: str, feature_name: str, threads: int | None):
@@ -310,25 +323,33 @@ def _words(text: str) -> Counter:
     return Counter(text.upper().split())
 
 
-def line_word_f1(engines: dict, feats: Sequence[np.ndarray], texts: Sequence[str], w: np.ndarray, b: np.ndarray) -> dict:
-    """Word F1 of lines read from their head features by each engine's decoder (``{key: engine}``), against
-    ``texts``: the page metric's bag-of-words, upper-cased, summed over the lines (the decoder's spacing,
-    punctuation and digit rules included). Returns ``{key: F1}``."""
-    tp = {k: 0 for k in engines}
-    n_pred = {k: 0 for k in engines}
+def decoded_word_f1(decoders: dict, lines) -> dict:
+    """Word F1 of ``lines`` ((probabilities [columns, classes], ground-truth text) pairs) read by each engine's
+    decoder (``{key: engine}``): the page metric's bag of words, upper-cased, summed over the lines (the
+    decoder's spacing, punctuation and digit rules included). Returns ``{key: F1}``."""
+    tp = {k: 0 for k in decoders}
+    n_pred = {k: 0 for k in decoders}
     n_true = 0
-    for f, text in zip(feats, texts):
-        logits = f.astype(np.float32) @ w + b
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
+    for probs, text in lines:
         truth = _words(text)
         n_true += sum(truth.values())
-        for k, engine in engines.items():
+        for k, engine in decoders.items():
             pred = _words(engine._decode(probs, len(probs))[0])
             tp[k] += sum((pred & truth).values())
             n_pred[k] += sum(pred.values())
-    return {k: _f1(tp[k] / max(n_pred[k], 1), tp[k] / max(n_true, 1)) for k in engines}
+    return {k: _f1(tp[k] / max(n_pred[k], 1), tp[k] / max(n_true, 1)) for k in decoders}
+
+
+def line_word_f1(engines: dict, feats: Sequence[np.ndarray], texts: Sequence[str], w: np.ndarray, b: np.ndarray) -> dict:
+    """:func:`decoded_word_f1` of lines given by their head features, through the head ``(w, b)``."""
+
+    def probs(f):
+        logits = f.astype(np.float32) @ w + b
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    return decoded_word_f1(engines, ((probs(f), text) for f, text in zip(feats, texts)))
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -392,12 +413,7 @@ def finetune_recognizer(
     feature_session = _feature_session(paths.rec, feature_name, config.threads)
 
     def lines_of(pages, what):
-        examples, skip = line_examples(engine, pages, iou=config.iou, detections=detections)
-        for k, v in skip.items():
-            skipped[k] += v
-        kept = [(crop, encode(text), text) for _, crop, text in examples]
-        skipped["charset"] += sum(t is None for _, t, _ in kept)
-        kept = [k for k in kept if k[1]]
+        kept = labelled_lines(engine, pages, encode, skipped, iou=config.iou, detections=detections)
         feats = _features(feature_session, engine, [c for c, _, _ in kept])
         lines = [(f, t, text) for f, (_, t, text) in zip(feats, kept) if len(t) <= len(f)]  # CTC needs a column per character
         skipped["too_narrow"] += len(kept) - len(lines)

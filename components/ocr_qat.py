@@ -29,7 +29,7 @@ it into the INT8 candidate with the same static settings as ``int8_static``.
 
 A small interpreter instead of onnx2torch: onnx2torch imports torchvision,
 whose builds for this stack need torch >= 2.14 (the project pins 2.13). The
-recognizer needs 23 op types; an op outside :data:`TorchGraph.OPS` is a
+recognizer needs 23 op types; an op it does not run is a
 ``ConfigError`` that names it.
 
     python -m components.ocr_qat --data ../shared/data/ocr/sroie --base out/models/ocr/fp32 \\
@@ -49,8 +49,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from components.ocr_eval import Page
-from components.ocr_finetune import _words, case_merged_ctc, head_tensors, line_examples, training_cli
-from components.ocr_eval import _f1
+from components.ocr_finetune import case_merged_ctc, decoded_word_f1, head_tensors, labelled_lines, training_cli
 from transforms.errors import ConfigError, ModelLoadError
 from transforms.inference.ocr import SPACE_PROB_KEY, OcrConfig, OcrEngine, OcrModelPaths, read_columns
 
@@ -184,19 +183,16 @@ class TorchGraph:
     :meth:`__call__` returns (default: the graph's outputs).
     """
 
-    OPS = tuple(sorted(_ops()))
-
     def __init__(self, model, trainable: Sequence[str] = (), outputs: Sequence[str] | None = None):
         import onnx
         import torch
 
-        self.model = model
         graph = model.graph
         self._ops = _ops()
         self.nodes = [n for n in graph.node if n.op_type != "Constant"]
         unknown = sorted({n.op_type for n in self.nodes} - set(self._ops))
         if unknown:
-            raise ConfigError(f"TorchGraph cannot run op types {unknown}; it runs {list(self.OPS)}")
+            raise ConfigError(f"TorchGraph cannot run op types {unknown}; it runs {sorted(self._ops)}")
         self.consts: dict[str, object] = {}
         for t in graph.initializer:
             self.consts[t.name] = torch.from_numpy(onnx.numpy_helper.to_array(t).copy())
@@ -338,26 +334,18 @@ def _head(model) -> tuple[str, str, str]:
 
 
 def _dev_word_f1(engine: OcrEngine, decoders: dict, graph: TorchGraph, crops: Sequence[np.ndarray], texts: Sequence[str]) -> dict:
-    """Word F1 of the dev lines read through ``graph`` by each decoder (``{key: engine}``): the page metric's
-    bag of words, upper-cased, summed over the lines."""
+    """:func:`components.ocr_finetune.decoded_word_f1` of the dev lines read through ``graph``."""
     import torch
 
-    tp = {k: 0 for k in decoders}
-    n_pred = {k: 0 for k in decoders}
-    n_true = 0
-    with torch.no_grad():
-        for ids in _plan(crops, 32):
-            batch, widths = engine._rec_batch(crops, np.asarray(ids), [_ratio(crops[i]) for i in ids])
-            probs = torch.softmax(graph(torch.from_numpy(batch))[0], -1).numpy()
-            for k, i in enumerate(ids):
-                n = read_columns(probs.shape[1], widths[k], batch.shape[3])
-                truth = _words(texts[i])
-                n_true += sum(truth.values())
-                for key, dec in decoders.items():
-                    pred = _words(dec._decode(probs[k, :n], n)[0])
-                    tp[key] += sum((pred & truth).values())
-                    n_pred[key] += sum(pred.values())
-    return {k: _f1(tp[k] / max(n_pred[k], 1), tp[k] / max(n_true, 1)) for k in decoders}
+    def lines():
+        with torch.no_grad():
+            for ids in _plan(crops, 32):
+                batch, widths = engine._rec_batch(crops, np.asarray(ids), [_ratio(crops[i]) for i in ids])
+                probs = torch.softmax(graph(torch.from_numpy(batch))[0], -1).numpy()
+                for k, i in enumerate(ids):
+                    yield probs[k, : read_columns(probs.shape[1], widths[k], batch.shape[3])], texts[i]
+
+    return decoded_word_f1(decoders, lines())
 
 
 def _ratio(crop: np.ndarray) -> float:
@@ -411,12 +399,7 @@ def qat_recognizer(
     skipped = {"unmatched": 0, "vertical": 0, "charset": 0}
 
     def lines_of(pages, what):
-        examples, skip = line_examples(engine, pages, iou=config.iou)
-        for k, v in skip.items():
-            skipped[k] += v
-        kept = [(crop, encode(text), text) for _, crop, text in examples]
-        skipped["charset"] += sum(t is None for _, t, _ in kept)
-        kept = [k for k in kept if k[1]]
+        kept = labelled_lines(engine, pages, encode, skipped, iou=config.iou)
         log(f"{what}: {len(kept)} lines from {len(pages)} pages")
         return kept
 
