@@ -142,8 +142,70 @@ def _pipeline_ratio(model_dir: str, pages, threads: int, config: OcrConfig, roun
         "raw_images_per_s": len(pages) / raw_s,
         "pipeline_vs_raw": raw_s / pipe_s,
         "pipeline_dead_letters": dead,
+        "pid": os.getpid(),
         "note": "medians of alternating runs; pipeline time includes pipeline construction, model loading and the Parquet writes",
     }
+
+
+def _build_candidates(args, ev, cal, names: list[str]) -> tuple[dict, dict | None, list[str], int]:
+    """Fine-tune, then build every candidate under ``--work-dir``: (built_info, finetune_info, calibration ids, process id).
+
+    Run in a process of its own (:func:`_in_fresh_process`): the training leaves the
+    process that ran it slower at inference (see benchmarks/README.md).
+    """
+    import cv2
+
+    built_info: dict = {}
+    finetune_info = None
+    base = None
+    train_pages, dev_pages = _finetune_pages(args, ev, cal) if args.finetune is not False else ([], [])
+    if args.finetune and not train_pages:
+        raise ConfigError(f"--finetune: no pages of {args.data} are left over for training")
+    if train_pages:
+        _log(f"fine-tuning the recognizer on {len(train_pages)} pages ({train_pages[0].id}-{train_pages[-1].id}), "
+             + (f"dev {len(dev_pages)} ({dev_pages[0].id}-{dev_pages[-1].id})" if dev_pages else "no dev pages"))
+        ft = finetune_recognizer(None, train_pages, os.path.join(args.work_dir, "finetuned"), dev_pages=dev_pages,
+                                 config=FinetuneConfig(epochs=args.finetune_epochs, threads=args.threads), log=_log)
+        finetune_info = {"train_ids": [p.id for p in train_pages], "dev_ids": [p.id for p in dev_pages],
+                         "train_lines": ft.train_lines, "dev_lines": ft.dev_lines, "best_epoch": ft.best_epoch,
+                         "space_prob": ft.space_prob, "dev_word_f1": ft.dev_word_f1, "history": ft.history,
+                         "skipped_lines": ft.skipped_lines, "seconds": ft.seconds}
+        base = OcrModelPaths.from_dir(ft.model_dir)
+        shipped = build_ocr_candidates(os.path.join(args.work_dir, "shipped"), [], candidates=["fp32"], threads=args.threads, log=_log)
+        built_info["fp32_shipped"] = {"model_dir": shipped["fp32"].model_dir, "notes": "shipped weights: " + shipped["fp32"].notes, "agreement": {}}
+    if QAT_CANDIDATE in names and not train_pages:
+        raise ConfigError(f"{QAT_CANDIDATE} needs training pages: --finetune with pages of --data left over")
+    t = time.perf_counter()
+    built = build_ocr_candidates(
+        args.work_dir,
+        [cv2.imread(p.image_path) for p in cal],
+        base=base,
+        candidates=names,
+        max_rec_drop=args.max_rec_drop,
+        threads=args.threads,
+        calibration_ids=[p.id for p in cal],
+        qat_pages=(train_pages, dev_pages),
+        qat_config=QatConfig(epochs=args.qat_epochs, threads=args.threads),
+        log=_log,
+    )
+    if QAT_CANDIDATE in built:
+        q = built[QAT_CANDIDATE].training
+        finetune_info["qat"] = {"train_lines": q["train_lines"], "dev_lines": q["dev_lines"], "space_prob": q["space_prob"],
+                                "dev_line_word_f1_simulated_int8": q["dev_line_word_f1"], "history": q["history"], "seconds": q["seconds"]}
+    cal_ids_used = [p.id for p in cal]
+    built_info.update({n: {"model_dir": b.model_dir, "notes": (("fine-tuned head; " if base else "") + b.notes), "agreement": b.agreement}
+                       for n, b in built.items()})
+    _log(f"candidates built in {time.perf_counter() - t:.0f}s (process {os.getpid()})")
+    return built_info, finetune_info, cal_ids_used, os.getpid()
+
+
+def _in_fresh_process(fn, *args):
+    """``fn(*args)`` in a new Python process (spawned, nothing inherited), its result returned here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def main(argv=None) -> int:
@@ -198,8 +260,7 @@ def main(argv=None) -> int:
 
     import cv2
 
-    built_info = {}
-    finetune_info = None
+    finetune_info = build_pid = None
     record_path = os.path.join(args.work_dir, "candidates.json")
     if args.reuse_models and os.path.isfile(record_path) and all(os.path.isfile(os.path.join(args.work_dir, n, "rec.onnx")) for n in names):
         with open(record_path, encoding="utf-8") as f:
@@ -211,45 +272,8 @@ def main(argv=None) -> int:
         built_info = {n: {**record["candidates"][n], "model_dir": os.path.join(args.work_dir, n)} for n in names}
         _log(f"reusing candidates from {args.work_dir} (calibrated on {cal_ids_used})")
     else:
-        base = None
-        train_pages, dev_pages = _finetune_pages(args, ev, cal) if args.finetune is not False else ([], [])
-        if args.finetune and not train_pages:
-            raise ConfigError(f"--finetune: no pages of {args.data} are left over for training")
-        if train_pages:
-            _log(f"fine-tuning the recognizer on {len(train_pages)} pages ({train_pages[0].id}-{train_pages[-1].id}), "
-                 + (f"dev {len(dev_pages)} ({dev_pages[0].id}-{dev_pages[-1].id})" if dev_pages else "no dev pages"))
-            ft = finetune_recognizer(None, train_pages, os.path.join(args.work_dir, "finetuned"), dev_pages=dev_pages,
-                                     config=FinetuneConfig(epochs=args.finetune_epochs, threads=args.threads), log=_log)
-            finetune_info = {"train_ids": [p.id for p in train_pages], "dev_ids": [p.id for p in dev_pages],
-                             "train_lines": ft.train_lines, "dev_lines": ft.dev_lines, "best_epoch": ft.best_epoch,
-                             "space_prob": ft.space_prob, "dev_word_f1": ft.dev_word_f1, "history": ft.history,
-                             "skipped_lines": ft.skipped_lines, "seconds": ft.seconds}
-            base = OcrModelPaths.from_dir(ft.model_dir)
-            shipped = build_ocr_candidates(os.path.join(args.work_dir, "shipped"), [], candidates=["fp32"], threads=args.threads, log=_log)
-            built_info["fp32_shipped"] = {"model_dir": shipped["fp32"].model_dir, "notes": "shipped weights: " + shipped["fp32"].notes, "agreement": {}}
-        if QAT_CANDIDATE in names and not train_pages:
-            raise ConfigError(f"{QAT_CANDIDATE} needs training pages: --finetune with pages of --data left over")
-        t = time.perf_counter()
-        built = build_ocr_candidates(
-            args.work_dir,
-            [cv2.imread(p.image_path) for p in cal],
-            base=base,
-            candidates=names,
-            max_rec_drop=args.max_rec_drop,
-            threads=args.threads,
-            calibration_ids=[p.id for p in cal],
-            qat_pages=(train_pages, dev_pages),
-            qat_config=QatConfig(epochs=args.qat_epochs, threads=args.threads),
-            log=_log,
-        )
-        if QAT_CANDIDATE in built:
-            q = built[QAT_CANDIDATE].training
-            finetune_info["qat"] = {"train_lines": q["train_lines"], "dev_lines": q["dev_lines"], "space_prob": q["space_prob"],
-                                    "dev_line_word_f1_simulated_int8": q["dev_line_word_f1"], "history": q["history"], "seconds": q["seconds"]}
-        cal_ids_used = [p.id for p in cal]
-        built_info.update({n: {"model_dir": b.model_dir, "notes": (("fine-tuned head; " if base else "") + b.notes), "agreement": b.agreement}
-                           for n, b in built.items()})
-        _log(f"candidates built in {time.perf_counter() - t:.0f}s")
+        # training and building in a child process: the measuring process stays an inference-only one, as a job is
+        built_info, finetune_info, cal_ids_used, build_pid = _in_fresh_process(_build_candidates, args, ev, cal, names)
 
     systems = {}
     if not args.no_stock:
@@ -326,7 +350,9 @@ def main(argv=None) -> int:
     pipeline = None
     if chosen is not None and args.pipeline_images > 0:
         _log(f"pipeline vs raw loop on {min(args.pipeline_images, len(ev))} images with {chosen.name}")
-        pipeline = _pipeline_ratio(built_info[chosen.name]["model_dir"], ev[: args.pipeline_images], args.threads, config, args.pipeline_rounds)
+        # in a process of its own, as a job runs: not in this one, which holds every system's models
+        pipeline = _in_fresh_process(_pipeline_ratio, built_info[chosen.name]["model_dir"], ev[: args.pipeline_images], args.threads, config,
+                                     args.pipeline_rounds)
 
     context = {
         "data": os.path.abspath(args.data),
@@ -340,6 +366,8 @@ def main(argv=None) -> int:
         "finetune": finetune_info,
         "cpu": cpu_info(),
         "load_average": os.getloadavg(),
+        # the systems are measured in this process, which never trains (the candidates are built in another one)
+        "processes": {"measured": os.getpid(), "built": build_pid},
         "metrics": "components.ocr_eval: word_f1 = page bag of whitespace words (upper-cased); cer = page whitespace-free reading-order CER (upper-cased); *_cased = case-sensitive",
     }
     report = write_report(results, chosen, args.report_dir, title="OCR candidates on SROIE", metric="word_f1", context={**context, "pipeline": pipeline})

@@ -120,6 +120,19 @@ def test_tall_image_tiling_finds_every_line_once():
     texts = [l.text.upper() for l in result.lines]
     assert len(texts) == len(words)
     assert sum(_close(t, w) for t, w in zip(texts, words)) >= len(words) - 1
+    # two workers detect the tiles side by side on the one-thread detector: the same boxes
+    side_by_side = OcrEngine.load(threads=2, config=OcrConfig(tile_aspect=1.5))
+    calls = []
+    run = side_by_side.det_tile.run
+    side_by_side.det_tile = type("Counting", (), {"run": lambda self, *a: calls.append(1) or run(*a)})()
+    try:
+        boxes = side_by_side.detect(bgr(img))
+        assert side_by_side._pool is not None  # the tiles did go through the threads
+    finally:
+        side_by_side.close()
+    assert len(calls) == len(tiled._tiles(img.size[1], img.size[0]))
+    assert len(boxes) == len(words)
+    assert [b.round(1).tolist() for b in boxes] == [b.round(1).tolist() for b in tiled.detect(bgr(img))]
 
 
 def _small_print_page(lines, size=12, at=(300, 400)):
@@ -467,8 +480,9 @@ def test_load_gives_recognition_one_thread_a_batch_and_the_detector_all():
     assert e.rec.get_session_options().intra_op_num_threads == 1
     assert e.cls.get_session_options().intra_op_num_threads == 1
     assert e.det.get_session_options().intra_op_num_threads == 2
+    assert e.det_tile.get_session_options().intra_op_num_threads == 1  # tiles of a tall image, one a worker
     one = OcrEngine.load(threads=2, parallel_crops=False)
-    assert one.crop_workers == 1 and one.rec.get_session_options().intra_op_num_threads == 2
+    assert one.crop_workers == 1 and one.rec.get_session_options().intra_op_num_threads == 2 and one.det_tile is None
     with pytest.raises(ConfigError):
         OcrEngine(e.det, e.rec, characters=e.characters[1:-1], crop_workers=0)
 

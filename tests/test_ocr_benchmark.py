@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -39,6 +40,9 @@ def test_benchmark_writes_per_candidate_figures(tmp_path):
         assert len(data["systems"]["tesseract"]["word_f1_minus_fp32_ci95"]) == 2
     assert data["pipeline"]["images"] == 2 and data["pipeline"]["pipeline_dead_letters"] == 0
     assert len(data["pipeline"]["raw_loop_secs_all"]) == len(data["pipeline"]["pipeline_secs_all"]) == 2
+    # built in one child process, the pipeline ratio measured in another, the systems here
+    built, measured, piped = data["processes"]["built"], data["processes"]["measured"], data["pipeline"]["pid"]
+    assert measured == os.getpid() and len({built, measured, piped}) == 3
     # --pipeline-only re-measures the ratio with the built candidate and keeps the rest of the file
     rc = main([
         "--data", str(TESTDATA / "ocr" / "sroie_tiny"), "--json", str(out), "--limit", "2", "--n-calibration", "1",

@@ -628,12 +628,16 @@ class OcrEngine:
         config: OcrConfig = OcrConfig(),
         crop_workers: int = 1,
         rec_small_session=None,
+        det_tile_session=None,
     ):
         """``crop_workers``: recognition and classification batches run at once (threads; 1 = one after another).
-        ``rec_small_session``: the recognizer of line crops under ``config.rec_small_below`` pixels high (None: ``rec_session`` reads every line)."""
+        ``rec_small_session``: the recognizer of line crops under ``config.rec_small_below`` pixels high (None: ``rec_session`` reads every line).
+        ``det_tile_session``: the detector on one thread, for the tiles of a tall image, ``crop_workers`` of them at
+        once (None: tiles one after another on ``det_session``)."""
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
 
         self.det = det_session
+        self.det_tile = det_tile_session
         self.rec = rec_session
         self.rec_small = rec_small_session
         self.cls = cls_session
@@ -670,7 +674,7 @@ class OcrEngine:
     def with_config(self, config: OcrConfig) -> "OcrEngine":
         """An engine over the same model sessions with another config (nothing is loaded again)."""
         return OcrEngine(self.det, self.rec, self.cls, characters=self.characters[1:-1], config=config, crop_workers=self.crop_workers,
-                         rec_small_session=self.rec_small)
+                         rec_small_session=self.rec_small, det_tile_session=self.det_tile)
 
     def _map(self, fn, items: Sequence) -> list:
         """``[fn(x) for x in items]``, ``crop_workers`` at a time (onnxruntime releases the GIL while it runs)."""
@@ -726,6 +730,9 @@ class OcrEngine:
         rec = _session(paths.rec, crop_threads, rewrite=rewrite)
         clsf = _session(paths.cls, crop_threads, rewrite=rewrite) if (paths.cls and config.use_cls) else None
         rec_small = _session(paths.rec_small, crop_threads, rewrite=rewrite) if paths.rec_small else None
+        # the tiles of a tall image are detected side by side, one thread each: two 1-thread runs of a
+        # 1600 x 736 tile took 97 ms a tile against 128 ms for one run on both threads (2 cores)
+        det_tile = _session(paths.det, 1, rewrite=rewrite) if workers > 1 else None
         if characters is None:
             meta = rec.get_modelmeta().custom_metadata_map
             if "character" not in meta:
@@ -733,7 +740,8 @@ class OcrEngine:
                     f"recognizer {paths.rec!r} carries no 'character' metadata; pass characters= explicitly"
                 )
             characters = meta["character"].splitlines()
-        return cls(det, rec, clsf, characters=characters, config=config, crop_workers=workers, rec_small_session=rec_small)
+        return cls(det, rec, clsf, characters=characters, config=config, crop_workers=workers, rec_small_session=rec_small,
+                   det_tile_session=det_tile)
 
     # -- detection --------------------------------------------------------
 
@@ -748,9 +756,9 @@ class OcrEngine:
         x = (resized.astype(np.float32) * (1 / 127.5) - 1.0).transpose(2, 0, 1)[None]
         return np.ascontiguousarray(x), (h, w)
 
-    def _detect_one(self, image: np.ndarray, scale: float | None = None) -> list[np.ndarray]:
+    def _detect_one(self, image: np.ndarray, scale: float | None = None, session=None) -> list[np.ndarray]:
         x, shape = self._det_input(image, scale)
-        prob = self.det.run(None, {self._det_in: x})[0]
+        prob = (session or self.det).run(None, {self._det_in: x})[0]
         boxes, _scores = self._det_post(prob, shape)
         out = []
         h, w = shape
@@ -890,8 +898,12 @@ class OcrEngine:
             return self._detect_one(image)
         boxes: list[np.ndarray] = []
         margin = self.config.tile_overlap * (tiles[0][1] - tiles[0][0]) / 2
-        for k, (y0, y1) in enumerate(tiles):
-            for b in self._detect_one(image[y0:y1]):
+        if self.det_tile is not None:
+            per_tile = self._map(lambda t: self._detect_one(image[t[0] : t[1]], session=self.det_tile), tiles)
+        else:
+            per_tile = [self._detect_one(image[y0:y1]) for y0, y1 in tiles]
+        for k, ((y0, y1), tile_boxes) in enumerate(zip(tiles, per_tile)):
+            for b in tile_boxes:
                 # drop boxes cut by a tile edge that the neighbouring tile sees whole
                 top, bottom = float(b[:, 1].min()), float(b[:, 1].max())
                 if k > 0 and top < margin * 0.5:
