@@ -135,6 +135,41 @@ def test_tall_image_tiling_finds_every_line_once():
     assert [b.round(1).tolist() for b in boxes] == [b.round(1).tolist() for b in tiled.detect(bgr(img))]
 
 
+def test_a_large_detector_input_runs_as_two_bands_joined_at_the_seam():
+    words = ["FIRST LINE 10.00", "SECOND LINE 20.00", "ON THE SEAM 30.00", "FOURTH LINE 40.00", "LAST LINE 50.00"]
+    page = Image.new("RGB", (800, 1400), "white")
+    for k, word in enumerate(words):  # the middle line straddles the half-height seam
+        page.paste(text_image([word], size=40, gap=10), (60, 40 + k * 315))
+    img = bgr(page)
+    engine = OcrEngine.load(threads=2)
+    try:
+        x = engine.det_feed(img)[engine._det_in]
+        assert x.shape[2] * x.shape[3] > engine.config.det_split_pixels
+        calls = []
+        run = engine.det_tile.run
+        engine.det_tile = type("Counting", (), {"run": lambda self, out, feed: calls.append(next(iter(feed.values())).shape) or run(out, feed)})()
+        joined = engine._det_prob(x)
+        whole = engine.det.run(None, {engine._det_in: x})[0]
+        result = engine.read_image(img)
+    finally:
+        engine.close()
+    ov = engine.config.det_split_overlap
+    mid = x.shape[2] // 2 // 32 * 32
+    assert calls[:2] == [(1, 3, mid + ov, x.shape[3]), (1, 3, x.shape[2] - mid + ov, x.shape[3])]  # two bands, each on the 32-pixel grid
+    assert joined.shape == whole.shape
+    # the bands see less of the page than the whole does (the detector's attention pools over its input), so the
+    # maps differ a little; the text pixels agree
+    assert np.mean((joined > 0.3) != (whole > 0.3)) < 0.002
+    texts = [l.text.upper() for l in result.lines]
+    assert len(texts) == len(words) and all(_close(t, w) for t, w in zip(texts, words)), texts
+    # off: one run on both threads, as before
+    off = OcrEngine.load(threads=2, config=OcrConfig(det_split_pixels=0))
+    try:
+        assert np.array_equal(off._det_prob(x), whole)
+    finally:
+        off.close()
+
+
 def _small_print_page(lines, size=12, at=(300, 400)):
     """A scanned-page-sized white image (1080 x 1527) with a small block of print on it."""
     page = Image.new("RGB", (1080, 1527), "white")
