@@ -174,3 +174,24 @@ def test_a_carriage_return_inside_a_line_is_a_malformed_row_not_a_crash():
     assert parsed.dead["reason"].to_pylist() == ["MALFORMED_ROW", "MALFORMED_ROW"]
     assert all("carriage return" in d for d in parsed.dead["detail"].to_pylist())
     assert parsed.dead["source_offset"].to_pylist() == [len(good) + 2, data.index(b",,,")]
+
+
+def test_quotes_are_read_as_the_csv_reader_reads_them():
+    """A quote opens a field only at its start (``12" TRAY`` is text); a quoted field left open is a dead letter,
+    never glued to the next line."""
+    import datetime as dt
+
+    from transforms.online_retail import parse_chunk
+
+    good = b"536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom"
+    inch = b'536366,22423,REGENCY 12" TRAY,1,2010-12-01 08:28:00,12.75,17850,United Kingdom'
+    quoted = b'536368,22424,"RECORD FRAME 7"" SINGLE, SIZE",1,2010-12-01 08:28:00,12.75,17850,United Kingdom'
+    data = b"\n".join([good, b',,,,,,,0","', inch, quoted, b'536369,1,"OPEN,1,2010-12-01 08:28:00,1,1,UK', good.replace(b"536365", b"536367")])
+    parsed = parse_chunk(data, source_file="f.csv", base_offset=0, now=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), first_chunk=True)
+    assert parsed.read == 6 and parsed.lines.num_rows == 4
+    assert parsed.lines["description"].to_pylist()[1:3] == ['REGENCY 12" TRAY', 'RECORD FRAME 7" SINGLE, SIZE']
+    assert parsed.dead["reason"].to_pylist() == ["MALFORMED_ROW", "MALFORMED_ROW"]
+    # `0"` is text, then `"` opens a field that the line never closes
+    assert parsed.dead["detail"].to_pylist() == ["expected 8 comma-separated columns with balanced quotes (a quoted field left open)"] * 2
+    assert parsed.dead["source_offset"].to_pylist() == [len(good) + 1, data.index(b"536369")]
+    assert parsed.lines["source_offset"].to_pylist()[-1] == data.rindex(b"536367")  # read on its own

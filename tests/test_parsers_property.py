@@ -29,6 +29,7 @@ LINE_ENDINGS = st.sampled_from(["\n", "\r\n"])
 
 @given(st.lists(st.one_of(ROW, GOOD), max_size=40), LINE_ENDINGS, st.binary(max_size=20), st.booleans())
 @example(rows=[",,,,,,,\r0"], eol="\n", junk=b"", header=False)  # a bare carriage return once crashed the CSV reader
+@example(rows=[",,,,,,,0\",\""], eol="\n", junk=b"", header=False)  # so did a quote inside an unquoted field
 def test_online_retail_never_crashes_and_conserves(rows, eol, junk, header):
     text = eol.join((["InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"] if header else []) + rows)
     data = text.encode("utf-8") + junk

@@ -125,19 +125,56 @@ def _has_inner_cr(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
 
 
 def _field_counts(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Separators outside quotes per line, and whether the line's quotes balance."""
-    quotes = np.flatnonzero(arr == 34)
+    """Separators between fields per line, and whether its quoted fields close on the line, as the CSV reader sees them.
+
+    Lines without a quote (99% of the retail file) are counted at once; the
+    others one by one (:func:`_quoted_line_fields`).
+    """
     commas = np.flatnonzero(arr == 44)
     line = np.searchsorted(starts, commas, side="right") - 1
     inside = commas < ends[line]
-    commas, line = commas[inside], line[inside]
-    if len(quotes) == 0:
-        return np.bincount(line, minlength=len(starts)), np.ones(len(starts), dtype=bool)
-    before_start = np.searchsorted(quotes, starts)
-    balanced = (np.searchsorted(quotes, ends) - before_start) % 2 == 0
-    outside_quotes = (np.searchsorted(quotes, commas) - before_start[line]) % 2 == 0
-    seps = np.bincount(line[outside_quotes], minlength=len(starts))
+    seps = np.bincount(line[inside], minlength=len(starts))
+    balanced = np.ones(len(starts), dtype=bool)
+    quotes = np.flatnonzero(arr == 34)
+    if len(quotes):
+        data = arr.tobytes()
+        for i in np.flatnonzero(np.searchsorted(quotes, ends) > np.searchsorted(quotes, starts)):
+            n = _quoted_line_fields(data[starts[i] : ends[i]])
+            seps[i], balanced[i] = (n - 1, True) if n is not None else (seps[i], False)
     return seps, balanced
+
+
+def _quoted_line_fields(line: bytes) -> int | None:
+    """The fields of one CSV line as pyarrow's reader splits it, or None when a quoted field does not close on it.
+
+    A quote opens a quoted field only at the start of a field (``12" TRAY``
+    is text); inside one, ``""`` is a quote and the next lone quote closes
+    it. An unclosed one would run on into the next line, so the line is
+    malformed rather than read.
+    """
+    fields, i, n, start = 1, 0, len(line), True
+    while i < n:
+        c = line[i]
+        if start and c == 34:
+            i += 1
+            while True:
+                j = line.find(b'"', i)
+                if j < 0:
+                    return None
+                if j + 1 < n and line[j + 1] == 34:
+                    i = j + 2
+                    continue
+                i = j + 1
+                break
+            start = False
+            continue
+        if c == 44:
+            fields += 1
+            start = True
+        else:
+            start = False
+        i += 1
+    return fields
 
 
 def _dead_table(source_file: str, offsets, raws, reasons, details) -> pa.Table:
@@ -238,7 +275,7 @@ def parse_chunk(
     dead_reason = [reason[i] for i in dead_idx]
     dead_detail = [
         _DETAIL["MALFORMED_ROW"].format(
-            "a carriage return inside the line" if inner_cr[i] else f"found {int(seps[i]) + 1} columns" if balanced[i] else "unbalanced quotes"
+            "a carriage return inside the line" if inner_cr[i] else f"found {int(seps[i]) + 1} columns" if balanced[i] else "a quoted field left open"
         )
         if reason[i] == "MALFORMED_ROW"
         else _DETAIL["ENCODING_ERROR"]
@@ -247,8 +284,18 @@ def parse_chunk(
 
     good_idx = np.flatnonzero(good)
     body = _without_lines(data, starts, np.flatnonzero(~blank & ~good_struct))
-    table = _read_csv(body)
-    if table.num_rows != len(good_idx):  # the structural checks above make this impossible
+    # the count above follows the reader's quoting; a line it still splits otherwise is a dead letter, not a crash
+    wrong_columns: dict[int, int] = {}  # position among the lines read -> the columns the reader found
+    table = _read_csv(body, wrong_columns)
+    if wrong_columns:
+        bad = np.array(sorted(wrong_columns), dtype=np.int64)
+        dead_idx_lines = good_idx[bad]
+        dead_offsets += [int(base_offset + starts[i]) for i in dead_idx_lines]
+        dead_raw += [data[starts[i] : ends[i]].decode("utf-8", "replace") for i in dead_idx_lines]
+        dead_reason += ["MALFORMED_ROW"] * len(bad)
+        dead_detail += [_DETAIL["MALFORMED_ROW"].format(f"the CSV reader found {wrong_columns[k]} columns") for k in bad]
+        good_idx = np.delete(good_idx, bad)
+    if table.num_rows != len(good_idx):  # every line is either a row or a dead letter
         raise AssertionError(f"{source_file}@{base_offset}: parsed {table.num_rows} rows from {len(good_idx)} lines")
     offsets = pa.array(base_offset + starts[good_idx], pa.int64())
 
@@ -282,13 +329,22 @@ def _without_lines(data: bytes, starts: np.ndarray, drop: np.ndarray) -> bytes:
     return b"".join(pieces)
 
 
-def _read_csv(body: bytes) -> pa.Table:
+def _read_csv(body: bytes, wrong_columns: dict[int, int]) -> pa.Table:
+    """The lines of ``body`` as a table of strings; a line that splits into another number of columns is left out
+    and recorded in ``wrong_columns`` (its position among the non-blank lines -> the columns found)."""
     if not body:
         return pa.table({c: pa.array([], pa.string()) for c in COLUMNS})
+
+    def skip(row) -> str:
+        if row.number is None:  # known when the reader runs on one thread, as here
+            raise AssertionError(f"the CSV reader gave no row number for {row.text!r}")
+        wrong_columns[row.number - 1] = row.actual_columns
+        return "skip"
+
     return pacsv.read_csv(
         io.BytesIO(body),
         read_options=pacsv.ReadOptions(column_names=list(COLUMNS), use_threads=False, block_size=1 << 26),
-        parse_options=pacsv.ParseOptions(newlines_in_values=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=False, invalid_row_handler=skip),
         convert_options=pacsv.ConvertOptions(
             column_types={c: pa.string() for c in COLUMNS},
             strings_can_be_null=False,
