@@ -306,7 +306,8 @@ class OcrModelPaths(NamedTuple):
         return cls(det=paths["det"], rec=paths["rec"], **optional)
 
 
-def _session(path: str, threads: int | None, *, spin: bool = False, rewrite: bool = True):
+def _session(path: str, threads: int | None, *, spin: bool = False, rewrite: bool = True, data: bytes | None = None):
+    """An onnxruntime session of the model at ``path`` (``data``: its bytes, already read and rewritten)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -318,9 +319,10 @@ def _session(path: str, threads: int | None, *, spin: bool = False, rewrite: boo
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    data = read_model_bytes(path)
-    if rewrite:
-        data = _rewritten(data, path)
+    if data is None:
+        data = read_model_bytes(path)
+        if rewrite:
+            data = _rewritten(data, path)
     try:
         return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
     except ModelLoadError:
@@ -753,13 +755,16 @@ class OcrEngine:
         paths = paths or OcrModelPaths.default()
         workers = (threads or thread_budget()) if parallel_crops else 1
         crop_threads = 1 if workers > 1 else threads
-        det = _session(paths.det, threads, rewrite=rewrite)
+        det_data = read_model_bytes(paths.det)
+        if rewrite:
+            det_data = _rewritten(det_data, paths.det)
+        det = _session(paths.det, threads, data=det_data)
         rec = _session(paths.rec, crop_threads, rewrite=rewrite)
         clsf = _session(paths.cls, crop_threads, rewrite=rewrite) if (paths.cls and config.use_cls) else None
         rec_small = _session(paths.rec_small, crop_threads, rewrite=rewrite) if paths.rec_small else None
         # tiles, and the two bands of a large input, are detected side by side, one thread each: two 1-thread
         # runs of a 1600 x 736 input took 97 ms a run against 128 ms for one run on both threads (2 cores)
-        det_tile = _session(paths.det, 1, rewrite=rewrite) if workers > 1 else None
+        det_tile = _session(paths.det, 1, data=det_data) if workers > 1 else None
         if characters is None:
             meta = rec.get_modelmeta().custom_metadata_map
             if "character" not in meta:
