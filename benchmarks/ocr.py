@@ -150,8 +150,8 @@ def _pipeline_ratio(model_dir: str, pages, threads: int, config: OcrConfig, roun
 def _build_candidates(args, ev, cal, names: list[str]) -> tuple[dict, dict | None, list[str], int]:
     """Fine-tune, then build every candidate under ``--work-dir``: (built_info, finetune_info, calibration ids, process id).
 
-    Run in a process of its own (:func:`_in_fresh_process`): the training leaves the
-    process that ran it slower at inference (see benchmarks/README.md).
+    Run in a process of its own (:func:`_in_fresh_process`): inference measured slower, and the
+    pipeline ratio lower, in the process that had trained (see benchmarks/README.md).
     """
     import cv2
 

@@ -195,3 +195,13 @@ def test_quotes_are_read_as_the_csv_reader_reads_them():
     assert parsed.dead["detail"].to_pylist() == ["expected 8 comma-separated columns with balanced quotes (a quoted field left open)"] * 2
     assert parsed.dead["source_offset"].to_pylist() == [len(good) + 1, data.index(b"536369")]
     assert parsed.lines["source_offset"].to_pylist()[-1] == data.rindex(b"536367")  # read on its own
+
+
+def test_a_line_the_csv_reader_splits_otherwise_is_recorded_and_left_out():
+    """The reader's own check behind the quick count: a row of another width is skipped and named, not a crash."""
+    from transforms.online_retail import _read_csv
+
+    good = "536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom"
+    wrong: dict[int, int] = {}
+    table = _read_csv(f"{good}\n\n1,2,3\n{good}\n".encode(), wrong)
+    assert table.num_rows == 2 and wrong == {1: 3}  # the blank line does not count

@@ -270,17 +270,26 @@ def parse_chunk(
     good = good_struct
     dead_idx = np.flatnonzero(records & ~good)
 
-    dead_offsets = [int(base_offset + starts[i]) for i in dead_idx]
-    dead_raw = [data[starts[i] : ends[i]].decode("utf-8", "replace") for i in dead_idx]
-    dead_reason = [reason[i] for i in dead_idx]
-    dead_detail = [
+    dead_offsets: list[int] = []
+    dead_raw: list[str] = []
+    dead_reason: list[str] = []
+    dead_detail: list[str] = []
+
+    def dead_lines(indices, reasons, details) -> None:
+        """Lines ``indices`` of the chunk become dead letters with these reasons and details."""
+        dead_offsets.extend(int(base_offset + starts[i]) for i in indices)
+        dead_raw.extend(data[starts[i] : ends[i]].decode("utf-8", "replace") for i in indices)
+        dead_reason.extend(reasons)
+        dead_detail.extend(details)
+
+    dead_lines(dead_idx, [reason[i] for i in dead_idx], [
         _DETAIL["MALFORMED_ROW"].format(
             "a carriage return inside the line" if inner_cr[i] else f"found {int(seps[i]) + 1} columns" if balanced[i] else "a quoted field left open"
         )
         if reason[i] == "MALFORMED_ROW"
         else _DETAIL["ENCODING_ERROR"]
         for i in dead_idx
-    ]
+    ])
 
     good_idx = np.flatnonzero(good)
     body = _without_lines(data, starts, np.flatnonzero(~blank & ~good_struct))
@@ -289,11 +298,8 @@ def parse_chunk(
     table = _read_csv(body, wrong_columns)
     if wrong_columns:
         bad = np.array(sorted(wrong_columns), dtype=np.int64)
-        dead_idx_lines = good_idx[bad]
-        dead_offsets += [int(base_offset + starts[i]) for i in dead_idx_lines]
-        dead_raw += [data[starts[i] : ends[i]].decode("utf-8", "replace") for i in dead_idx_lines]
-        dead_reason += ["MALFORMED_ROW"] * len(bad)
-        dead_detail += [_DETAIL["MALFORMED_ROW"].format(f"the CSV reader found {wrong_columns[k]} columns") for k in bad]
+        dead_lines(good_idx[bad], ["MALFORMED_ROW"] * len(bad),
+                   [_DETAIL["MALFORMED_ROW"].format(f"the CSV reader found {wrong_columns[k]} columns") for k in bad])
         good_idx = np.delete(good_idx, bad)
     if table.num_rows != len(good_idx):  # every line is either a row or a dead letter
         raise AssertionError(f"{source_file}@{base_offset}: parsed {table.num_rows} rows from {len(good_idx)} lines")
@@ -302,11 +308,7 @@ def parse_chunk(
     lines, rejected = _validate(table, offsets, source_file=source_file, now=now)
     if rejected:
         rows = table.take(pa.array(rejected["index"], pa.int64())).to_pylist()
-        dead_idx_lines = good_idx[rejected["index"]]
-        dead_offsets += [int(base_offset + starts[i]) for i in dead_idx_lines]
-        dead_raw += [data[starts[i] : ends[i]].decode("utf-8", "replace") for i in dead_idx_lines]
-        dead_reason += rejected["reason"]
-        dead_detail += [_detail(r, row) for r, row in zip(rejected["reason"], rows)]
+        dead_lines(good_idx[rejected["index"]], rejected["reason"], [_detail(r, row) for r, row in zip(rejected["reason"], rows)])
     dead = _dead_table(source_file, dead_offsets, dead_raw, dead_reason, dead_detail)
     return ParsedChunk(lines=lines, dead=dead, read=read, reasons=collections.Counter(dead_reason))
 
