@@ -30,8 +30,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 tesseract-ocr \
     && rm -rf /var/lib/apt/lists/*
 
+# MALLOC_ARENA_MAX: two glibc arenas instead of one per allocating thread; an SDK worker's gRPC threads
+# otherwise hold freed memory (pipelines/options.py gives local worker processes the same).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 

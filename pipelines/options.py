@@ -67,17 +67,27 @@ def is_local(options: PipelineOptions) -> bool:
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
+# glibc's malloc gives every thread that allocates an arena of its own (up to 8 per core). A worker or
+# runner process has a dozen gRPC and data-plane threads, and memory freed in those arenas is seldom given
+# back, so a long-lived process ratchets up stage after stage. Two arenas, measured on recommend at 10x
+# with two workers (two runs each): the largest worker 1,092 / 1,073 -> 1,006 / 981 MiB, the runner
+# 671 / 726 -> 513 / 525 MiB, no slower (54.7 / 53.7 s -> 47.7 / 52.1 s).
+MALLOC_ARENAS = 2
+
+
 @contextlib.contextmanager
 def worker_threads(threads: int) -> Iterator[None]:
-    """Processes started inside the block size their thread pools (:data:`THREAD_ENV`) to ``threads``.
+    """Processes started inside the block size their thread pools (:data:`THREAD_ENV`) to ``threads``
+    and keep glibc to :data:`MALLOC_ARENAS` arenas (``MALLOC_ARENA_MAX``).
 
     Variables the user has set are left as they are; the environment is
     restored on exit.
     """
-    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    wanted = {name: str(threads) for name in THREAD_ENV} | {"MALLOC_ARENA_MAX": str(MALLOC_ARENAS)}
+    saved = {name: os.environ.get(name) for name in wanted}
     for name, value in saved.items():
         if value is None:
-            os.environ[name] = str(threads)
+            os.environ[name] = wanted[name]
     try:
         yield
     finally:
@@ -100,8 +110,30 @@ class _LocalPipeline(beam.Pipeline):
             return super().run(test_runner_api)
         cores = usable_cores()
         workers = direct.direct_num_workers or cores  # 0: one worker per core
+        _limit_malloc_arenas()  # this process is the runner: it buffers every shuffle between stages
         with worker_threads(max(1, cores // max(1, workers))):
             return super().run(test_runner_api)
+
+
+def _limit_malloc_arenas() -> bool:
+    """Cap this process's glibc malloc arenas at :data:`MALLOC_ARENAS` (``mallopt(M_ARENA_MAX)``), as
+    ``MALLOC_ARENA_MAX`` does for a process started with it; arenas made later obey it.
+
+    Not where the user set ``MALLOC_ARENA_MAX``, nor where the C library is
+    not glibc. Returns whether the cap was set.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_arena_max = -8  # glibc's malloc.h
+    return bool(mallopt(m_arena_max, MALLOC_ARENAS))
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:

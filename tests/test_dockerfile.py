@@ -37,6 +37,13 @@ def test_final_stage_is_pinned_python_311_slim(instructions):
     assert _final_stage(instructions)[0] == ("FROM", "python:3.11-slim")
 
 
+def test_workers_keep_malloc_to_two_arenas_as_local_workers_do(instructions):
+    from pipelines.options import MALLOC_ARENAS
+
+    envs = " ".join(args for word, args in _final_stage(instructions) if word == "ENV")
+    assert f"MALLOC_ARENA_MAX={MALLOC_ARENAS}" in envs.split()
+
+
 def test_beam_boot_binary_matches_the_project_beam_version(instructions):
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     beam_version = next(p.split("==")[1] for p in pins if p.startswith("apache-beam"))

@@ -127,6 +127,36 @@ def test_nearest_neighbours_dofn_flags_unknown_items(local_runner):
         assert_that(out.unknown, equal_to(["new"]), label="unknown")
 
 
+def test_nearest_neighbours_score_blocks_shrink_with_the_catalog():
+    rng = np.random.default_rng(1)
+    ids = tuple(f"i{n:03d}" for n in range(300))
+    emb = rng.normal(size=(300, 8)).astype(np.float32)
+    batch = list(ids[::3])
+
+    def lists(fn):
+        fn.setup()
+        return dict(fn.process(batch))
+
+    wide = NearestNeighboursFn(lambda: (ids, emb), 5)
+    narrow = NearestNeighboursFn(lambda: (ids, emb), 5, max_block_scores=7 * 300 + 299)
+    assert lists(wide) == lists(narrow)
+    assert (wide._block_rows, narrow._block_rows) == (1024, 7)  # rows x items stays under the budget
+    with pytest.raises(ConfigError, match="max_block_scores"):
+        NearestNeighboursFn(lambda: (ids, emb), 5, max_block_scores=0)
+
+
+def test_cooccurrence_item_shards_are_dealt_evenly():
+    from transforms.recommend import ItemTable, _baskets_by_shard, _item_shards
+
+    table = ItemTable.from_counts((f"i{n:02d}", 1) for n in range(10))
+    assert _item_shards(10, 4) == 3 and _item_shards(0, 4) == 1
+    baskets = [("i00", "i03"), ("i01",), ("i09", "i04"), ("i02", "i05", "i08")]
+    sent = {shard: rows for shard, rows in _baskets_by_shard((0, baskets), table, 4)}
+    # item n belongs to shard n % 3: shard sizes 4, 3, 3 (ranges would give 4, 4, 2)
+    got = {shard: [sorted(table.ids[i] for i in indices[a:b]) for a, b in zip(indptr[:-1], indptr[1:])] for shard, (indptr, indices) in sent.items()}
+    assert got == {0: [["i00", "i03"], ["i04", "i09"]], 1: [["i01"], ["i04", "i09"]], 2: [["i02", "i05", "i08"]]}
+
+
 def test_blend_lists():
     assert blend_lists([("a", 4.0), ("b", 2.0)], [("b", 1.0), ("c", 0.5)], alpha=0.5) == [("b", 0.75), ("a", 0.5), ("c", 0.25)]
     assert blend_lists([("a", 4.0)], [], alpha=0.3) == [("a", 0.3)]

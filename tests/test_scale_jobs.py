@@ -153,16 +153,17 @@ def test_recommend_two_worker_processes_write_what_one_does(retail_events, tmp_p
 def _worker_env(_):
     import os
 
-    yield os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("TF_NUM_INTRAOP_THREADS")
+    yield os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("TF_NUM_INTRAOP_THREADS"), os.environ.get("MALLOC_ARENA_MAX")
 
 
 def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
-    """Two worker processes each size their BLAS and TensorFlow pools to half the cores; the launcher's environment is restored."""
+    """Two worker processes each size their BLAS and TensorFlow pools to half the cores and keep malloc to two
+    arenas; the launcher's environment is restored."""
     import os
 
     from pipelines.options import THREAD_ENV, make_pipeline, pipeline_options
 
-    for name in THREAD_ENV:
+    for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"):
         monkeypatch.delenv(name, raising=False)
     cores = len(os.sched_getaffinity(0))
     out = tmp_path / "env.json"
@@ -176,9 +177,18 @@ def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
             | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
         )
     seen = json.loads(out.read_text())
-    assert {(blas, tf) for _, blas, tf in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)))}
-    assert all(pid != os.getpid() for pid, _, _ in seen)
-    assert not any(name in os.environ for name in THREAD_ENV)
+    assert {(blas, tf, arenas) for _, blas, tf, arenas in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)), "2")}
+    assert all(pid != os.getpid() for pid, *_ in seen)
+    assert not any(name in os.environ for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"))
+
+
+def test_malloc_arena_cap_leaves_a_users_setting_alone(monkeypatch):
+    from pipelines.options import _limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert _limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert _limit_malloc_arenas() is True  # glibc here: mallopt accepts M_ARENA_MAX
 
 
 def test_explicit_running_mode_flags_win_over_workers():
