@@ -60,9 +60,9 @@ __all__ = [
 
 # Rows per output shard. One worker writes a shard, so this is also the unit of parallel writing and the
 # bound on a writer's memory. At 200,000 rows one worker wrote the 10x enriched catalog alone (4.2 s of a
-# 71 s two-worker run); at 25,000 a 10x output (37,610 products, 47,800 visitors) was 2 shards of unequal
-# size, so one worker wrote most of it while the other waited. 10,000 recommendation rows are about 0.9 MB
-# of Parquet (the 10x frequently-bought-together output: 3.3 MB for 37,000 rows).
+# 71 s two-worker run); at 25,000 a 10x output (37,610 products, 47,800 visitors) was 2 shards, one per
+# worker at best, of sizes set by a hash. 10,000 recommendation rows are about 0.9 MB of Parquet (the 10x
+# frequently-bought-together output: 3.3 MB for 37,000 rows).
 ROWS_PER_SHARD = 10_000
 
 
