@@ -117,7 +117,8 @@ class _LocalPipeline(beam.Pipeline):
 
 def _limit_malloc_arenas() -> bool:
     """Cap this process's glibc malloc arenas at :data:`MALLOC_ARENAS` (``mallopt(M_ARENA_MAX)``), as
-    ``MALLOC_ARENA_MAX`` does for a process started with it; arenas made later obey it.
+    ``MALLOC_ARENA_MAX`` does for a process started with it; arenas made later obey it, for the rest of
+    the process's life (a job's launcher is its local runner).
 
     Not where the user set ``MALLOC_ARENA_MAX``, nor where the C library is
     not glibc. Returns whether the cap was set.
