@@ -15,11 +15,14 @@ from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+from google.protobuf import struct_pb2
 
 from transforms.inference import usable_cores
 
-__all__ = ["LOCAL_RUNNERS", "THREAD_ENV", "is_local", "make_pipeline", "pipeline_options", "worker_threads"]
+__all__ = ["LOCAL_RUNNERS", "THREAD_ENV", "WORKER_PLUGIN", "is_local", "make_pipeline", "pipeline_options", "worker_threads"]
 
 # Runner names that mean "run here": all of them map to the FnApiRunner.
 LOCAL_RUNNERS = frozenset({None, "", "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "local"})
@@ -102,9 +105,14 @@ class _LocalPipeline(beam.Pipeline):
     With ``direct_running_mode=multi_processing`` every worker process would
     start BLAS and TensorFlow thread pools as wide as the machine: N workers
     on C cores run N x C busy threads. Each worker gets ``C // N`` threads.
+    Workers, in-process or not, drop a stage's bundle processor once the
+    stage is done (:mod:`pipelines.local_worker`).
     """
 
     def run(self, test_runner_api="AUTO"):
+        from pipelines.local_worker import release_idle_bundle_processors
+
+        release_idle_bundle_processors()  # in-process and threaded workers; worker processes import WORKER_PLUGIN
         direct = self._options.view_as(DirectOptions)
         if direct.direct_running_mode != "multi_processing":
             return super().run(test_runner_api)
@@ -137,8 +145,24 @@ def _limit_malloc_arenas() -> bool:
     return bool(mallopt(m_arena_max, MALLOC_ARENAS))
 
 
+# Imported by each local worker process before its harness starts (Beam's ``beam_plugins``).
+WORKER_PLUGIN = "pipelines.local_worker"
+
+
+def _worker_provision_info() -> ExtendedProvisionInfo:
+    """What the FnApiRunner tells its worker processes at start: the pipeline options they run with.
+
+    Its default tells them none, so they run with Beam's defaults; these
+    name :data:`WORKER_PLUGIN`, which the worker imports before it starts
+    its harness.
+    """
+    options = struct_pb2.Struct()
+    options.update({"beam_plugins": [WORKER_PLUGIN]})
+    return ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(retrieval_token="unused-retrieval-token", pipeline_options=options))
+
+
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Pipeline on the runner the options name; the FnApiRunner when local."""
     if is_local(options):
-        return _LocalPipeline(runner=FnApiRunner(), options=options)
+        return _LocalPipeline(runner=FnApiRunner(provision_info=_worker_provision_info()), options=options)
     return beam.Pipeline(options=options)

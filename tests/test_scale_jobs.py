@@ -153,14 +153,24 @@ def test_recommend_two_worker_processes_write_what_one_does(retail_events, tmp_p
 def _worker_env(_):
     import os
 
-    yield os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("TF_NUM_INTRAOP_THREADS"), os.environ.get("MALLOC_ARENA_MAX")
+    from apache_beam.runners.worker import sdk_worker
+
+    yield (
+        os.getpid(),
+        os.environ.get("OPENBLAS_NUM_THREADS"),
+        os.environ.get("TF_NUM_INTRAOP_THREADS"),
+        os.environ.get("MALLOC_ARENA_MAX"),
+        sdk_worker.DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S,
+    )
 
 
 def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
-    """Two worker processes each size their BLAS and TensorFlow pools to half the cores and keep malloc to two
-    arenas; the launcher's environment is restored."""
+    """Two worker processes each size their BLAS and TensorFlow pools to half the cores, keep malloc to two
+    arenas and drop an idle stage's bundle processor after BUNDLE_PROCESSOR_IDLE_S (Beam's default: 60 s);
+    the launcher's environment is restored."""
     import os
 
+    from pipelines.local_worker import BUNDLE_PROCESSOR_IDLE_S
     from pipelines.options import THREAD_ENV, make_pipeline, pipeline_options
 
     for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"):
@@ -177,7 +187,8 @@ def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
             | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
         )
     seen = json.loads(out.read_text())
-    assert {(blas, tf, arenas) for _, blas, tf, arenas in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)), "2")}
+    assert {tuple(row[1:]) for row in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S)}
+    assert BUNDLE_PROCESSOR_IDLE_S != 60
     assert all(pid != os.getpid() for pid, *_ in seen)
     assert not any(name in os.environ for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"))
 
