@@ -158,7 +158,7 @@ def _worker_provision_info() -> ExtendedProvisionInfo:
     """
     options = struct_pb2.Struct()
     options.update({"beam_plugins": [WORKER_PLUGIN]})
-    return ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(retrieval_token="unused-retrieval-token", pipeline_options=options))
+    return ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=options))  # no artifacts to retrieve
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
