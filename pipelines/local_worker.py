@@ -10,13 +10,15 @@ stage's DoFns, with their models, and its operations) for reuse by the
 stage's next bundle, and drops it only after 60 s without one. The local
 runner (``FnApiRunner``) runs each fused stage once, as one bundle per
 worker, so a kept processor is never reused: for the rest of the job it
-only holds memory, and a worker's memory grows stage after stage. Measured on
-``aisle recommend`` at 10x the retail volume with two workers (62 fused
-stages), three alternating runs each: the largest worker peaked at
-1,002 / 1,002 / 977 MiB keeping them and 712 / 746 / 722 MiB dropping them
-after 2 s idle, in 42.8 / 47.9 / 45.0 s and 45.2 / 41.4 / 37.6 s. A stage that does run again within
-:data:`BUNDLE_PROCESSOR_IDLE_S` (the remainder of a split read) still
-reuses its processor.
+only holds memory, and a worker's memory grows stage after stage.
+
+Measured on ``aisle recommend`` at 10x the retail volume with two workers
+(62 fused stages), three alternating runs each: the largest worker peaked
+at 1,002 / 1,002 / 977 MiB keeping the processors and at 712 / 746 / 722
+MiB dropping them after 2 s idle, in 42.8 / 47.9 / 45.0 s and 45.2 /
+41.4 / 37.6 s. A stage whose next bundle comes within
+:data:`BUNDLE_PROCESSOR_IDLE_S` still reuses its processor. Dataflow's
+workers keep Beam's default: a stage there runs many bundles.
 """
 
 from __future__ import annotations
