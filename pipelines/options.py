@@ -72,7 +72,8 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_
 
 # glibc's malloc gives every thread that allocates an arena of its own (up to 8 per core). A worker or
 # runner process has a dozen gRPC and data-plane threads, and memory freed in those arenas is seldom given
-# back, so a long-lived process ratchets up stage after stage. Two arenas, measured on recommend at 10x
+# back, so a long-lived process grows stage after stage (as it does from the bundle processors it keeps:
+# pipelines/local_worker.py). Two arenas, measured on recommend at 10x
 # with two workers (two runs each): the largest worker 1,092 / 1,073 -> 1,006 / 981 MiB, the runner
 # 671 / 726 -> 513 / 525 MiB, no slower (54.7 / 53.7 s -> 47.7 / 52.1 s).
 MALLOC_ARENAS = 2
