@@ -19,11 +19,26 @@ MiB dropping them after 2 s idle, in 42.8 / 47.9 / 45.0 s and 45.2 /
 41.4 / 37.6 s. A stage whose next bundle comes within
 :data:`BUNDLE_PROCESSOR_IDLE_S` still reuses its processor. Dataflow's
 workers keep Beam's default: a stage there runs many bundles.
+
+A worker process also ends without Python's own clean-up of its heap once
+its harness has shut down cleanly (:func:`exit_without_heap_teardown`):
+the runner stops its workers one after the other at the end of a job, and
+each spent 0.5-0.8 s freeing its objects one by one first. Recommend at
+10x with two workers: stopping both took 1.2 and 1.4 s of 38 s runs, and
+0.2 s without that clean-up.
 """
 
 from __future__ import annotations
 
-__all__ = ["BUNDLE_PROCESSOR_IDLE_S", "release_idle_bundle_processors"]
+import atexit
+import contextlib
+import os
+import sys
+
+__all__ = ["BUNDLE_PROCESSOR_IDLE_S", "exit_without_heap_teardown", "release_idle_bundle_processors"]
+
+# The module a local worker process runs as __main__.
+WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
 
 # Seconds a worker keeps an idle stage's bundle processor (Beam's default: 60).
 BUNDLE_PROCESSOR_IDLE_S = 2
@@ -41,4 +56,48 @@ def release_idle_bundle_processors(seconds: float = BUNDLE_PROCESSOR_IDLE_S) -> 
     sdk_worker.DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S = seconds
 
 
+def _is_worker_process() -> bool:
+    main = sys.modules.get("__main__")
+    return getattr(getattr(main, "__spec__", None), "name", None) == WORKER_MAIN
+
+
+def _exit_now() -> None:
+    atexit.unregister(_exit_now)
+    atexit._run_exitfuncs()  # everything else registered to run at exit: log flushes, finalizers, temporary folders
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # absent or closed
+            stream.flush()
+    os._exit(0)
+
+
+def exit_without_heap_teardown() -> bool:
+    """In a local worker process: once its harness has returned normally, the process ends at exit without
+    freeing its heap object by object (``os._exit(0)``, after every other exit handler has run).
+
+    The harness returning normally means the runner has closed the control
+    channel and the worker has finished, flushed and torn down all its
+    bundles; a harness that raises leaves the normal exit, and its status,
+    alone. Python's ``multiprocessing`` ends its child processes the same
+    way. Returns whether it applies here: only where this process runs
+    Beam's SDK worker as ``__main__``, never in a launcher whose threads host
+    workers in-process.
+    """
+    if not _is_worker_process():
+        return False
+    from apache_beam.runners.worker import sdk_worker
+
+    run = sdk_worker.SdkHarness.run
+    if getattr(run, "_exits_fast", False):
+        return True
+
+    def run_then_exit_fast(self):
+        run(self)
+        atexit.register(_exit_now)  # registered last, so it runs first, and runs the others itself
+
+    run_then_exit_fast._exits_fast = True
+    sdk_worker.SdkHarness.run = run_then_exit_fast
+    return True
+
+
 release_idle_bundle_processors()
+exit_without_heap_teardown()

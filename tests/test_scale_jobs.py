@@ -161,6 +161,7 @@ def _worker_env(_):
         os.environ.get("TF_NUM_INTRAOP_THREADS"),
         os.environ.get("MALLOC_ARENA_MAX"),
         sdk_worker.DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S,
+        getattr(sdk_worker.SdkHarness.run, "_exits_fast", False),
     )
 
 
@@ -187,10 +188,50 @@ def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
             | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
         )
     seen = json.loads(out.read_text())
-    assert {tuple(row[1:]) for row in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S)}
+    assert {tuple(row[1:]) for row in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S, True)}
     assert BUNDLE_PROCESSOR_IDLE_S != 60
     assert all(pid != os.getpid() for pid, *_ in seen)
     assert not any(name in os.environ for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"))
+
+
+def _register_exit_marker(folder):
+    import atexit
+    import os
+
+    def mark(path=os.path.join(folder, f"exit-{os.getpid()}")):
+        with open(path, "w") as f:
+            f.write("ran")
+
+    atexit.register(mark)
+    yield os.getpid()
+
+
+def test_worker_processes_end_fast_but_run_their_exit_handlers(tmp_path):
+    """A worker process skips Python's heap teardown at exit, but what its DoFns registered to run at exit
+    still runs, in every worker, and the job succeeds (a worker that exits non-zero fails it)."""
+    from apache_beam.runners.worker import sdk_worker
+
+    from pipelines.local_worker import exit_without_heap_teardown
+    from pipelines.options import make_pipeline, pipeline_options
+
+    folder = str(tmp_path)
+    pids = tmp_path / "pids.json"
+    with make_pipeline(pipeline_options([], workers=2)) as p:
+        _ = (
+            p
+            | beam.Create(range(64))
+            | beam.Reshuffle()
+            | beam.FlatMap(lambda _: _register_exit_marker(folder))
+            | beam.combiners.ToList()
+            | beam.Map(lambda rows: pids.write_text(json.dumps(sorted(set(rows)))))
+        )
+    seen = json.loads(pids.read_text())
+    assert len(seen) == 2
+    assert sorted(p.name for p in tmp_path.glob("exit-*")) == sorted(f"exit-{pid}" for pid in seen)
+    assert all((tmp_path / f"exit-{pid}").read_text() == "ran" for pid in seen)
+    # the launcher, whose threads may host workers, is left alone
+    assert exit_without_heap_teardown() is False
+    assert not getattr(sdk_worker.SdkHarness.run, "_exits_fast", False)
 
 
 def test_malloc_arena_cap_leaves_a_users_setting_alone(monkeypatch):
