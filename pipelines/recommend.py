@@ -75,8 +75,7 @@ from transforms.recommend import (
     Recommendation,
     CooccurrenceCounts,
     ItemCounts,
-    NearestNeighboursFn,
-    TitleNeighboursFn,
+    SimilarItemsFn,
     DROP_REASONS,
     blend_lists,
     purchases_of_batch,
@@ -315,7 +314,7 @@ def add_recommend_steps(
     ``benchmarks/scale.py`` records their sizes at 1x, 3x and 10x the retail
     volume.
     """
-    from transforms.shards import FixedBatches, FixedBatchHandler, WriteSortedShards
+    from transforms.shards import FixedBatches, FixedBatchHandler, TaggedFixedBatches, WriteSortedShards
 
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
@@ -349,7 +348,10 @@ def add_recommend_steps(
     # counted once per basket (not once per item) and shared by popularity, co-occurrence and the item list
     item_counts = basket_items | "ItemCounts" >> ItemCounts()
     event_items = item_counts | "EventItems" >> beam.Keys()
-    title_lists = None
+    # similar items: cosine over the learned embeddings, in batches; a product the model does not know gets the
+    # known products with the closest titles. Both kinds of batch come from one shuffle, so the few title batches
+    # run beside the embedding batches, not in a stage of their own.
+    batches, side_inputs = {}, {}
     if catalog:
         titles = (
             p
@@ -359,17 +361,12 @@ def add_recommend_steps(
         )
         catalog_items = titles | "CatalogIds" >> beam.Keys()
         all_items = (catalog_items, event_items) | "AllItems" >> beam.Flatten()
-        # content fallback: a product the model does not know gets the known products with the closest titles
-        known_titles = titles | "KnownTitles" >> beam.Filter(lambda kv: kv[0] in vocab)
-        title_lists = (
-            titles
-            | "ColdTitles" >> beam.Filter(lambda kv: kv[0] not in vocab)
-            | "BatchCold" >> FixedBatches(2048)
-            | "TitleNeighbours" >> beam.ParDo(TitleNeighboursFn(k), known_titles=beam.pvalue.AsDict(known_titles))
-        )
+        side_inputs["known_titles"] = beam.pvalue.AsDict(titles | "KnownTitles" >> beam.Filter(lambda kv: kv[0] in vocab))
+        batches[SimilarItemsFn.TITLES] = titles | "ColdTitles" >> beam.Filter(lambda kv: kv[0] not in vocab)
     else:
         all_items = event_items
     items = all_items | "DistinctItems" >> beam.Distinct()
+    batches[SimilarItemsFn.EMBEDDINGS] = items | "KeyItems" >> beam.Map(lambda i: (i, None))
 
     popular = (
         item_counts
@@ -378,18 +375,15 @@ def add_recommend_steps(
         >> beam.Map(lambda top: tuple((i, c / (top[0][1] if top else 1)) for i, c in top))
     )
 
-    # similar items: cosine over the learned embeddings, in batches
     neighbours = (
-        items
-        | "KeyItems" >> beam.Map(lambda i: (i, None))
-        | "BatchItems" >> FixedBatches(1024)
-        | "BatchIds" >> beam.Map(lambda group: [i for i, _ in group])
+        batches
+        | "BatchItems" >> TaggedFixedBatches({SimilarItemsFn.EMBEDDINGS: 1024, SimilarItemsFn.TITLES: 2048})
         | "NearestNeighbours"
-        >> beam.ParDo(NearestNeighboursFn(functools.partial(load_item_embeddings, model_dir), k)).with_outputs(
-            "unknown", main="known"
+        >> beam.ParDo(SimilarItemsFn(functools.partial(load_item_embeddings, model_dir), k), **side_inputs).with_outputs(
+            "unknown", "title", main="known"
         )
     )
-    similar_in = (items, neighbours.known, popular) if title_lists is None else (items, neighbours.known, popular, title_lists)
+    similar_in = (items, neighbours.known, popular, neighbours.title) if catalog else (items, neighbours.known, popular)
     similar = similar_in | "SimilarFallback" >> ApplyFallback(k)
 
     # frequently bought together: learned single-item queries blended with cosine co-occurrence

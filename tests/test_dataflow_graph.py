@@ -55,7 +55,7 @@ ENRICH_LABELS = {
     "WriteEntities/WriteShards", "WriteEnrichedCatalog/WriteShards", "WriteNerDeadLetters/WriteShards",
 }
 RECOMMEND_LABELS = {
-    "ReadEvents", "Purchases", "GroupByTransaction", "MergeBasket", "ReadCatalog", "TitleNeighbours", "ItemCounts",
+    "ReadEvents", "Purchases", "GroupByTransaction", "MergeBasket", "ReadCatalog", "ColdTitles", "ItemCounts",
     "NearestNeighbours", "SimilarFallback", "ScoreItems", "Cooccurrence", "JoinFBT", "FBTFallback", "GroupByVisitor",
     "History", "ScoreVisitors", "ForYouFallback", "WriteSimilarItems/WriteShards",
     "WriteFrequentlyBoughtTogether/WriteShards", "WriteRecommendedForYou/WriteShards", "WriteDeadLetters/WriteShards",

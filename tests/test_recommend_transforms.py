@@ -21,6 +21,8 @@ from transforms.recommend import (
     Recommendation,
     blend_lists,
     popular_items,
+    SimilarItemsFn,
+    TitleIndex,
     title_neighbours,
     top_k_similar,
 )
@@ -214,6 +216,55 @@ def test_title_neighbours_for_cold_items():
     assert list(got) == ["new"]
     assert [i for i, _ in got["new"]] == ["a", "b"]  # two shared words beat one
     assert got["new"][0][1] > got["new"][1][1] > 0
+
+
+def test_title_index_fits_once_and_answers_like_title_neighbours():
+    known = {"a": "RED RETROSPOT BAG", "b": "BLUE MUG", "c": "WHITE HANGING HEART T-LIGHT HOLDER", "d": ""}
+    index = TitleIndex(known)
+    assert index.ids == ["a", "b", "c"]  # blank titles are not candidates
+    for queries in ({"new": "RED RETROSPOT MUG"}, {"x": "HEART HOLDER", "a": "RED BAG"}):
+        assert index.neighbours(queries, 2) == title_neighbours(queries, known, 2)
+    assert index.neighbours({"a": "RED RETROSPOT BAG"}, 2) == {}  # never the query item itself
+    assert TitleIndex({"a": "1 2 3"}).neighbours({"q": "1 2"}, 2) == {}  # no word in any candidate
+
+
+def test_similar_items_fn_answers_both_kinds_of_batch(local_runner):
+    ids = ("x", "y", "z")
+    emb = np.array([[1, 0], [0.8, 0.2], [0, 1]], np.float32)
+    known_titles = {"x": "RED MUG", "y": "BLUE MUG", "z": "GREEN BAG"}
+    batches = [
+        ("embeddings", (("x", None), ("new", None))),
+        ("embeddings", (("z", None),)),
+        ("titles", (("new", "RED MUG SET"), ("odd", "zzz qqq"))),
+        ("titles", (("newer", "GREEN BAG"),)),
+    ]
+    with TestPipeline(runner=local_runner) as p:
+        titles = p | "Titles" >> beam.Create(sorted(known_titles.items()))
+        out = (
+            p
+            | beam.Create(batches)
+            | beam.ParDo(SimilarItemsFn(lambda: (ids, emb), 1), known_titles=beam.pvalue.AsDict(titles)).with_outputs(
+                "unknown", "title", main="known"
+            )
+        )
+        assert_that(out.known | beam.Map(lambda kv: (kv[0], kv[1][0][0])), equal_to([("x", "y"), ("z", "y")]), label="known")
+        assert_that(out.unknown, equal_to(["new"]), label="unknown")
+        assert_that(out.title | beam.Map(lambda kv: (kv[0], kv[1][0][0])), equal_to([("new", "x"), ("newer", "z")]), label="title")
+
+
+def test_similar_items_fn_fits_the_title_index_once_per_side_input():
+    fn = SimilarItemsFn(lambda: (("x",), np.ones((1, 2), np.float32)), 2)
+    fn.setup()
+    known = {"a": "RED MUG", "b": "RED BAG"}
+    list(fn.process(("titles", (("q1", "RED"),)), known))
+    first = fn._titles
+    got = list(fn.process(("titles", (("q2", "MUG"),)), known))
+    assert fn._titles is first
+    assert [o.value for o in got] == [("q2", (("a", pytest.approx(got[0].value[1][0][1])),))]
+    list(fn.process(("titles", (("q3", "BAG"),)), {"c": "BAG"}))
+    assert fn._titles is not first and fn._titles.ids == ["c"]
+    with pytest.raises(ValueError, match="unknown batch tag"):
+        list(fn.process(("other", ()), known))
 
 
 def test_keyed_fallback_comes_before_popularity(local_runner):

@@ -13,11 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import SAMPLES
-from transforms.shards import WriteSortedShards, _row_json, shard_index, sorted_rows
+from transforms.errors import ConfigError
+from transforms.shards import FixedBatches, TaggedFixedBatches, WriteSortedShards, _row_json, shard_index, sorted_rows
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -46,6 +48,38 @@ def test_sorted_shards_split_by_count_and_sort_each_shard(tmp_path, local_runner
         assert {shard_index([k], 4) for k in keys} == {index}
         seen += keys
     assert sorted(seen) == [r["key"] for r in rows]
+
+
+def test_tagged_batches_are_each_inputs_fixed_batches_from_one_shuffle(local_runner):
+    """Every tag is cut into the batches FixedBatches would cut it into alone; one GroupByKey groups them all."""
+    big = [(f"item{i:03d}", i) for i in range(37)]
+    small = [(f"cold{i}", f"title {i}") for i in range(5)]
+    sizes = {"big": 8, "small": 2}
+
+    def same_batches(pairs):
+        pairs = list(pairs)
+        mismatched = [batch for batch, (got, alone) in pairs if (len(got), len(alone)) != (1, 1)]
+        items = sorted(key for (tag, batch), _ in pairs for key, _ in batch)
+        if mismatched or items != sorted(k for k, _ in big + small):
+            raise BeamAssertException(f"batches differ: {mismatched}, items {items}")
+        if any(len(batch) > sizes[tag] for (tag, batch), _ in pairs):
+            raise BeamAssertException("a batch over its size")
+
+    with TestPipeline(runner=local_runner) as p:
+        inputs = {"big": p | "Big" >> beam.Create(big[::-1]), "small": p | "Small" >> beam.Create(small)}
+        got = inputs | "Tagged" >> TaggedFixedBatches(sizes)
+        alone = [inputs[tag] | f"Alone{tag}" >> FixedBatches(size) | f"Tag{tag}" >> beam.Map(lambda b, t=tag: (t, b))
+                 for tag, size in sizes.items()]
+        both = {
+            "got": got | "KeyGot" >> beam.Map(lambda tb: (tb, None)),
+            "alone": alone | "FlattenAlone" >> beam.Flatten() | "KeyAlone" >> beam.Map(lambda tb: (tb, None)),
+        }
+        joined = both | beam.CoGroupByKey() | beam.Map(lambda kv: (kv[0], (list(kv[1]["got"]), list(kv[1]["alone"]))))
+        assert_that(joined, same_batches)
+    graph = {t.unique_name for t in p.to_runner_api().components.transforms.values()}
+    assert [name for name in graph if name.startswith("Tagged/") and name.endswith("GroupBatches")] == ["Tagged/GroupBatches"]
+    with pytest.raises(ConfigError, match="batch sizes"):
+        TaggedFixedBatches({"big": 0})
 
 
 @given(st.lists(st.fixed_dictionaries({

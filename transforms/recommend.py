@@ -22,7 +22,8 @@ Beam pieces:
   of the item index, so a basket of L items crosses the shuffle as a few
   int32 rows, never as L squared pairs;
 * :class:`NearestNeighboursFn`: a DoFn scoring batches of item rows
-  against the whole embedding matrix;
+  against the whole embedding matrix; :class:`SimilarItemsFn` does that and
+  the cold items' title lookup (:class:`TitleIndex`) in one step;
 * :class:`ApplyFallback`: keys with no usable list get the fallback list,
   flagged.
 
@@ -77,8 +78,9 @@ __all__ = [
     "ItemCounts",
     "NearestNeighboursFn",
     "ApplyFallback",
+    "SimilarItemsFn",
+    "TitleIndex",
     "title_neighbours",
-    "TitleNeighboursFn",
 ]
 
 # The Retail API's recommendation model types that the outputs correspond to.
@@ -767,6 +769,50 @@ class ApplyFallback(beam.PTransform):
         )
 
 
+class TitleIndex:
+    """The titles of candidate items as TF-IDF vectors, fitted once; :meth:`neighbours` ranks them for query titles.
+
+    The content-based fallback for a product no purchase has taught the
+    model about: a new "RED RETROSPOT MUG" gets the known mugs and
+    retrospot items. Words are runs of two or more letters, lower-cased;
+    term frequencies are sublinear.
+    """
+
+    def __init__(self, candidates: Mapping[str, str], *, min_score: float = 0.1):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.min_score = min_score
+        # sorted: a side input dict's order follows arrival order, and float sums follow the matrix order
+        self.ids = sorted(i for i, t in candidates.items() if t and t.strip())
+        self._vectorizer = TfidfVectorizer(lowercase=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", sublinear_tf=True)
+        try:
+            self._matrix = self._vectorizer.fit_transform([candidates[i] for i in self.ids]) if self.ids else None
+        except ValueError:  # no usable word in any candidate title
+            self._matrix = None
+
+    def neighbours(self, queries: Mapping[str, str], k: int) -> dict[str, tuple[tuple[str, float], ...]]:
+        """For each query item, the ``k`` candidates with the most similar title (TF-IDF cosine).
+
+        Scores below ``min_score`` are dropped, and so is the query item
+        itself; a query whose title shares no word with any candidate gets
+        no entry.
+        """
+        q_ids = sorted(i for i, t in queries.items() if t and t.strip())
+        if not q_ids or self._matrix is None:
+            return {}
+        sims = (self._vectorizer.transform([queries[i] for i in q_ids]) @ self._matrix.T).tocsr()
+        c_ids, out = self.ids, {}
+        for r, qid in enumerate(q_ids):
+            row = sims.getrow(r)
+            pairs = sorted(
+                ((c_ids[j], float(v)) for j, v in zip(row.indices, row.data) if v >= self.min_score and c_ids[j] != qid),
+                key=lambda kv: (-kv[1], kv[0]),
+            )[:k]
+            if pairs:
+                out[qid] = tuple(pairs)
+        return out
+
+
 def title_neighbours(
     queries: Mapping[str, str],
     candidates: Mapping[str, str],
@@ -774,52 +820,39 @@ def title_neighbours(
     *,
     min_score: float = 0.1,
 ) -> dict[str, tuple[tuple[str, float], ...]]:
-    """For each query item, the ``k`` candidate items with the most similar title (TF-IDF cosine).
-
-    The content-based fallback for a product no purchase has taught the
-    model about: a new "RED RETROSPOT MUG" gets the known mugs and
-    retrospot items. Scores below ``min_score`` are dropped; a query whose
-    title shares no word with any candidate gets no entry.
-    """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    # sorted: a side input dict's order follows arrival order, and float sums follow the matrix order
-    q_ids = sorted(i for i, t in queries.items() if t and t.strip())
-    c_ids = sorted(i for i, t in candidates.items() if t and t.strip())
-    if not q_ids or not c_ids:
-        return {}
-    vectorizer = TfidfVectorizer(lowercase=True, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", sublinear_tf=True)
-    try:
-        C = vectorizer.fit_transform([candidates[i] for i in c_ids])
-    except ValueError:  # no usable word in any candidate title
-        return {}
-    Q = vectorizer.transform([queries[i] for i in q_ids])
-    sims = (Q @ C.T).tocsr()
-    out = {}
-    for r, qid in enumerate(q_ids):
-        row = sims.getrow(r)
-        pairs = sorted(
-            ((c_ids[j], float(v)) for j, v in zip(row.indices, row.data) if v >= min_score and c_ids[j] != qid),
-            key=lambda kv: (-kv[1], kv[0]),
-        )[:k]
-        if pairs:
-            out[qid] = tuple(pairs)
-    return out
+    """For each query item, the ``k`` candidate items with the most similar title (:class:`TitleIndex`)."""
+    return TitleIndex(candidates, min_score=min_score).neighbours(queries, k)
 
 
-class TitleNeighboursFn(beam.DoFn):
-    """Batches of ``(item, title)`` of cold items -> ``(item, title-similar known items)``.
+class SimilarItemsFn(NearestNeighboursFn):
+    """Tagged batches of :class:`transforms.shards.TaggedFixedBatches` -> similar items, by embedding or by title.
 
-    The known items' titles arrive as a side input dict: one title per item
-    the model knows, so bounded by the model's vocabulary, not by events or
-    visitors. The TF-IDF
-    vocabulary is fitted on them inside :func:`title_neighbours` per batch,
-    so keep batches large (hundreds of items).
+    * ``("embeddings", ((item, _), ...))``: the items' nearest neighbours over
+      the embeddings (:class:`NearestNeighboursFn`), on the main output; items
+      the embeddings do not hold go to ``"unknown"``;
+    * ``("titles", ((item, title), ...))``: cold items' title-similar known
+      items (:class:`TitleIndex` over the ``known_titles`` side input, fitted
+      once per DoFn instance, and only by one that gets a titles batch), on
+      the ``"title"`` output.
+
+    The known items' titles are one per item the model knows: bounded by the
+    model's vocabulary, not by events or visitors.
     """
 
-    def __init__(self, k: int):
-        self.k = k
+    EMBEDDINGS, TITLES = "embeddings", "titles"
 
-    def process(self, batch, known_titles):
-        found = title_neighbours(dict(batch), known_titles, self.k)
-        yield from found.items()
+    def setup(self):
+        super().setup()
+        self._titles, self._titles_of = None, None
+
+    def process(self, element, known_titles=None):
+        tag, batch = element
+        if tag == self.EMBEDDINGS:
+            yield from super().process([item for item, _ in batch])
+        elif tag == self.TITLES:
+            if self._titles_of is not known_titles:  # the side input is one dict per window
+                self._titles, self._titles_of = TitleIndex(known_titles or {}), known_titles
+            for item, lst in self._titles.neighbours(dict(batch), self.k).items():
+                yield beam.pvalue.TaggedOutput("title", (item, lst))
+        else:
+            raise ValueError(f"unknown batch tag {tag!r}: expected {self.EMBEDDINGS!r} or {self.TITLES!r}")

@@ -38,7 +38,7 @@ import itertools
 import json
 import operator
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -50,6 +50,7 @@ __all__ = [
     "ROWS_PER_SHARD",
     "FixedBatchHandler",
     "FixedBatches",
+    "TaggedFixedBatches",
     "WriteSortedShards",
     "batch_group",
     "shard_index",
@@ -177,6 +178,17 @@ def batch_group(key, n_groups: int) -> int:
     return zlib.crc32(_key_text(key).encode("utf-8")) % n_groups
 
 
+def _batch_count(n: int, size: int) -> int:
+    return max(1, -(-n // size))
+
+
+def _cut_batches(values, size: int):
+    """A group's ``(key, example)`` values, sorted by key, in chunks of ``size``."""
+    ordered = sorted(values, key=lambda e: _key_text(e[0]))
+    for i in range(0, len(ordered), size):
+        yield tuple(ordered[i : i + size])
+
+
 class FixedBatches(beam.PTransform):
     """``(key, example)`` -> tuples of at most ``batch_size`` of them, the same tuples on every run.
 
@@ -199,21 +211,60 @@ class FixedBatches(beam.PTransform):
         def bucket(kv, n):
             return batch_group(kv[0], n), kv
 
-        def chunks(kv):
-            ordered = sorted(kv[1], key=lambda e: _key_text(e[0]))
-            for i in range(0, len(ordered), size):
-                yield tuple(ordered[i : i + size])
-
         n_groups = (
             keyed
             | "CountElements" >> beam.combiners.Count.Globally()
-            | "GroupCount" >> beam.Map(lambda n: max(1, -(-n // size)))
+            | "GroupCount" >> beam.Map(_batch_count, size)
         )
         return (
             keyed
             | "AssignBatch" >> beam.Map(bucket, n=beam.pvalue.AsSingleton(n_groups))
             | "GroupBatches" >> beam.GroupByKey()
-            | "CutBatches" >> beam.FlatMap(chunks)
+            | "CutBatches" >> beam.FlatMap(lambda kv: _cut_batches(kv[1], size))
+        )
+
+
+class TaggedFixedBatches(beam.PTransform):
+    """``{tag: (key, example) PCollection}`` -> ``(tag, batch)``: :class:`FixedBatches` of several inputs, in one shuffle.
+
+    Each input is cut into the batches ``FixedBatches(sizes[tag])`` would
+    cut it into alone, but all are grouped by one ``GroupByKey``, so the
+    step after it gets every input's batches in one stage. Where a runner
+    runs a job stage after stage (the local ``FnApiRunner``), a small input's
+    few batches (a cold-start lookup, say) then run on one worker while the
+    others work through a large input's batches, instead of in a stage of
+    their own with the other workers idle.
+    """
+
+    def __init__(self, sizes: Mapping[str, int]):
+        super().__init__()
+        if not sizes or any(size < 1 for size in sizes.values()):
+            raise ConfigError(f"batch sizes must be >= 1, one per tag, got {dict(sizes)}")
+        self.sizes = dict(sizes)
+
+    def expand(self, inputs):
+        sizes = self.sizes
+        if set(inputs) - set(sizes):
+            raise ConfigError(f"no batch size for {sorted(set(inputs) - set(sizes))}")
+
+        def bucket(kv, n, tag):
+            return (tag, batch_group(kv[0], n[tag])), kv
+
+        tags = [pcoll | f"Tag{tag.title()}" >> beam.Map(lambda _, t=tag: t) for tag, pcoll in sorted(inputs.items())]
+        n_groups = beam.pvalue.AsDict(
+            tags
+            | "FlattenTags" >> beam.Flatten()
+            | "CountPerTag" >> beam.combiners.Count.PerElement()
+            | "GroupCounts" >> beam.Map(lambda kv: (kv[0], _batch_count(kv[1], sizes[kv[0]])))
+        )
+        keyed = [
+            pcoll | f"AssignBatch{tag.title()}" >> beam.Map(bucket, n=n_groups, tag=tag) for tag, pcoll in sorted(inputs.items())
+        ]
+        return (
+            keyed
+            | "FlattenBatches" >> beam.Flatten()
+            | "GroupBatches" >> beam.GroupByKey()
+            | "CutBatches" >> beam.FlatMap(lambda kv: ((kv[0][0], batch) for batch in _cut_batches(kv[1], sizes[kv[0][0]])))
         )
 
 
