@@ -361,7 +361,8 @@ def add_recommend_steps(
         )
         catalog_items = titles | "CatalogIds" >> beam.Keys()
         all_items = (catalog_items, event_items) | "AllItems" >> beam.Flatten()
-        side_inputs["known_titles"] = beam.pvalue.AsDict(titles | "KnownTitles" >> beam.Filter(lambda kv: kv[0] in vocab))
+        # an iterable, read only by a worker that gets a batch of cold titles (a dict would be built by every worker)
+        side_inputs["known_titles"] = beam.pvalue.AsIter(titles | "KnownTitles" >> beam.Filter(lambda kv: kv[0] in vocab))
         batches[SimilarItemsFn.TITLES] = titles | "ColdTitles" >> beam.Filter(lambda kv: kv[0] not in vocab)
     else:
         all_items = event_items

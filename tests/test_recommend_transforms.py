@@ -243,7 +243,7 @@ def test_similar_items_fn_answers_both_kinds_of_batch(local_runner):
         out = (
             p
             | beam.Create(batches)
-            | beam.ParDo(SimilarItemsFn(lambda: (ids, emb), 1), known_titles=beam.pvalue.AsDict(titles)).with_outputs(
+            | beam.ParDo(SimilarItemsFn(lambda: (ids, emb), 1), known_titles=beam.pvalue.AsIter(titles)).with_outputs(
                 "unknown", "title", main="known"
             )
         )

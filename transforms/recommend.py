@@ -831,9 +831,10 @@ class SimilarItemsFn(NearestNeighboursFn):
       the embeddings (:class:`NearestNeighboursFn`), on the main output; items
       the embeddings do not hold go to ``"unknown"``;
     * ``("titles", ((item, title), ...))``: cold items' title-similar known
-      items (:class:`TitleIndex` over the ``known_titles`` side input, fitted
-      once per DoFn instance, and only by one that gets a titles batch), on
-      the ``"title"`` output.
+      items (:class:`TitleIndex` over the ``known_titles`` side input of
+      ``(item, title)`` pairs, an iterable or a dict, read and fitted once
+      per DoFn instance, and only by one that gets a titles batch), on the
+      ``"title"`` output.
 
     The known items' titles are one per item the model knows: bounded by the
     model's vocabulary, not by events or visitors.
@@ -850,8 +851,9 @@ class SimilarItemsFn(NearestNeighboursFn):
         if tag == self.EMBEDDINGS:
             yield from super().process([item for item, _ in batch])
         elif tag == self.TITLES:
-            if self._titles_of is not known_titles:  # the side input is one dict per window
-                self._titles, self._titles_of = TitleIndex(known_titles or {}), known_titles
+            if self._titles_of is not known_titles:  # the side input is one object per window
+                pairs = known_titles.items() if isinstance(known_titles, Mapping) else (known_titles or ())
+                self._titles, self._titles_of = TitleIndex(dict(pairs)), known_titles
             for item, lst in self._titles.neighbours(dict(batch), self.k).items():
                 yield beam.pvalue.TaggedOutput("title", (item, lst))
         else:
