@@ -26,16 +26,31 @@ the runner stops its workers one after the other at the end of a job, and
 each spent 0.5-0.8 s freeing its objects one by one first. Recommend at
 10x with two workers: stopping both took 1.2 and 1.4 s of 38 s runs, and
 0.2 s without that clean-up.
+
+And once a worker process has dropped an idle stage's bundle processor, it
+gives the memory that glibc's malloc keeps free back to the system
+(``malloc_trim(0)``, :func:`trim_after_dropping_processors`): what a
+stage's DoFns and buffers freed stays in the process otherwise, and the
+next stage seldom reuses all of it. Recommend at 10x with two workers, two
+alternating runs each: the largest worker peaked at 727 / 706 MiB without
+it and 670 / 655 MiB with it, in 39.1 / 39.8 and 38.0 / 42.1 s.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import sys
 
-__all__ = ["BUNDLE_PROCESSOR_IDLE_S", "exit_without_heap_teardown", "release_idle_bundle_processors"]
+__all__ = [
+    "BUNDLE_PROCESSOR_IDLE_S",
+    "exit_without_heap_teardown",
+    "glibc",
+    "release_idle_bundle_processors",
+    "trim_after_dropping_processors",
+]
 
 # The module a local worker process runs as __main__.
 WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
@@ -54,6 +69,19 @@ def release_idle_bundle_processors(seconds: float = BUNDLE_PROCESSOR_IDLE_S) -> 
     from apache_beam.runners.worker import sdk_worker
 
     sdk_worker.DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S = seconds
+
+
+@functools.cache
+def glibc():
+    """This process's C library when it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if all(hasattr(libc, name) for name in ("mallopt", "malloc_trim")) else None
 
 
 def _is_worker_process() -> bool:
@@ -99,5 +127,40 @@ def exit_without_heap_teardown() -> bool:
     return True
 
 
+def _shutdown_then_trim(shutdown, trim):
+    """``shutdown`` (Beam's: drop a stage's cached bundle processors), then ``trim()`` when it dropped any."""
+
+    def shutdown_then_trim(cached_bundle_processors):
+        dropped = bool(cached_bundle_processors)
+        shutdown(cached_bundle_processors)
+        if dropped:
+            trim()
+
+    shutdown_then_trim._trims = True
+    return shutdown_then_trim
+
+
+def trim_after_dropping_processors() -> bool:
+    """In a local worker process with glibc: each time the worker drops a stage's bundle processors, it
+    returns the memory malloc keeps free to the system (``malloc_trim(0)``).
+
+    Beam drops them from its clean-up thread (:func:`release_idle_bundle_processors`),
+    between stages, so the trim never runs inside a bundle. Returns whether
+    it applies here: only in a worker process (as
+    :func:`exit_without_heap_teardown`), only with glibc.
+    """
+    libc = glibc()
+    if libc is None or not _is_worker_process():
+        return False
+    from apache_beam.runners.worker import sdk_worker
+
+    cache = sdk_worker.BundleProcessorCache
+    shutdown = cache._shutdown_cached_bundle_processors
+    if not getattr(shutdown, "_trims", False):
+        cache._shutdown_cached_bundle_processors = staticmethod(_shutdown_then_trim(shutdown, lambda: libc.malloc_trim(0)))
+    return True
+
+
 release_idle_bundle_processors()
 exit_without_heap_teardown()
+trim_after_dropping_processors()

@@ -132,18 +132,13 @@ def _limit_malloc_arenas() -> bool:
     Not where the user set ``MALLOC_ARENA_MAX``, nor where the C library is
     not glibc. Returns whether the cap was set.
     """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    import ctypes
-    import ctypes.util
+    from pipelines.local_worker import glibc
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = glibc()
+    if "MALLOC_ARENA_MAX" in os.environ or libc is None:
         return False
     m_arena_max = -8  # glibc's malloc.h
-    return bool(mallopt(m_arena_max, MALLOC_ARENAS))
+    return bool(libc.mallopt(m_arena_max, MALLOC_ARENAS))
 
 
 # Imported by each local worker process before its harness starts (Beam's ``beam_plugins``).

@@ -196,6 +196,7 @@ def _worker_env(_):
         os.environ.get("MALLOC_ARENA_MAX"),
         sdk_worker.DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S,
         getattr(sdk_worker.SdkHarness.run, "_exits_fast", False),
+        getattr(sdk_worker.BundleProcessorCache._shutdown_cached_bundle_processors, "_trims", False),
     )
 
 
@@ -222,7 +223,7 @@ def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
             | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
         )
     seen = json.loads(out.read_text())
-    assert {tuple(row[1:]) for row in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S, True)}
+    assert {tuple(row[1:]) for row in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S, True, True)}
     assert BUNDLE_PROCESSOR_IDLE_S != 60
     assert all(pid != os.getpid() for pid, *_ in seen)
     assert not any(name in os.environ for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"))
@@ -266,6 +267,30 @@ def test_worker_processes_end_fast_but_run_their_exit_handlers(tmp_path):
     # the launcher, whose threads may host workers, is left alone
     assert exit_without_heap_teardown() is False
     assert not getattr(sdk_worker.SdkHarness.run, "_exits_fast", False)
+
+
+def test_dropping_a_stages_processors_then_trims_malloc():
+    """The worker's trim runs after Beam has shut the dropped processors down, and only when it dropped some."""
+    from apache_beam.runners.worker import sdk_worker
+
+    from pipelines.local_worker import _shutdown_then_trim, glibc, trim_after_dropping_processors
+
+    events = []
+
+    class Processor:
+        def shutdown(self):
+            events.append("shutdown")
+
+    wrapped = _shutdown_then_trim(sdk_worker.BundleProcessorCache._shutdown_cached_bundle_processors, lambda: events.append("trim"))
+    cached = [Processor(), Processor()]
+    wrapped(cached)
+    assert events == ["shutdown", "shutdown", "trim"] and cached == []
+    wrapped([])
+    assert events == ["shutdown", "shutdown", "trim"]  # nothing dropped, nothing to trim
+    assert glibc() is not None and glibc().malloc_trim(0) in (0, 1)  # glibc here
+    # the launcher, whose threads may host workers, keeps Beam's own
+    assert trim_after_dropping_processors() is False
+    assert not getattr(sdk_worker.BundleProcessorCache._shutdown_cached_bundle_processors, "_trims", False)
 
 
 def test_malloc_arena_cap_leaves_a_users_setting_alone(monkeypatch):
