@@ -144,10 +144,12 @@ def trim_after_dropping_processors() -> bool:
     """In a local worker process with glibc: each time the worker drops a stage's bundle processors, it
     returns the memory malloc keeps free to the system (``malloc_trim(0)``).
 
-    Beam drops them from its clean-up thread (:func:`release_idle_bundle_processors`),
-    between stages, so the trim never runs inside a bundle. Returns whether
-    it applies here: only in a worker process (as
-    :func:`exit_without_heap_teardown`), only with glibc.
+    Beam drops them from its clean-up thread, which wakes every
+    :data:`BUNDLE_PROCESSOR_IDLE_S` seconds (:func:`release_idle_bundle_processors`);
+    the trim runs there too, beside whatever bundle the worker is running,
+    and once more when the harness shuts down. Returns whether it applies
+    here: only in a worker process (as :func:`exit_without_heap_teardown`),
+    only with glibc.
     """
     libc = glibc()
     if libc is None or not _is_worker_process():
