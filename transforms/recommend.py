@@ -852,8 +852,7 @@ class SimilarItemsFn(NearestNeighboursFn):
             yield from super().process([item for item, _ in batch])
         elif tag == self.TITLES:
             if self._titles_of is not known_titles:  # the side input is one object per window
-                pairs = known_titles.items() if isinstance(known_titles, Mapping) else (known_titles or ())
-                self._titles, self._titles_of = TitleIndex(dict(pairs)), known_titles
+                self._titles, self._titles_of = TitleIndex(dict(known_titles or ())), known_titles
             for item, lst in self._titles.neighbours(dict(batch), self.k).items():
                 yield beam.pvalue.TaggedOutput("title", (item, lst))
         else:
