@@ -33,6 +33,14 @@ from ``--workers 2``); ``speedup_2_vs_1_processes`` compares ``2`` with
   (``--engine auto``; ``--engine saved_model`` measures the FP32
   SavedModel through TensorFlow instead). Rows: purchase events.
 
+``--threads-per-worker T`` gives every configuration's worker(s), the
+in-process one included, ``T`` threads for BLAS, OpenMP and TensorFlow /
+LiteRT (:data:`pipelines.options.THREAD_ENV`), as the enrich figures always
+give onnxruntime one: a comparison of worker counts rather than of one
+worker with all the cores' threads against several with fewer (the default,
+as aisle runs: one worker takes every core, two take half each). Figures go
+under ``<job>_threads<T>``.
+
 It also records, per volume, the sizes of recommend's side inputs (item
 counts, known titles) next to the number of events and visitors, and
 whether the outputs of every worker configuration are byte-identical.
@@ -204,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="auto", choices=["auto", "saved_model", "tflite"],
                         help="recommend's engine: auto serves the INT8 TFLite model through LiteRT (figures for "
                              "saved_model go under recommend_saved_model)")
+    parser.add_argument("--threads-per-worker", type=int, default=None,
+                        help="threads per worker for BLAS, OpenMP and TensorFlow/LiteRT in every configuration, the "
+                             "in-process one included (default: as aisle runs, cores / workers)")
     parser.add_argument("--json", help="write the figures here (merged into an existing file per job and volume)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -226,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(pathlib.Path(args.json).read_text())
     report.update({"data": args.data, "machine": cpu_info(), "cpu_count": os.cpu_count(), "repeats": args.repeats})
     report.setdefault("jobs", {})
+    child_env = None
+    if args.threads_per_worker:
+        from pipelines.options import THREAD_ENV
+
+        child_env = os.environ | {name: str(args.threads_per_worker) for name in THREAD_ENV}
     tmp = tempfile.mkdtemp(prefix="aisle-bench-scale-")
     try:
         ner_model, ner_kind = args.ner_model, "given"
@@ -256,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     entry["model"] = {"kind": "untrained (the weights change the job's cost only through ties at the k-th score: "
                                                "nearly every row of an untrained INT8 model has them)", **model_info}
                     entry["engine"] = args.engine
+                entry["threads_per_worker"] = args.threads_per_worker or "cores / workers"
                 digests = {}
                 by_workers: dict[str, list] = {w: [] for w in workers}
                 for r in range(args.repeats):  # configurations alternate, so a slow spell of the machine hits them all
@@ -265,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                             cmd = _child_cmd("enrich", os.path.join(ingest_dir, "products"), out, w, ner_model)
                         else:
                             cmd = _child_cmd("recommend", ingest_dir, out, w, model_dir, args.engine)
-                        m = run_measured(cmd)
+                        m = run_measured(cmd, env=child_env)
                         by_workers[w].append(m)
                         digests.setdefault(w, _digest(out))
                         shutil.rmtree(out, ignore_errors=True)
@@ -296,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["outputs_identical_across_workers"] = len(set(digests.values())) == 1
                 entry["load_average_after"] = _load_average()
                 key = job + ("_saved_model" if job == "recommend" and args.engine == "saved_model" else "")
-                report["jobs"].setdefault(key + ("_same_catalog" if args.same_catalog else ""), {})[f"{n}x"] = entry
+                key += ("_same_catalog" if args.same_catalog else "") + (f"_threads{args.threads_per_worker}" if args.threads_per_worker else "")
+                report["jobs"].setdefault(key, {})[f"{n}x"] = entry
                 _save(report, args.json)  # partial figures survive a later failure
             shutil.rmtree(ingest_dir, ignore_errors=True)
         growth(report)

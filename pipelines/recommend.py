@@ -78,9 +78,11 @@ from transforms.recommend import (
     SimilarItemsFn,
     DROP_REASONS,
     blend_lists,
+    pack_items,
     purchases_of_batch,
     recommendation_row,
     retail_prediction,
+    unpack_items,
 )
 from transforms.shards import ROWS_PER_SHARD
 
@@ -175,7 +177,7 @@ def _purchases(batch):
     """
     purchases, counts = purchases_of_batch(batch)
     for basket_id, visitor, t, items in purchases:
-        yield basket_id, (visitor, t, items)
+        yield basket_id, (visitor, t, pack_items(items))  # one string for the shuffle, not one per item
     yield beam.pvalue.TaggedOutput("counts", dict(counts))
 
 
@@ -193,7 +195,7 @@ def event_accounting(counts: Mapping[str, int]) -> dict:
 
 def _merge_basket(kv):
     """Events of one transaction id -> (visitor, time_us, items)."""
-    _, parts = kv
+    parts = [(v, t, tuple(unpack_items(its))) for v, t, its in kv[1]]
     # grouped values arrive in any order: sort them so the basket is the same on every run
     parts = sorted(parts, key=lambda p: (p[1] is None, p[1] if p[1] is not None else 0, p[2], p[0] or ""))
     items: dict[str, None] = {}
@@ -206,7 +208,8 @@ def _merge_basket(kv):
 
 def _history(kv, vocab, max_items: int):
     """(visitor, [(time_us, items)]) -> (visitor, query rows), most recent purchases last, each item once."""
-    visitor, purchases = kv
+    visitor = kv[0]
+    purchases = [(t, tuple(unpack_items(items))) for t, items in kv[1]]
     # ties in time broken by the items, so the history is the same whatever order the purchases arrive in
     ordered = sorted(purchases, key=lambda p: (p[0] if p[0] is not None else float("-inf"), p[1]))
     last: dict[int, None] = {}
@@ -407,7 +410,7 @@ def add_recommend_steps(
     # recommended for you: visitor history -> model
     visitors_hist = (
         baskets
-        | "VisitorPurchases" >> beam.FlatMap(lambda b: [(b[0], (b[1], b[2]))] if b[0] else [])
+        | "VisitorPurchases" >> beam.FlatMap(lambda b: [(b[0], (b[1], pack_items(b[2])))] if b[0] else [])
         | "GroupByVisitor" >> beam.GroupByKey()
         | "History" >> beam.Map(_history, vocab, max_history)
     )

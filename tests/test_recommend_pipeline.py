@@ -223,3 +223,17 @@ def test_bad_options_are_config_errors(toy, tmp_path):
     with pytest.raises(ConfigError, match="fbt_alpha"):
         add_recommend_steps(beam.Pipeline(), events=str(root / "events"), catalog=None, model_dir=str(root / "model"),
                             out_dir=str(tmp_path), fbt_alpha=2.0)
+
+
+def test_a_transaction_split_over_events_merges_into_one_basket_whatever_its_ids():
+    from pipelines.recommend import _history, _merge_basket
+    from transforms.recommend import pack_items
+
+    # one event's ids pack into a string, the other's (one holds the separator) stay a tuple
+    parts = [("v1", 5, pack_items(("22423", "85123A"))), ("v1", 3, pack_items(("C\x1fD", "22423")))]
+    assert _merge_basket(("t1", parts)) == ("v1", 3, ("C\x1fD", "22423", "85123A"))
+    assert _merge_basket(("t1", parts[::-1])) == ("v1", 3, ("C\x1fD", "22423", "85123A"))
+
+    vocab = ItemVocab.build([("22423", "85123A", "84029G")])
+    history = [(5, pack_items(("84029G",))), (3, pack_items(("85123A", "22423")))]
+    assert _history(("v1", history), vocab, 48) == ("v1", tuple(vocab.encode(["85123A", "22423", "84029G"])))

@@ -7,6 +7,8 @@ import math
 import apache_beam as beam
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -16,6 +18,7 @@ from transforms.errors import ConfigError
 from transforms.recommend import (
     ApplyFallback,
     CooccurrenceCounts,
+    ITEM_SEP,
     ItemCounts,
     NearestNeighboursFn,
     Recommendation,
@@ -24,7 +27,9 @@ from transforms.recommend import (
     SimilarItemsFn,
     TitleIndex,
     title_neighbours,
+    pack_items,
     top_k_similar,
+    unpack_items,
 )
 from transforms.recommend_vocab import ItemVocab
 
@@ -326,4 +331,34 @@ def test_cooccurrence_shards_and_groups_do_not_change_the_lists(local_runner, no
     assert len(expected) > 10
     with TestPipeline(runner=local_runner) as p:
         out = p | beam.Create(baskets) | CooccurrenceCounts(4, normalize=normalize, min_count=min_count, items_per_shard=3, baskets_per_group=7)
+        assert_that(out, equal_to(expected))
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from("ab1\x1f \u00e9"), max_size=4), max_size=6))
+@example(["22423", "85123A"])
+@example(["a\x1fb", "c"])
+@example([""])
+def test_packed_items_unpack_to_the_same_ids(items):
+    packed = pack_items(items)
+    assert list(unpack_items(packed)) == items
+    # one string whenever that is unambiguous: no empty id and no id holding the separator
+    assert isinstance(packed, str) == (bool(items) and all(items) and not any(ITEM_SEP in i for i in items))
+
+
+def test_cooccurrence_of_ids_that_hold_the_separator_equals_the_by_hand_lists(local_runner):
+    # baskets with such ids cross the shuffle as tuples, the others as joined strings (pack_items)
+    rename = {"a": "a\x1fx", "b": "b", "c": "c\x1f", "d": "d"}
+    back = {v: k for k, v in rename.items()}
+    expected = [
+        ("a", (("b", round(2 / 3, 4)), ("c", round(1 / math.sqrt(6), 4)))),
+        ("b", (("c", round(2 / math.sqrt(6), 4)), ("a", round(2 / 3, 4)))),
+        ("c", (("b", round(2 / math.sqrt(6), 4)), ("a", round(1 / math.sqrt(6), 4)))),
+    ]
+    with TestPipeline(runner=local_runner) as p:
+        out = (
+            p
+            | beam.Create([tuple(rename[i] for i in b) for b in TOY])
+            | CooccurrenceCounts(2, normalize="cosine")
+            | beam.Map(lambda kv: _rounded([(back[kv[0]], tuple((back[i], s) for i, s in kv[1]))])[0])
+        )
         assert_that(out, equal_to(expected))
