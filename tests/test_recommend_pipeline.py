@@ -237,3 +237,26 @@ def test_a_transaction_split_over_events_merges_into_one_basket_whatever_its_ids
     vocab = ItemVocab.build([("22423", "85123A", "84029G")])
     history = [(5, pack_items(("84029G",))), (3, pack_items(("85123A", "22423")))]
     assert _history(("v1", history), vocab, 48) == ("v1", tuple(vocab.encode(["85123A", "22423", "84029G"])))
+
+
+@pytest.mark.parametrize("engine", ["saved_model", "tflite"])
+def test_queries_scored_in_blocks_get_the_lists_of_one_call(toy, engine):
+    from transforms.inference.recommend import SavedModelQueryHandler, TFLiteQueryHandler
+
+    root, _, _, vocab = toy
+    if engine == "tflite":
+        make = lambda **kw: TFLiteQueryHandler(str(root / "model" / "model_int8.tflite"), top_k=5, **kw)  # noqa: E731
+    else:
+        make = lambda **kw: SavedModelQueryHandler(str(root / "model" / "saved_model"), top_k=5, **kw)  # noqa: E731
+    whole = make()
+    model = whole.load_model()
+    assert model.n_items == len(vocab)
+    queries = [tuple(vocab.encode(ids)) for ids in (vocab.ids[:3], vocab.ids[3:4], (), vocab.ids[5:9], vocab.ids[-2:])] * 3
+    # room for the scores of 4 queries: 15 queries in 4 blocks of 4 (the last one padded), not 4 + 4 + 4 + 3
+    blocked = make(max_block_scores=4 * len(vocab))
+    assert whole.block_rows(model, len(queries)) == len(queries) and blocked.block_rows(model, len(queries)) == 4
+    assert blocked.block_rows(model, 9) == 3  # 9 queries: 3 blocks of 3 rather than 4 + 4 + 1
+    expected = [(list(map(int, p.inference[0])), p.inference[1].tolist()) for p in whole.run_inference(queries, model)]
+    got = [(list(map(int, p.inference[0])), p.inference[1].tolist()) for p in blocked.run_inference(queries, blocked.load_model())]
+    assert got == expected
+    assert all(len(rows) == 5 for rows, _ in expected)

@@ -39,7 +39,7 @@ from typing import Any, Optional
 import numpy as np
 
 from transforms.beam_ml import ModelHandler, PredictionResult
-from transforms.errors import ModelLoadError
+from transforms.errors import ConfigError, ModelLoadError
 from transforms.inference import read_model_bytes, thread_budget
 from transforms.recommend_vocab import encode_queries
 
@@ -77,11 +77,15 @@ class QueryModel:
     scores for one batch of 256 over 37,200 items are 38 MB, and copying
     them out of the interpreter took longer than the model itself (41 ms
     against 25 ms, measured).
+
+    ``n_items`` is the number of items it scores (a score per item and
+    query), where the model declares it (None otherwise).
     """
 
-    def __init__(self, predict, max_query_items: int, name: str, *, scores_view=None):
+    def __init__(self, predict, max_query_items: int, name: str, *, scores_view=None, n_items: int | None = None):
         self.predict, self.max_query_items, self.name = predict, max_query_items, name
         self.scores_view = scores_view or predict
+        self.n_items = n_items
 
 
 def top_k_excluding(
@@ -253,7 +257,8 @@ def load_tflite_predict(model_content: bytes, *, num_threads: int = 2, source: s
     def predict(ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return np.array(scores_view(ids, weights), np.float32, copy=True)
 
-    return QueryModel(predict, int(by_role["ids"]["shape"][1]), "tflite", scores_view=scores_view)
+    n_items = int(out["shape"][-1]) if len(out["shape"]) == 2 and out["shape"][-1] > 0 else None
+    return QueryModel(predict, int(by_role["ids"]["shape"][1]), "tflite", scores_view=scores_view, n_items=n_items)
 
 
 def load_saved_model_predict(path: str) -> QueryModel:
@@ -281,7 +286,9 @@ def load_saved_model_predict(path: str) -> QueryModel:
         result = fn(ids=tf.constant(ids, tf.int32), weights=tf.constant(weights, tf.float32))
         return result[out_name].numpy()
 
-    model = QueryModel(predict, int(spec["ids"].shape[1]), "saved_model")
+    out_shape = fn.structured_outputs[out_name].shape
+    n_items = int(out_shape[-1]) if out_shape.rank == 2 and out_shape[-1] is not None else None
+    model = QueryModel(predict, int(spec["ids"].shape[1]), "saved_model", n_items=n_items)
     model._keep_alive = loaded  # the signature holds weak references to the loaded object
     return model
 
@@ -297,8 +304,12 @@ class _QueryHandler(ModelHandler[Sequence[int], tuple[np.ndarray, np.ndarray], Q
         max_batch_size: int = 256,
         max_batch_duration_secs: Optional[int] = None,
         share_across_processes: bool = False,
+        max_block_scores: int = 1 << 22,
     ):
         super().__init__()
+        if max_block_scores < 1:
+            raise ConfigError(f"max_block_scores must be >= 1, got {max_block_scores}")
+        self.max_block_scores = max_block_scores
         self.model_uri = model_uri
         self.top_k = top_k
         self.exclude_query_items = exclude_query_items
@@ -314,12 +325,32 @@ class _QueryHandler(ModelHandler[Sequence[int], tuple[np.ndarray, np.ndarray], Q
         inference_args: Optional[dict[str, Any]] = None,
     ) -> Iterable[PredictionResult]:
         queries = [tuple(int(r) for r in q) for q in batch]
-        ids, w = encode_queries(queries, model.max_query_items)
-        scores = model.scores_view(ids, w)
         excluded = queries if self.exclude_query_items else [()] * len(queries)
-        top = top_k_excluding(scores, excluded, self.top_k, overwrite=True)  # the scores are this call's to spend
-        del scores  # the interpreter refuses to run again while a view of its buffer lives
+        rows = self.block_rows(model, len(queries))
+        top: list[tuple[np.ndarray, np.ndarray]] = []
+        for start in range(0, len(queries), rows):
+            block = queries[start : start + rows]
+            # a short last block is padded to the others' shape: the interpreter is not resized for it
+            ids, w = encode_queries(block + [()] * (rows - len(block)) if len(queries) > rows else block, model.max_query_items)
+            scores = model.scores_view(ids, w)[: len(block)]
+            top += top_k_excluding(scores, excluded[start : start + rows], self.top_k, overwrite=True)  # this call's to spend
+            del scores  # the interpreter refuses to run again while a view of its buffer lives
         return [PredictionResult(q, t, model_id=self.model_uri) for q, t in zip(batch, top)]
+
+    def block_rows(self, model: QueryModel, n_queries: int) -> int:
+        """Queries scored per model call: all of them, unless their scores would pass ``max_block_scores``.
+
+        A block's scores (``rows x n_items`` floats, in the runtime's output
+        buffer and in its top-k) are what a worker holds for a batch, so a
+        larger catalog means shorter blocks, not more memory: at the default
+        16 MiB and 37,200 items, a batch of 256 queries is scored in 3 blocks of 86
+        instead of one (38 MB).
+        The rows of a batch are scored independently, so the results do not
+        depend on the block.
+        """
+        most = max(1, self.max_block_scores // model.n_items) if model.n_items else n_queries
+        blocks = -(-n_queries // most) if n_queries else 1
+        return max(1, -(-n_queries // blocks))  # blocks of even size: 256 queries in 3 blocks of 86, not 112 + 112 + 32
 
     def get_num_bytes(self, batch: Sequence[Sequence[int]]) -> int:
         return sum(4 * len(q) for q in batch)
