@@ -252,7 +252,7 @@ def test_queries_scored_in_blocks_get_the_lists_of_one_call(toy, engine):
     model = whole.load_model()
     assert model.n_items == len(vocab)
     queries = [tuple(vocab.encode(ids)) for ids in (vocab.ids[:3], vocab.ids[3:4], (), vocab.ids[5:9], vocab.ids[-2:])] * 3
-    # room for the scores of 4 queries: 15 queries in 4 blocks of 4 (the last one padded), not 4 + 4 + 4 + 3
+    # room for the scores of 4 queries: 15 queries in 4 blocks of 4 rows, the last one 3 queries and a padding row
     blocked = make(max_block_scores=4 * len(vocab))
     assert whole.block_rows(model, len(queries)) == len(queries) and blocked.block_rows(model, len(queries)) == 4
     assert blocked.block_rows(model, 9) == 3  # 9 queries: 3 blocks of 3 rather than 4 + 4 + 1

@@ -35,6 +35,12 @@ from transforms.recommend_vocab import ItemVocab
 
 # item counts a:3 b:3 c:2 d:1; pair counts ab:2 ac:1 bc:2
 TOY = [("a", "b", "c"), ("a", "b"), ("c", "b", "b"), ("a",), ("d",)]
+# TOY's two best co-occurring items by cosine, worked out by hand (count / sqrt(n_item * n_other))
+TOY_COSINE_TOP2 = [
+    ("a", (("b", round(2 / 3, 4)), ("c", round(1 / math.sqrt(6), 4)))),
+    ("b", (("c", round(2 / math.sqrt(6), 4)), ("a", round(2 / 3, 4)))),
+    ("c", (("b", round(2 / math.sqrt(6), 4)), ("a", round(1 / math.sqrt(6), 4)))),
+]
 
 
 def _rounded(rows):
@@ -65,11 +71,7 @@ def test_item_counts_keep_windows_apart(local_runner):
 
 
 def test_cooccurrence_cosine_by_hand(local_runner):
-    expected = [
-        ("a", (("b", round(2 / 3, 4)), ("c", round(1 / math.sqrt(6), 4)))),
-        ("b", (("c", round(2 / math.sqrt(6), 4)), ("a", round(2 / 3, 4)))),
-        ("c", (("b", round(2 / math.sqrt(6), 4)), ("a", round(1 / math.sqrt(6), 4)))),
-    ]
+    expected = TOY_COSINE_TOP2
     with TestPipeline(runner=local_runner) as p:
         out = p | beam.Create(TOY) | CooccurrenceCounts(2, normalize="cosine") | beam.Map(lambda kv: _rounded([kv])[0])
         assert_that(out, equal_to(expected))
@@ -349,11 +351,7 @@ def test_cooccurrence_of_ids_that_hold_the_separator_equals_the_by_hand_lists(lo
     # baskets with such ids cross the shuffle as tuples, the others as joined strings (pack_items)
     rename = {"a": "a\x1fx", "b": "b", "c": "c\x1f", "d": "d"}
     back = {v: k for k, v in rename.items()}
-    expected = [
-        ("a", (("b", round(2 / 3, 4)), ("c", round(1 / math.sqrt(6), 4)))),
-        ("b", (("c", round(2 / math.sqrt(6), 4)), ("a", round(2 / 3, 4)))),
-        ("c", (("b", round(2 / math.sqrt(6), 4)), ("a", round(1 / math.sqrt(6), 4)))),
-    ]
+    expected = TOY_COSINE_TOP2
     with TestPipeline(runner=local_runner) as p:
         out = (
             p
