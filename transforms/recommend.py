@@ -101,7 +101,7 @@ def pack_items(items: Sequence[str]) -> str | tuple[str, ...]:
     groups and encodes it again for the stage that reads the group, and a
     coder spends its time per object, so one string costs it about a third
     of what a tuple of 25 ids does (measured on Beam's FastPrimitivesCoder:
-    143,000 baskets decoded in 0.13 s against 0.41 s).
+    143,000 baskets of 25 random ids decoded in 0.13 s against 0.41 s).
     :func:`unpack_items` reverses it.
     """
     joined = ITEM_SEP.join(items)
@@ -487,7 +487,9 @@ class ItemTable(NamedTuple):
 def _basket_group(items: Sequence[str], n_groups: int) -> tuple[int, str | tuple[str, ...]]:
     """A basket -> ``(group, its distinct items, sorted and packed)``: the group is a CRC-32 of them, stable across runs."""
     distinct = tuple(sorted(set(items)))
-    return zlib.crc32("\x1f".join(distinct).encode("utf-8")) % n_groups, pack_items(distinct)
+    packed = pack_items(distinct)
+    joined = packed if isinstance(packed, str) else ITEM_SEP.join(distinct)  # joined once, for the shuffle and the hash
+    return zlib.crc32(joined.encode("utf-8")) % n_groups, packed
 
 
 def _basket_rows(indptr: np.ndarray, indices: np.ndarray, n_items: int):
