@@ -52,8 +52,12 @@ def runs(tmp_path_factory):
             "training.eval_repeats=2",
         ],
     )
-    training = run_local("training", cfg, pipeline_root=str(tmp / "root"))
-    batch = run_local("batch", cfg, pipeline_root=str(tmp / "root"))
+    scratch = tmp / "scratch"  # the steps' temporary folders, to check that none is left behind
+    scratch.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", str(scratch))
+        training = run_local("training", cfg, pipeline_root=str(tmp / "root"))
+        batch = run_local("batch", cfg, pipeline_root=str(tmp / "root"))
     return tmp, training, batch
 
 
@@ -72,6 +76,7 @@ def test_training_runs_every_step(runs):
     assert all(s["seconds"] > 0 for s in training["steps"])
     saved = json.loads((tmp / "root" / "training-summary.json").read_text())
     assert saved["steps"] == training["steps"]
+    assert sorted(p.name for p in (tmp / "scratch").glob("aisle-*")) == []  # the steps removed their scratch copies
 
 
 def test_training_registers_the_chosen_candidates(runs):

@@ -59,19 +59,21 @@ def evaluate(
     for r in results:
         log_metrics(metrics, {"metrics": r.metrics, "latency_ms_p50": r.latency_ms_p50, "latency_ms_p95": r.latency_ms_p95,
                               "throughput_per_s": r.throughput_per_s, "size_mb": r.size_bytes / 2**20}, prefix=f"{r.name}.")
-    work = tempfile.mkdtemp(prefix="aisle-report-")
-    try:
-        best = choose_candidate(results, higher_is_better=spec.higher_is_better, **constraints)
-    except Exception:
-        write_report(results, None, work, title=f"{family} candidates (none met the constraints)", metric=metric, context={"constraints": constraints})
-        os.makedirs(os.path.dirname(report.path), exist_ok=True)
-        with open(os.path.join(work, "report.html")) as fh, open(report.path, "w") as out:
-            out.write(fh.read())
-        raise
-    paths = write_report(results, best, work, title=f"{family} candidates", metric=metric, context={"constraints": constraints, "family": family})
-    with open(paths["png"], "rb") as fh:
-        png = base64.b64encode(fh.read()).decode()
-    html = open(paths["html"]).read().replace(f"src='{os.path.basename(paths['png'])}'", f"src='data:image/png;base64,{png}'")
+    with tempfile.TemporaryDirectory(prefix="aisle-report-") as work:  # the report is inlined into one HTML file
+        try:
+            best = choose_candidate(results, higher_is_better=spec.higher_is_better, **constraints)
+        except Exception:
+            write_report(results, None, work, title=f"{family} candidates (none met the constraints)", metric=metric,
+                         context={"constraints": constraints})
+            os.makedirs(os.path.dirname(report.path), exist_ok=True)
+            with open(os.path.join(work, "report.html")) as fh, open(report.path, "w") as out:
+                out.write(fh.read())
+            raise
+        paths = write_report(results, best, work, title=f"{family} candidates", metric=metric, context={"constraints": constraints, "family": family})
+        with open(paths["png"], "rb") as fh:
+            png = base64.b64encode(fh.read()).decode()
+        with open(paths["html"]) as fh:
+            html = fh.read().replace(f"src='{os.path.basename(paths['png'])}'", f"src='data:image/png;base64,{png}'")
     os.makedirs(os.path.dirname(report.path), exist_ok=True)
     with open(report.path, "w") as fh:
         fh.write(html)
