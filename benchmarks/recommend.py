@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
 
@@ -209,6 +210,8 @@ def run(args) -> dict:
     if scale:
         print(f"similar items at scale: {scale}", flush=True)
 
+    if not args.model_dir:  # the models were scored above; only --model-dir keeps them
+        shutil.rmtree(work, ignore_errors=True)
     report_dir = args.report_dir
     reference = results["cosine_cooccurrence"][METRIC]
     summary = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import pytest
 
@@ -21,8 +22,12 @@ def _csv(path, baskets, month):
     return str(path)
 
 
-def test_train_eval_files_give_every_model_its_metrics(tmp_path):
+def test_train_eval_files_give_every_model_its_metrics(tmp_path, monkeypatch):
     from benchmarks.recommend import main
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
     pattern = [("10001", "10002", "10003"), ("10004", "10005"), ("10001", "10002"), ("10004", "10005", "10006")]
     train = _csv(tmp_path / "train.csv", pattern * 15, 3)
@@ -42,6 +47,7 @@ def test_train_eval_files_give_every_model_its_metrics(tmp_path):
     assert result["data"]["queries"] == 12 and result["chosen"] in names
     assert result["similar_items_scale"]["items"] == 300
     assert (tmp_path / "report" / "report.html").exists()
+    assert list(scratch.glob("aisle-*")) == []  # the models went to a temporary folder, removed when scored
 
 
 @pytest.mark.parametrize("same_catalog", [False, True])
