@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.portability import python_urns
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+from apache_beam.runners.portability.fn_api_runner.worker_handlers import SubprocessSdkWorkerHandler, WorkerHandler
 from google.protobuf import struct_pb2
 
 from transforms.inference import usable_cores
@@ -157,8 +161,120 @@ def _worker_provision_info() -> ExtendedProvisionInfo:
     return ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=options))  # no artifacts to retrieve
 
 
+def _fail_pending_instructions(conn, error: str) -> None:
+    """Answer every instruction the runner awaits from the worker on ``conn``, and every later one, with ``error``.
+
+    An answer that carries an error makes the runner stop reading the
+    bundle's output and raise it (an aborted future would not: the runner
+    polls the data channel while the future is unanswered).
+    """
+    from apache_beam.portability.api import beam_fn_api_pb2
+
+    def answer(future):
+        future.set(beam_fn_api_pb2.InstructionResponse(instruction_id=future.instruction_id, error=error))
+
+    push = conn.push
+
+    def push_to_lost_worker(req):
+        future = push(req)
+        if future is not None:  # None: the end-of-job marker
+            answer(future)
+        return future
+
+    conn.push = push_to_lost_worker
+    for future in list(conn._futures_by_id.values()):  # Beam keeps the unanswered instructions there
+        answer(future)
+
+
+# Seconds a local worker process has to end after the runner closed its connection (a normal end takes < 1 s).
+WORKER_STOP_S = 10.0
+
+
+def _processes_of_worker(worker_id: str) -> list[int]:
+    """This process's descendants started for the local worker ``worker_id`` (its shell and its Python process).
+
+    Beam's handler keeps no reference to the process; each one's environment
+    holds ``WORKER_ID``. Linux's ``/proc`` only: elsewhere, none is found.
+    """
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    children.setdefault(int(fh.read().rsplit(b")", 1)[1].split()[1]), []).append(int(name))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, stack, tag = [], list(children.get(os.getpid(), ())), f"WORKER_ID={worker_id}".encode()
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if tag in fh.read().split(b"\0"):
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _signal_of(message: str) -> str:
+    """`` (SIGKILL)`` for a message that ends in a shell's exit status for a signal (128 + 9), or a negative one (-9)."""
+    code = message.rsplit(" ", 1)[-1]
+    if not code.lstrip("-").isdigit():
+        return ""
+    number = -int(code) if int(code) < 0 else int(code) - 128
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return ""
+    return f" ({name}: killed, by a person or by the out-of-memory killer)" if name == "SIGKILL" else f" ({name})"
+
+
+class _WatchedSubprocessWorkerHandler(SubprocessSdkWorkerHandler):
+    """The local runner's handler of a worker process, which fails the job when the process ends early.
+
+    Beam's own handler starts the process in a thread that only raises when
+    the process exits with an error, while the runner waits on the worker's
+    reply with no time limit: a killed worker (SIGKILL, the kernel's
+    out-of-memory killer) or one that fails to start left the job waiting
+    forever. Here the runner's pending and later instructions to that worker
+    are answered with an error, so the job ends with an error naming the
+    worker and its exit status, and its outputs stay uncommitted.
+    """
+
+    def start_worker(self):
+        from apache_beam.runners.portability.local_job_service import SubprocessSdkWorker
+
+        self.worker = SubprocessSdkWorker(self._worker_command_line, self.control_address, self.provision_info, self.worker_id)
+        self.worker_thread = threading.Thread(name="run_worker", target=self._run_worker, daemon=True)
+        self.worker_thread.start()
+
+    def stop_worker(self):
+        """Wait for the worker process to end once the runner has closed its connection; kill it after
+        :data:`WORKER_STOP_S` (a worker left in a bundle whose job failed would never end)."""
+        self.worker_thread.join(WORKER_STOP_S)
+        if self.worker_thread.is_alive():
+            for pid in _processes_of_worker(self.worker_id):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            self.worker_thread.join()
+
+    def _run_worker(self):
+        try:
+            self.worker.run()
+        except RuntimeError as exc:  # "Worker subprocess exited with return code N"
+            _fail_pending_instructions(self.control_conn, f"local worker process {self.worker_id} ended while the job ran: {exc}"
+                                       f"{_signal_of(str(exc))}")
+
+
+def _watch_worker_processes() -> None:
+    """Run local worker processes under :class:`_WatchedSubprocessWorkerHandler` (Beam's registry of handlers)."""
+    WorkerHandler.register_environment(python_urns.SUBPROCESS_SDK, bytes)(_WatchedSubprocessWorkerHandler)
+
+
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Pipeline on the runner the options name; the FnApiRunner when local."""
     if is_local(options):
+        _watch_worker_processes()
         return _LocalPipeline(runner=FnApiRunner(provision_info=_worker_provision_info()), options=options)
     return beam.Pipeline(options=options)

@@ -9,6 +9,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from tests.conftest import ROOT, SAMPLES
@@ -64,35 +65,42 @@ def sdk_workers(pid: int) -> list[int]:
     return sorted(found)
 
 
-def kill_a_worker_mid_run(argv: list[str], ready=lambda: True) -> int:
-    """Start a local job with two worker processes, SIGKILL one of them mid-run; the job's exit status.
+def kill_a_worker_mid_run(argv: list[str], ready=lambda: True) -> tuple[int, str]:
+    """Start a local job with two worker processes, SIGKILL one of them mid-run; the job's exit status and stderr.
 
     The local runner starts its two SDK worker processes when the first stage
     runs and keeps them to the end of the job; outputs are committed only
     after the last stage. Killing a worker as soon as both exist is therefore
     always mid-run (waiting for staged output files instead could land after
     the last bundle, and the job would complete). ``ready`` delays the kill
-    until it returns true (e.g. once intermediate files exist).
+    until it returns true (e.g. once intermediate files exist). The job must
+    end soon after: a job that waits on its dead worker fails the test.
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    job = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    killed = None
-    deadline = time.time() + 180
-    while time.time() < deadline and job.poll() is None:
-        workers = sdk_workers(job.pid)
-        if len(workers) >= 2 and ready():
-            time.sleep(0.2)
-            killed = workers[-1]
-            os.kill(killed, signal.SIGKILL)  # a worker dies mid-run
-            break
-        time.sleep(0.02)
-    assert killed, "the job finished before a worker could be killed"
-    try:
-        job.wait(timeout=20)
-    except subprocess.TimeoutExpired:  # the local runner may wait forever on a dead worker
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-    return job.returncode
+    with tempfile.TemporaryFile() as err:
+        job = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        killed = None
+        deadline = time.time() + 180
+        while time.time() < deadline and job.poll() is None:
+            workers = sdk_workers(job.pid)
+            if len(workers) >= 2 and ready():
+                time.sleep(0.2)
+                killed = workers[-1]
+                os.kill(killed, signal.SIGKILL)  # a worker dies mid-run
+                break
+            time.sleep(0.02)
+        assert killed, "the job finished before a worker could be killed"
+        try:
+            job.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+            raise AssertionError("the job kept waiting on its dead worker") from None
+        err.seek(0)
+        return job.returncode, err.read().decode("utf-8", "replace")
+
+
+LOST_WORKER = "ended while the job ran: Worker subprocess exited with return code 137 (SIGKILL"
 
 
 def test_killed_worker_then_rerun_equals_undisturbed_run(tmp_path):
@@ -168,8 +176,9 @@ def test_recommend_killed_worker_keeps_previous_output_and_rerun_equals_it(tmp_p
     assert len(previous) == 7  # 3 outputs x (Parquet + JSON lines) + dead letters
     folders = {name: (out / name).stat().st_ino for name in ("similar_items", "frequently_bought_together", "recommended_for_you")}
 
-    returncode = kill_a_worker_mid_run([sys.executable, "-c", RECOMMEND_SCRIPT, str(data), str(out), str(tmp_path / "model")])
+    returncode, stderr = kill_a_worker_mid_run([sys.executable, "-c", RECOMMEND_SCRIPT, str(data), str(out), str(tmp_path / "model")])
     assert returncode != 0, "the killed run must not have completed"
+    assert LOST_WORKER in stderr, stderr[-2000:]  # the job says which worker it lost, and how
     assert {name: (out / name).stat().st_ino for name in folders} == folders, "a killed run must not replace an output folder"
     assert job_outputs(out) == previous, "a killed run must leave the previous output untouched"
 
@@ -197,11 +206,34 @@ def test_enrich_killed_worker_keeps_previous_output_and_rerun_equals_it(tmp_path
     assert {k.split("/")[0] for k in previous} == set(OUTPUTS)
     folders = {name: (out / name).stat().st_ino for name in OUTPUTS}
 
-    returncode = kill_a_worker_mid_run([sys.executable, "-c", ENRICH_SCRIPT, catalog, str(out)])
+    returncode, stderr = kill_a_worker_mid_run([sys.executable, "-c", ENRICH_SCRIPT, catalog, str(out)])
     assert returncode != 0, "the killed run must not have completed"
+    assert LOST_WORKER in stderr, stderr[-2000:]
     assert {name: (out / name).stat().st_ino for name in OUTPUTS} == folders, "a killed run must not replace an output folder"
     assert job_outputs(out) == previous, "a killed run must leave the previous output untouched"
 
     run_enrich(catalog, str(out), threads=1, batch_size=2, workers=2)
     assert all((out / name).stat().st_ino != ino for name, ino in folders.items()), "the re-run commits new folders"
     assert job_outputs(out) == previous  # two workers write what one wrote
+
+
+TINY_JOB = """
+import apache_beam as beam
+from pipelines.options import make_pipeline, pipeline_options
+with make_pipeline(pipeline_options([], workers=2)) as p:
+    p | beam.Create(range(10)) | beam.Map(lambda x: x * 2)
+"""
+
+
+def test_a_worker_that_cannot_start_fails_the_job(tmp_path):
+    """A local worker process that exits before it connects ends the job with an error, instead of a wait with no end."""
+    (tmp_path / "sitecustomize.py").write_text("import os\nif os.environ.get('WORKER_ID'):\n    raise SystemExit(3)\n")  # workers only
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    try:
+        job = subprocess.run([sys.executable, "-c", TINY_JOB], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the job kept waiting on a worker that never started") from None
+    assert job.returncode != 0
+    assert "ended while the job ran: Worker subprocess exited with return code" in job.stderr, job.stderr[-2000:]
+    (tmp_path / "sitecustomize.py").unlink()  # the same job with workers that start
+    assert subprocess.run([sys.executable, "-c", TINY_JOB], cwd=ROOT, env=env, timeout=120).returncode == 0
