@@ -255,7 +255,7 @@ def _dead_letter(failed, stage: str):
         }
 
 
-def _write(pcoll, out_dir: str, name: str, model_type: str, rows_per_shard: int):
+def _write(pcoll, out_dir: str, name: str, model_type: str, rows_per_shard: int, n_rows):
     from transforms.shards import WriteSortedShards
 
     label = "".join(part.title() for part in name.split("_"))  # similar_items -> SimilarItems
@@ -269,6 +269,7 @@ def _write(pcoll, out_dir: str, name: str, model_type: str, rows_per_shard: int)
             ("key",),
             rows_per_shard=rows_per_shard,
             jsonl=functools.partial(_prediction_json, model_type=model_type),
+            n_rows=n_rows,
         )
     )
 
@@ -433,8 +434,13 @@ def add_recommend_steps(
     rfy = (visitors, visitor_lists, popular) | "ForYouFallback" >> ApplyFallback(k)
 
     outputs = {"similar_items": similar, "frequently_bought_together": fbt, "recommended_for_you": rfy}
+    # one list per item and one per visitor (ApplyFallback answers every key once): the writers size their
+    # shards from these counts, made early, instead of counting the lists, which would hold them back a stage
+    n_items = items | "CountItems" >> beam.combiners.Count.Globally()
+    n_rows = {"similar_items": n_items, "frequently_bought_together": n_items,
+              "recommended_for_you": visitors | "CountVisitors" >> beam.combiners.Count.Globally()}
     for name, pcoll in outputs.items():
-        _write(pcoll, out_dir, name, OUTPUTS[name], rows_per_shard)
+        _write(pcoll, out_dir, name, OUTPUTS[name], rows_per_shard, n_rows[name])
     (
         (
             item_failures.failed_inferences | "ItemDeadLetters" >> beam.FlatMap(_dead_letter, "ScoreItems"),

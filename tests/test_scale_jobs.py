@@ -50,6 +50,27 @@ def test_sorted_shards_split_by_count_and_sort_each_shard(tmp_path, local_runner
     assert sorted(seen) == [r["key"] for r in rows]
 
 
+def test_sorted_shards_sized_by_a_count_made_upstream(tmp_path, local_runner):
+    """``n_rows`` from elsewhere sets the number of shards; the rows and their order stay those of the counted write."""
+    from transforms.shards import WriteSortedShards
+
+    schema = pa.schema([pa.field("key", pa.string()), pa.field("n", pa.int64())])
+    rows = [{"key": f"k{i:02d}", "n": i} for i in range(10)]
+    with TestPipeline(runner=local_runner) as p:
+        keys = p | "Keys" >> beam.Create([r["key"] for r in rows])
+        estimate = keys | beam.combiners.Count.Globally() | beam.Map(lambda n: 2 * n)  # 20: 7 shards of 3
+        _ = p | "Rows" >> beam.Create(rows[::-1]) | WriteSortedShards(str(tmp_path / "out"), schema, ("key",), rows_per_shard=3,
+                                                                      n_rows=estimate)
+    files = sorted(glob.glob(str(tmp_path / "out" / "*.parquet")))
+    assert files and all(f.endswith("-of-00007.parquet") for f in files)
+    seen = []
+    for f in files:
+        got = pq.read_table(f).column("key").to_pylist()
+        assert got == sorted(got) and {shard_index([k], 7) for k in got} == {int(pathlib.Path(f).name.split("-")[1])}
+        seen += got
+    assert sorted(seen) == [r["key"] for r in rows]
+
+
 def test_tagged_batches_are_each_inputs_fixed_batches_from_one_shuffle(local_runner):
     """Every tag is cut into the batches FixedBatches would cut it into alone; one GroupByKey groups them all."""
     big = [(f"item{i:03d}", i) for i in range(37)]

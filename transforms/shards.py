@@ -126,6 +126,15 @@ class WriteSortedShards(beam.PTransform):
     ``<jsonl_prefix>-SSSSS-of-NNNNN.jsonl``. Returns the written paths.
     Shards that receive no rows get no file; callers that need a file per
     output write an empty one.
+
+    ``n_rows``: a singleton PCollection holding the number of rows, when the
+    pipeline already knows it from an upstream collection (one row per key
+    of it). Counted here otherwise, and the count depends on every row, so
+    the rows then wait in the runner until all are made, and are read back
+    in a stage of their own; with ``n_rows`` computed upstream, the shard
+    assignment runs in the stage that makes the rows. Only the number of
+    shards depends on it: an estimate changes the files' sizes, not
+    their rows.
     """
 
     def __init__(
@@ -138,6 +147,7 @@ class WriteSortedShards(beam.PTransform):
         min_shards: int = 1,
         jsonl: Callable[[dict], str] | None = None,
         jsonl_prefix: str = "predictions",
+        n_rows: beam.PCollection | None = None,
     ):
         super().__init__()
         if not sort_keys:
@@ -150,14 +160,12 @@ class WriteSortedShards(beam.PTransform):
         self.folder, self.schema, self.sort_keys = folder, schema, tuple(sort_keys)
         self.rows_per_shard, self.min_shards = rows_per_shard, min_shards
         self.jsonl, self.jsonl_prefix = jsonl, jsonl_prefix
+        self.n_rows = n_rows
 
     def expand(self, rows):
         per, least, keys = self.rows_per_shard, self.min_shards, self.sort_keys
-        n_shards = (
-            rows
-            | "CountRows" >> beam.combiners.Count.Globally()
-            | "ShardCount" >> beam.Map(lambda n: max(least, -(-n // per)))
-        )
+        count = self.n_rows if self.n_rows is not None else rows | "CountRows" >> beam.combiners.Count.Globally()
+        n_shards = count | "ShardCount" >> beam.Map(lambda n: max(least, -(-n // per)))
         n = beam.pvalue.AsSingleton(n_shards)
         return (
             rows
