@@ -123,6 +123,19 @@ def test_top_k_similar_blocks_agree_with_brute_force():
     assert not (idx == np.arange(257)[:, None]).any()
 
 
+@given(st.integers(1, 6), st.sampled_from([12, 300, 2559, 2560, 4000]), st.integers(1, 12), st.integers(2, 50), st.integers(0, 2**31))
+@example(3, 300, 10, 2, 0)  # few distinct scores: ties everywhere, the small-catalog path
+@example(3, 4000, 10, 3, 1)  # ties in the wide-row (grouped) path
+def test_top_k_ties_go_to_the_lower_index_as_a_full_stable_sort_orders(rows, n, k, levels, seed):
+    from transforms.recommend import _top_k
+
+    scores = np.random.default_rng(seed).integers(0, levels, size=(rows, n)).astype(np.float32)
+    idx, val = _top_k(scores, k)
+    want = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, n)]
+    assert (idx == want).all()
+    assert (val == np.take_along_axis(scores, want, axis=1)).all()
+
+
 def test_nearest_neighbours_dofn_flags_unknown_items(local_runner):
     ids = ("x", "y", "z")
     emb = np.array([[1, 0], [0.8, 0.2], [0, 1]], np.float32)

@@ -355,6 +355,25 @@ def purchase_from_event(row: Mapping) -> Optional[Purchase]:
 # --------------------------------------------------------------------------
 
 
+def _best_k_in_order(cols: np.ndarray | None, vals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top ``k`` of candidates given in column order (``cols``; None: column ``j`` is ``j``), ties by that order.
+
+    Only the candidates that reach a row's k-th best value are sorted (k of
+    them, more on ties): a stable sort of all of them gives the same lists.
+    """
+    rows, width = vals.shape
+    kth = np.partition(vals, width - k, axis=1)[:, width - k, None]
+    k_rows, k_slots = np.nonzero(vals >= kth)  # row-major: a row's candidates stay in column order
+    kept = np.bincount(k_rows, minlength=rows)
+    k_pos = np.arange(k_rows.size) - np.repeat(np.cumsum(kept) - kept, kept)
+    top_cols = np.zeros((rows, int(kept.max())), np.int64)
+    top_vals = np.full((rows, int(kept.max())), -np.inf, vals.dtype)
+    top_cols[k_rows, k_pos] = k_slots if cols is None else cols[k_rows, k_slots]
+    top_vals[k_rows, k_pos] = vals[k_rows, k_slots]
+    order = np.argsort(-top_vals, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(top_cols, order, axis=1), np.take_along_axis(top_vals, order, axis=1)
+
+
 def _top_k(scores: np.ndarray, k: int, *, group: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top ``k`` (indices, values), best first, ties by lower index.
 
@@ -363,14 +382,14 @@ def _top_k(scores: np.ndarray, k: int, *, group: int = 128) -> tuple[np.ndarray,
     group maximum is a lower bound of each row's k-th largest score, so only
     the (at most ~k) groups whose maximum reaches it are searched. On a
     1024 x 100k block this is several times faster than ``np.argpartition``.
+    The candidates are then ranked by :func:`_best_k_in_order`: at 37,200
+    items, a block of 112 rows took 11.1 ms with a stable sort of all of
+    them and 4.5 ms this way (the neighbours stage of recommend at 10x: 6.6-6.9 s -> 5.3 s with two workers).
     """
     rows, n = scores.shape
     k = min(k, n)
     if n < 8 * group or n // group < 2 * k:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+        return _best_k_in_order(None, scores, k)
     gmax = np.maximum.reduceat(scores, np.arange(0, n, group), axis=1)  # no copy of the block
     n_groups = gmax.shape[1]
     tau = np.partition(gmax, n_groups - k, axis=1)[:, n_groups - k]
@@ -386,8 +405,7 @@ def _top_k(scores: np.ndarray, k: int, *, group: int = 128) -> tuple[np.ndarray,
     slots = pos[:, None] * group + np.arange(group)[None, :]
     cand_cols[r_idx[:, None], slots] = cols
     cand_vals[r_idx[:, None], slots] = np.where(valid, scores[r_idx[:, None], cols], -np.inf)
-    order = np.argsort(-cand_vals, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(cand_cols, order, axis=1), np.take_along_axis(cand_vals, order, axis=1)
+    return _best_k_in_order(cand_cols, cand_vals, k)
 
 
 def top_k_similar(
