@@ -365,6 +365,9 @@ def _best_k_in_order(cols: np.ndarray | None, vals: np.ndarray, k: int) -> tuple
     kth = np.partition(vals, width - k, axis=1)[:, width - k, None]
     k_rows, k_slots = np.nonzero(vals >= kth)  # row-major: a row's candidates stay in column order
     kept = np.bincount(k_rows, minlength=rows)
+    if kept.min() < k:  # a NaN score reaches no threshold: sort all the candidates, NaN last
+        order = np.argsort(-vals, axis=1, kind="stable")[:, :k]
+        return (order if cols is None else np.take_along_axis(cols, order, axis=1)), np.take_along_axis(vals, order, axis=1)
     k_pos = np.arange(k_rows.size) - np.repeat(np.cumsum(kept) - kept, kept)
     top_cols = np.zeros((rows, int(kept.max())), np.int64)
     top_vals = np.full((rows, int(kept.max())), -np.inf, vals.dtype)
