@@ -406,7 +406,9 @@ def add_recommend_steps(
         | "ScoreItems" >> RunInference(handler()).with_exception_handling()
     )
     learned = learned | "UnbatchItems" >> beam.FlatMap(lambda r: r.inference) | "ItemResults" >> beam.Map(_to_ranked, vocab)
-    cooc = basket_items | "Cooccurrence" >> CooccurrenceCounts(k, normalize="cosine", item_counts=item_counts)
+    # the purchase events bound the baskets (a transaction's events become one) and are counted as they are read
+    n_purchases = purchases | "CountPurchases" >> beam.combiners.Count.Globally()
+    cooc = basket_items | "Cooccurrence" >> CooccurrenceCounts(k, normalize="cosine", item_counts=item_counts, n_baskets=n_purchases)
     blended = (
         {"learned": learned, "cooccurrence": cooc}
         | "JoinFBT" >> beam.CoGroupByKey()

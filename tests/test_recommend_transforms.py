@@ -347,6 +347,12 @@ def test_cooccurrence_shards_and_groups_do_not_change_the_lists(local_runner, no
     with TestPipeline(runner=local_runner) as p:
         out = p | beam.Create(baskets) | CooccurrenceCounts(4, normalize=normalize, min_count=min_count, items_per_shard=3, baskets_per_group=7)
         assert_that(out, equal_to(expected))
+        # an estimate of the baskets made elsewhere (here 5x too many: 86 groups instead of 18) changes only the groups
+        estimate = p | "Estimate" >> beam.Create([5 * len(baskets)])
+        out = (p | "Baskets" >> beam.Create(baskets)
+               | "Estimated" >> CooccurrenceCounts(4, normalize=normalize, min_count=min_count, items_per_shard=3, baskets_per_group=7,
+                                                   n_baskets=estimate))
+        assert_that(out, equal_to(expected), label="estimated")
 
 
 @given(st.lists(st.text(alphabet=st.sampled_from("ab1\x1f \u00e9"), max_size=4), max_size=6))

@@ -645,11 +645,17 @@ class CooccurrenceCounts(beam.PTransform):
     346 to 194 MiB, with the same output.
 
     ``item_counts``: the baskets' :class:`ItemCounts`, when the pipeline
-    already has them (counted here otherwise).
+    already has them (counted here otherwise). ``n_baskets``: a singleton
+    PCollection with the number of baskets, or an estimate of it, made
+    upstream (the purchase events, say): counted here otherwise, and that
+    count holds the baskets back in the runner until the last one is made,
+    to be read again in a stage of their own. It only sets how many groups
+    the baskets are dealt into: the counts, and so the lists, are the same
+    for any number.
     """
 
     def __init__(self, k: int = 10, *, normalize: str = "cosine", min_count: int = 1,
-                 items_per_shard: int = 4096, baskets_per_group: int = 4096, item_counts=None):
+                 items_per_shard: int = 4096, baskets_per_group: int = 4096, item_counts=None, n_baskets=None):
         super().__init__()
         if k < 1:
             raise ConfigError(f"CooccurrenceCounts k must be >= 1, got {k}")
@@ -659,7 +665,7 @@ class CooccurrenceCounts(beam.PTransform):
             raise ConfigError(f"items_per_shard and baskets_per_group must be >= 1, got {items_per_shard} and {baskets_per_group}")
         self.k, self.normalize, self.min_count = k, normalize, min_count
         self.items_per_shard, self.baskets_per_group = items_per_shard, baskets_per_group
-        self.item_counts = item_counts
+        self.item_counts, self.n_baskets = item_counts, n_baskets
 
     def expand(self, baskets):
         per_group, per_shard = self.baskets_per_group, self.items_per_shard
@@ -669,11 +675,8 @@ class CooccurrenceCounts(beam.PTransform):
             | "AllItemCounts" >> beam.combiners.ToList()
             | "ItemTable" >> beam.Map(ItemTable.from_counts)
         )
-        n_groups = beam.pvalue.AsSingleton(
-            baskets
-            | "CountBaskets" >> beam.combiners.Count.Globally()
-            | "GroupCount" >> beam.Map(lambda n: max(1, -(-n // per_group)))
-        )
+        n_baskets = self.n_baskets if self.n_baskets is not None else baskets | "CountBaskets" >> beam.combiners.Count.Globally()
+        n_groups = beam.pvalue.AsSingleton(n_baskets | "GroupCount" >> beam.Map(lambda n: max(1, -(-n // per_group))))
         return (
             baskets
             | "AssignGroup" >> beam.Map(_basket_group, n_groups=n_groups)
