@@ -85,9 +85,8 @@ def quantize_ocr(
         finetuned["qat"] = {"train_lines": q["train_lines"], "dev_lines": q["dev_lines"], "space_prob": q["space_prob"] or 0.0,
                             "dev_line_word_f1": q["dev_line_word_f1"] or 0.0}
     shutil.rmtree(os.path.join(candidates.path, "_tmp"), ignore_errors=True)
-    if labelled_pages:  # the local copy of the pages, read by the fine-tuning and the QAT above
-        shutil.rmtree(local, ignore_errors=True)
     if labelled_pages:  # the candidates carry the fine-tuned weights; keep the record, not a fourth copy of the models
+        shutil.rmtree(local, ignore_errors=True)  # the local copy of the pages, read by the fine-tuning and the QAT above
         shutil.copyfile(os.path.join(candidates.path, "_finetuned", "finetune.json"), os.path.join(candidates.path, "finetune.json"))
         shutil.rmtree(os.path.join(candidates.path, "_finetuned"), ignore_errors=True)
     manifest = {
