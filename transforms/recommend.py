@@ -751,7 +751,7 @@ class NearestNeighboursFn(beam.DoFn):
     fixes by the data, so any number of workers finds the same ones; a
     different batch or block size can change a score's last bits (with
     batches of 512 items instead of 1,024, one of 37,200 lists at 10x
-    did: a block of one row takes BLAS's matrix-vector path).
+    did: BLAS may sum in another order for a block of another shape).
     """
 
     def __init__(self, load, k: int, *, block_rows: int = 1024, max_block_scores: int = 1 << 22):
