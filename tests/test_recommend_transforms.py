@@ -136,6 +136,18 @@ def test_top_k_ties_go_to_the_lower_index_as_a_full_stable_sort_orders(rows, n, 
     assert (val == np.take_along_axis(scores, want, axis=1)).all()
 
 
+@pytest.mark.parametrize("n", [300, 4000])
+def test_top_k_of_a_row_with_a_nan_keeps_k_columns_and_ranks_the_nan_last(n):
+    from transforms.recommend import _top_k
+
+    scores = np.random.default_rng(3).standard_normal((3, n)).astype(np.float32)
+    scores[1, 7] = np.nan
+    idx, val = _top_k(scores, 10)
+    assert idx.shape == val.shape == (3, 10)
+    want = np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")[:, :10]
+    assert (idx == want).all() and not np.isnan(val).any()
+
+
 def test_nearest_neighbours_dofn_flags_unknown_items(local_runner):
     ids = ("x", "y", "z")
     emb = np.array([[1, 0], [0.8, 0.2], [0, 1]], np.float32)
