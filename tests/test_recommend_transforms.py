@@ -123,6 +123,24 @@ def test_top_k_similar_blocks_agree_with_brute_force():
     assert not (idx == np.arange(257)[:, None]).any()
 
 
+def test_top_k_similar_t_takes_the_transposed_matrix_and_a_subset_of_rows():
+    from transforms.recommend import top_k_similar_t
+
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(300, 16)).astype(np.float32)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    rows = [299, 3, 150, 151]
+    full = unit[rows] @ unit.T
+    full[np.arange(len(rows)), rows] = -np.inf
+    want = np.argsort(-full, axis=1, kind="stable")[:, :7]
+    results = [top_k_similar_t(emb_t, 7, rows=rows, block_rows=3) for emb_t in (np.ascontiguousarray(unit.T), unit.T)]
+    for idx, val in results:  # from a contiguous matrix, and from a strided view (the last bits may differ)
+        assert (idx == want).all()
+        assert np.allclose(val, np.take_along_axis(full, want, axis=1), atol=1e-6)
+    same_i, same_v = top_k_similar(emb, 7, rows=rows, block_rows=3)  # normalizes, then the contiguous layout
+    assert (same_i == results[0][0]).all() and (same_v == results[0][1]).all()
+
+
 @given(st.integers(1, 6), st.sampled_from([12, 300, 2559, 2560, 4000]), st.integers(1, 12), st.integers(2, 50), st.integers(0, 2**31))
 @example(3, 300, 10, 2, 0)  # few distinct scores: ties everywhere, the small-catalog path
 @example(3, 4000, 10, 3, 1)  # ties in the wide-row (grouped) path
