@@ -197,6 +197,20 @@ def test_nearest_neighbours_score_blocks_shrink_with_the_catalog():
         NearestNeighboursFn(lambda: (ids, emb), 5, max_block_scores=0)
 
 
+def test_nearest_neighbours_leave_the_loaded_matrix_as_it_was():
+    """The DoFn normalizes its own transposed copy: a loader's array, in either memory order, is not touched."""
+    rng = np.random.default_rng(3)
+    ids = [f"i{n}" for n in range(40)]
+    for emb in (rng.normal(size=(40, 6)).astype(np.float32), np.asfortranarray(rng.normal(size=(40, 6)).astype(np.float32))):
+        before = emb.copy()
+        fn = NearestNeighboursFn(lambda emb=emb: (ids, emb), 3)
+        fn.setup()
+        got = dict(fn.process(ids[:5]))
+        assert (emb == before).all()
+        idx, val = top_k_similar(before, 3, rows=range(5))
+        assert got == {ids[r]: tuple((ids[j], float(v)) for j, v in zip(idx[r], val[r])) for r in range(5)}
+
+
 def test_cooccurrence_item_shards_are_dealt_evenly():
     from transforms.recommend import ItemTable, _baskets_by_shard, _item_shards
 

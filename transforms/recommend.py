@@ -784,7 +784,10 @@ class NearestNeighboursFn(beam.DoFn):
         ids, emb = self._load()
         emb = np.asarray(emb, np.float32)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        self._emb_t = np.ascontiguousarray((emb / np.where(norms > 0, norms, 1.0)).T)  # top_k_similar_t's layout
+        emb_t = np.array(emb.T, order="C")  # a copy in top_k_similar_t's layout, then normalized in place
+        del emb
+        emb_t /= np.where(norms > 0, norms, 1.0).T
+        self._emb_t = emb_t
         self._ids = list(ids)
         self._index = {item: i for i, item in enumerate(self._ids)}
         self._block_rows = max(1, min(self.block_rows, self.max_block_scores // max(1, len(self._ids))))
