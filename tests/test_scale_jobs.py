@@ -33,21 +33,26 @@ def digest(folder: pathlib.Path) -> dict[str, str]:
     }
 
 
+def assert_sorted_shards(folder, n_shards: int, rows: list[dict]) -> None:
+    """``folder``'s Parquet shards are ``-of-<n_shards>``, each sorted by key and holding only its shard's keys,
+    and together they hold every row's key once."""
+    files = sorted(glob.glob(str(folder / "*.parquet")))
+    assert files and all(f.endswith(f"-of-{n_shards:05d}.parquet") for f in files)
+    seen = []
+    for f in files:
+        keys = pq.read_table(f).column("key").to_pylist()
+        assert keys == sorted(keys)
+        assert {shard_index([k], n_shards) for k in keys} == {int(pathlib.Path(f).name.split("-")[1])}
+        seen += keys
+    assert sorted(seen) == [r["key"] for r in rows]
+
+
 def test_sorted_shards_split_by_count_and_sort_each_shard(tmp_path, local_runner):
     schema = pa.schema([pa.field("key", pa.string()), pa.field("n", pa.int64())])
     rows = [{"key": f"k{i:02d}", "n": i} for i in range(10)]
     with TestPipeline(runner=local_runner) as p:
         _ = p | beam.Create(rows[::-1]) | WriteSortedShards(str(tmp_path / "out"), schema, ("key",), rows_per_shard=3)
-    files = sorted(glob.glob(str(tmp_path / "out" / "*.parquet")))
-    assert all(f.endswith(f"-of-00004.parquet") for f in files)  # ceil(10 / 3) shards (empty ones get no file)
-    seen = []
-    for f in files:
-        keys = pq.read_table(f).column("key").to_pylist()
-        assert keys == sorted(keys)
-        index = int(pathlib.Path(f).name.split("-")[1])
-        assert {shard_index([k], 4) for k in keys} == {index}
-        seen += keys
-    assert sorted(seen) == [r["key"] for r in rows]
+    assert_sorted_shards(tmp_path / "out", 4, rows)  # ceil(10 / 3) shards (empty ones get no file)
 
 
 def test_sorted_shards_sized_by_a_count_made_upstream(tmp_path, local_runner):
@@ -61,14 +66,7 @@ def test_sorted_shards_sized_by_a_count_made_upstream(tmp_path, local_runner):
         estimate = keys | beam.combiners.Count.Globally() | beam.Map(lambda n: 2 * n)  # 20: 7 shards of 3
         _ = p | "Rows" >> beam.Create(rows[::-1]) | WriteSortedShards(str(tmp_path / "out"), schema, ("key",), rows_per_shard=3,
                                                                       n_rows=estimate)
-    files = sorted(glob.glob(str(tmp_path / "out" / "*.parquet")))
-    assert files and all(f.endswith("-of-00007.parquet") for f in files)
-    seen = []
-    for f in files:
-        got = pq.read_table(f).column("key").to_pylist()
-        assert got == sorted(got) and {shard_index([k], 7) for k in got} == {int(pathlib.Path(f).name.split("-")[1])}
-        seen += got
-    assert sorted(seen) == [r["key"] for r in rows]
+    assert_sorted_shards(tmp_path / "out", 7, rows)
 
 
 def test_tagged_batches_are_each_inputs_fixed_batches_from_one_shuffle(local_runner):

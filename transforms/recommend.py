@@ -63,6 +63,7 @@ __all__ = [
     "retail_prediction",
     "top_k_similar",
     "top_k_similar_t",
+    "unit_transposed",
     "blend_lists",
     "cosine_normalize",
     "rank_cooccurring",
@@ -427,11 +428,23 @@ def top_k_similar(
     would be too much on a small worker, so lower ``block_rows`` there), and
     one transposed copy of the embeddings.
     """
+    return top_k_similar_t(unit_transposed(embeddings, normalized=normalized), k, rows=rows, block_rows=block_rows)
+
+
+def unit_transposed(embeddings: np.ndarray, *, normalized: bool = False) -> np.ndarray:
+    """A float32 copy of ``embeddings`` (``items x dim``) in :func:`top_k_similar_t`'s layout (``dim x items``,
+    C-contiguous), each item scaled to unit length unless ``normalized``; the input is left as it was.
+
+    The norms are taken over the rows as given and the copy is divided in
+    place: at most two copies exist at once, and the scores are the same to
+    the bit as from the rows divided before the transpose.
+    """
     emb = np.asarray(embeddings, np.float32)
+    emb_t = np.array(emb.T, order="C")
     if not normalized:
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        emb = emb / np.where(norms > 0, norms, 1.0)
-    return top_k_similar_t(np.ascontiguousarray(emb.T), k, rows=rows, block_rows=block_rows)
+        emb_t /= np.where(norms > 0, norms, 1.0).T
+    return emb_t
 
 
 def top_k_similar_t(
@@ -784,12 +797,8 @@ class NearestNeighboursFn(beam.DoFn):
 
     def setup(self):
         ids, emb = self._load()
-        emb = np.asarray(emb, np.float32)
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        emb_t = np.array(emb.T, order="C")  # a copy in top_k_similar_t's layout, then normalized in place
+        self._emb_t = unit_transposed(emb)
         del emb
-        emb_t /= np.where(norms > 0, norms, 1.0).T
-        self._emb_t = emb_t
         self._ids = list(ids)
         self._index = {item: i for i, item in enumerate(self._ids)}
         self._block_rows = max(1, min(self.block_rows, self.max_block_scores // max(1, len(self._ids))))
