@@ -390,7 +390,7 @@ def add_recommend_steps(
         batches
         | "BatchItems" >> TaggedFixedBatches({SimilarItemsFn.EMBEDDINGS: 1024, SimilarItemsFn.TITLES: 2048})
         | "NearestNeighbours"
-        >> beam.ParDo(SimilarItemsFn(functools.partial(load_item_embeddings, model_dir), k), **side_inputs).with_outputs(
+        >> beam.ParDo(SimilarItemsFn(functools.partial(load_item_embeddings, model_dir, unit_t=True), k, unit_t=True), **side_inputs).with_outputs(
             "unknown", "title", main="known"
         )
     )

@@ -203,8 +203,23 @@ def test_recommend_side_files(tmp_path):
 
     (tmp_path / "vocab.json").write_text('{"ids": ["a", "b"], "counts": [3, 1]}')
     _fails(lambda: load_item_embeddings(str(tmp_path)), "item_embeddings.npy", "No such file")
-    np.save(tmp_path / "item_embeddings.npy", np.array([{"x": 1}, {"y": 2}], dtype=object), allow_pickle=True)
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "No such file")
+    emb_path = tmp_path / "item_embeddings.npy"
+    np.save(emb_path, np.array([{"x": 1}, {"y": 2}], dtype=object), allow_pickle=True)
     _fails(lambda: load_item_embeddings(str(tmp_path)), "item_embeddings.npy", "pickle")  # object arrays are refused
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "pickle")
+    # the chunked reader meets the rest: empty, truncated, not a matrix, too few rows
+    emb_path.write_bytes(b"")
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "empty (0 bytes)")
+    np.save(emb_path, np.ones((2, 8), np.float32))
+    emb_path.write_bytes(emb_path.read_bytes()[:-5])
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "truncated", "5 bytes")
+    np.save(emb_path, np.ones(16, np.float32))
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "not a 2-D matrix")
+    np.save(emb_path, np.ones((3, 8), np.float32))
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "3 rows", "vocab.json 2 ids")
+    emb_path.write_bytes(RANDOM)
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "magic")
 
 
 # ---------------------------------------------------------------------------

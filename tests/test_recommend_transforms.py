@@ -29,6 +29,7 @@ from transforms.recommend import (
     title_neighbours,
     pack_items,
     top_k_similar,
+    unit_transposed,
     unpack_items,
 )
 from transforms.recommend_vocab import ItemVocab
@@ -209,6 +210,55 @@ def test_nearest_neighbours_leave_the_loaded_matrix_as_it_was():
         assert (emb == before).all()
         idx, val = top_k_similar(before, 3, rows=range(5))
         assert got == {ids[r]: tuple((ids[j], float(v)) for j, v in zip(idx[r], val[r])) for r in range(5)}
+
+
+@pytest.mark.parametrize("dtype, fortran", [("<f4", False), (">f8", False), ("<f4", True)])
+def test_item_embeddings_read_in_chunks_equal_the_whole_file_normalized_and_transposed(tmp_path, dtype, fortran):
+    """``load_item_embeddings(unit_t=True)`` reads rows a few at a time into the layout the DoFn uses:
+    the same bits as :func:`unit_transposed` of the whole file, whatever the chunk size, dtype or order."""
+    from transforms.inference import recommend as inference
+
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(1001, 24)).astype(dtype)
+    emb[7] = 0  # an all-zero row stays zero
+    ids = [f"i{n}" for n in range(len(emb))]
+    (tmp_path / "vocab.json").write_text(ItemVocab(tuple(ids), tuple(range(1, len(ids) + 1))).to_json())
+    np.save(tmp_path / "item_embeddings.npy", np.asfortranarray(emb) if fortran else emb)
+    want = unit_transposed(np.load(tmp_path / "item_embeddings.npy"))  # as the whole file read before
+    for chunk_bytes in (1, 24 * 8 * 10, 1 << 22):  # one row, ten rows of doubles, the whole file
+        got = inference._read_unit_transposed(str(tmp_path / "item_embeddings.npy"), chunk_bytes=chunk_bytes)
+        assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"] and got.shape == (24, 1001)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    got_ids, got = inference.load_item_embeddings(str(tmp_path), unit_t=True)
+    assert list(got_ids) == ids and np.array_equal(got, want)
+    fn = NearestNeighboursFn(lambda: (got_ids, got), 4, unit_t=True)
+    fn.setup()
+    assert fn._emb_t is got  # used as given: no second copy
+    idx, val = top_k_similar(np.load(tmp_path / "item_embeddings.npy"), 4, rows=range(10))
+    assert dict(fn.process(ids[:10])) == {ids[r]: tuple((ids[j], float(v)) for j, v in zip(idx[r], val[r])) for r in range(10)}
+
+
+def test_item_embeddings_read_in_chunks_never_hold_a_second_matrix(tmp_path):
+    """Reading whole, then transposing, holds the file's bytes, the array and its copy; chunks hold one matrix."""
+    import tracemalloc
+
+    from transforms.inference import recommend as inference
+
+    emb = np.random.default_rng(6).normal(size=(40_000, 64)).astype(np.float32)  # 10 MiB
+    path = str(tmp_path / "item_embeddings.npy")
+    np.save(path, emb)
+    del emb
+    peaks = {}
+    for name, load in (
+        ("whole", lambda: unit_transposed(np.load(path))),
+        ("chunks", lambda: inference._read_unit_transposed(path, chunk_bytes=1 << 20)),
+    ):
+        tracemalloc.start()
+        matrix = load()
+        peaks[name] = tracemalloc.get_traced_memory()[1] / matrix.nbytes
+        tracemalloc.stop()
+        del matrix
+    assert peaks["whole"] > 2.5 and peaks["chunks"] < 1.5, peaks  # measured: 3.0 and 1.3 (chunks of 1 MiB)
 
 
 def test_cooccurrence_item_shards_are_dealt_evenly():

@@ -777,7 +777,10 @@ class NearestNeighboursFn(beam.DoFn):
 
     ``load`` returns ``(ids, embeddings)`` and runs once per DoFn instance
     (``setup``); the matrix is normalized and transposed once, in a copy of
-    its own. Ids not in the matrix are emitted on the ``"unknown"`` tagged
+    its own, unless ``unit_t``: then ``load`` gives it in that layout
+    already (:func:`unit_transposed`'s, as
+    ``load_item_embeddings(..., unit_t=True)`` reads it) and no copy is made.
+    Ids not in the matrix are emitted on the ``"unknown"`` tagged
     output for a fallback.
 
     A block of scores is at most ``block_rows`` rows and ``max_block_scores``
@@ -790,14 +793,15 @@ class NearestNeighboursFn(beam.DoFn):
     did: BLAS may sum in another order for a block of another shape).
     """
 
-    def __init__(self, load, k: int, *, block_rows: int = 1024, max_block_scores: int = 1 << 22):
+    def __init__(self, load, k: int, *, block_rows: int = 1024, max_block_scores: int = 1 << 22, unit_t: bool = False):
         if block_rows < 1 or max_block_scores < 1:
             raise ConfigError(f"block_rows and max_block_scores must be >= 1, got {block_rows} and {max_block_scores}")
         self._load, self.k, self.block_rows, self.max_block_scores = load, k, block_rows, max_block_scores
+        self.unit_t = unit_t
 
     def setup(self):
         ids, emb = self._load()
-        self._emb_t = unit_transposed(emb)
+        self._emb_t = np.ascontiguousarray(emb, np.float32) if self.unit_t else unit_transposed(emb)
         del emb
         self._ids = list(ids)
         self._index = {item: i for i, item in enumerate(self._ids)}

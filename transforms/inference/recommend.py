@@ -394,8 +394,17 @@ def load_vocab(model_dir: str):
     return ItemVocab.from_json(read_model_bytes(FileSystems.join(model_dir, "vocab.json")).decode("utf-8"))
 
 
-def load_item_embeddings(model_dir: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """(item ids, embedding matrix) saved beside a model (``vocab.json``, ``item_embeddings.npy``)."""
+def load_item_embeddings(model_dir: str, *, unit_t: bool = False) -> tuple[tuple[str, ...], np.ndarray]:
+    """(item ids, embedding matrix) saved beside a model (``vocab.json``, ``item_embeddings.npy``).
+
+    With ``unit_t`` the matrix comes in :func:`transforms.recommend.top_k_similar_t`'s
+    layout (each item scaled to unit length, transposed to ``dim x items``,
+    C-contiguous), read a few MiB of rows at a time into that one array: the
+    file's bytes and a row-major copy are never held beside it, so loading
+    needs about one matrix of memory where reading the file whole and then
+    transposing needs three (57 MB each at 37,200 items of 384 floats).
+    The values are the same to the bit as :func:`transforms.recommend.unit_transposed`'s.
+    """
     import io
 
     from apache_beam.io.filesystems import FileSystems
@@ -403,13 +412,65 @@ def load_item_embeddings(model_dir: str) -> tuple[tuple[str, ...], np.ndarray]:
     vocab = load_vocab(model_dir)
     path = FileSystems.join(model_dir, "item_embeddings.npy")
     try:  # never unpickle: a plain array file only
-        emb = np.load(io.BytesIO(read_model_bytes(path)), allow_pickle=False)
+        if unit_t:
+            emb = _read_unit_transposed(path)
+        else:
+            emb = np.load(io.BytesIO(read_model_bytes(path)), allow_pickle=False)
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(f"cannot read item embeddings {path!r}: {exc}") from exc
-    if emb.shape[0] != len(vocab):
+    n_rows = emb.shape[1] if unit_t else emb.shape[0]
+    if n_rows != len(vocab):
         raise ModelLoadError(
-            f"{model_dir!r}: item_embeddings.npy has {emb.shape[0]} rows but vocab.json {len(vocab)} ids; re-export the model"
+            f"{model_dir!r}: item_embeddings.npy has {n_rows} rows but vocab.json {len(vocab)} ids; re-export the model"
         )
     return vocab.ids, emb
+
+
+def _read_exactly(f, n: int, path: str) -> bytes:
+    data = f.read(n)
+    while len(data) < n:  # a stream may return less than asked before its end
+        more = f.read(n - len(data))
+        if not more:
+            raise ModelLoadError(f"{path!r} is truncated: {n - len(data)} bytes of its array are missing")
+        data += more
+    return data
+
+
+def _read_unit_transposed(path: str, *, chunk_bytes: int = 4 << 20) -> np.ndarray:
+    """A 2-D ``.npy`` of item rows -> unit rows, transposed (``dim x items``, float32, C-contiguous), read in chunks."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.recommend import unit_transposed
+
+    fmt = np.lib.format
+    try:
+        f = FileSystems.open(path)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read model file {path!r}: {exc}") from exc
+    with f:
+        try:
+            version = fmt.read_magic(f)
+        except ValueError as exc:
+            head = "it is empty (0 bytes)" if "EOF" in str(exc) else str(exc)
+            raise ModelLoadError(f"cannot read item embeddings {path!r}: {head}") from exc
+        readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+        if version not in readers:
+            raise ModelLoadError(f"{path!r}: .npy format version {version} is not supported (1.0 and 2.0 are)")
+        shape, fortran_order, dtype = readers[version](f)
+        if dtype.hasobject or dtype.kind not in "fiu":
+            raise ModelLoadError(f"{path!r} holds {dtype} values, not numbers (object arrays would need pickle, which is refused)")
+        if len(shape) != 2:
+            raise ModelLoadError(f"{path!r} is not a 2-D matrix of item rows: shape {shape}")
+        n_items, dim = shape
+        if fortran_order:  # columns on disk: rare, and a whole read is no worse than the transposed copy
+            data = _read_exactly(f, n_items * dim * dtype.itemsize, path)
+            return unit_transposed(np.frombuffer(data, dtype).reshape(dim, n_items).T)
+        emb_t = np.empty((dim, n_items), np.float32)
+        step = max(1, chunk_bytes // max(1, dim * dtype.itemsize))
+        for start in range(0, n_items, step):
+            rows = min(step, n_items - start)
+            chunk = np.frombuffer(_read_exactly(f, rows * dim * dtype.itemsize, path), dtype).reshape(rows, dim)
+            emb_t[:, start : start + rows] = unit_transposed(chunk)
+        return emb_t
