@@ -16,7 +16,12 @@ Measured on ``aisle recommend`` at 10x the retail volume with two workers
 (62 fused stages), three alternating runs each: the largest worker peaked
 at 1,002 / 1,002 / 977 MiB keeping the processors and at 712 / 746 / 722
 MiB dropping them after 2 s idle, in 42.8 / 47.9 / 45.0 s and 45.2 /
-41.4 / 37.6 s. A stage whose next bundle comes within
+41.4 / 37.6 s. Half a second lowers the peak further, as the processor
+of the stage before (a model and its score buffers) no longer lives on
+into the next stage: five alternating runs each, 505-560 MiB (median
+515) against 540-551 MiB (median 549) after 2 s, in 39.3-47.9 s against
+40.7-48.6 s; at 1x, 347-396 MiB (median 392) against 404-412 MiB
+(median 406), three runs each. A stage whose next bundle comes within
 :data:`BUNDLE_PROCESSOR_IDLE_S` still reuses its processor. Dataflow's
 workers keep Beam's default: a stage there runs many bundles.
 
@@ -55,8 +60,9 @@ __all__ = [
 # The module a local worker process runs as __main__.
 WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
 
-# Seconds a worker keeps an idle stage's bundle processor (Beam's default: 60).
-BUNDLE_PROCESSOR_IDLE_S = 2
+# Seconds a worker keeps an idle stage's bundle processor (Beam's default: 60); also the period of
+# the worker's clean-up thread, which therefore drops one 0.5-1 s after its bundle.
+BUNDLE_PROCESSOR_IDLE_S = 0.5
 
 
 def release_idle_bundle_processors(seconds: float = BUNDLE_PROCESSOR_IDLE_S) -> None:
