@@ -219,7 +219,11 @@ def test_recommend_side_files(tmp_path):
     np.save(emb_path, np.ones((3, 8), np.float32))
     _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "3 rows", "vocab.json 2 ids")
     emb_path.write_bytes(RANDOM)
-    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "magic")
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "not a .npy file", "magic")
+    emb_path.write_bytes(b"\x93NU")  # shorter than the magic string: not taken for an empty file
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "not a .npy file")
+    emb_path.write_bytes(b"\x93NUMPY\x03\x00" + RANDOM)
+    _fails(lambda: load_item_embeddings(str(tmp_path), unit_t=True), "item_embeddings.npy", "version (3, 0) is not supported")
 
 
 # ---------------------------------------------------------------------------
