@@ -7,7 +7,7 @@ import os
 
 from transforms.errors import ChecksumMismatch, ModelLoadError
 
-__all__ = ["read_model_bytes", "thread_budget", "usable_cores"]
+__all__ = ["empty_model_file", "open_model_file", "read_model_bytes", "thread_budget", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -25,6 +25,21 @@ def thread_budget() -> int:
         return usable_cores()
 
 
+def open_model_file(path: str):
+    """A model file opened for binary reading from any FileSystems location, or ModelLoadError naming it."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return FileSystems.open(path)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read model file {path!r}: {exc}") from exc
+
+
+def empty_model_file(path: str) -> ModelLoadError:
+    """The error for a model file of 0 bytes (no runtime gives a useful message for one)."""
+    return ModelLoadError(f"model file {path!r} is empty (0 bytes): the export or copy that wrote it did not finish")
+
+
 def read_model_bytes(path: str, *, sha256: str | None = None) -> bytes:
     """A model file's bytes from any FileSystems location (local, gs://), or ModelLoadError naming it.
 
@@ -33,15 +48,13 @@ def read_model_bytes(path: str, *, sha256: str | None = None) -> bytes:
     the bytes are verified before anything parses them; a difference
     raises :class:`~transforms.errors.ChecksumMismatch` naming both digests.
     """
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        with FileSystems.open(path) as f:
+    with open_model_file(path) as f:
+        try:
             data = f.read()
-    except Exception as exc:
-        raise ModelLoadError(f"cannot read model file {path!r}: {exc}") from exc
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read model file {path!r}: {exc}") from exc
     if not data:
-        raise ModelLoadError(f"model file {path!r} is empty (0 bytes): the export or copy that wrote it did not finish")
+        raise empty_model_file(path)
     if sha256 is not None:
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256.lower():

@@ -40,7 +40,7 @@ import numpy as np
 
 from transforms.beam_ml import ModelHandler, PredictionResult
 from transforms.errors import ConfigError, ModelLoadError
-from transforms.inference import read_model_bytes, thread_budget
+from transforms.inference import empty_model_file, open_model_file, read_model_bytes, thread_budget
 from transforms.recommend_vocab import encode_queries
 
 __all__ = [
@@ -451,19 +451,13 @@ def _read_exactly(f, n: int, path: str) -> bytes:
 
 def _read_unit_transposed(path: str, *, chunk_bytes: int = 4 << 20) -> np.ndarray:
     """A 2-D ``.npy`` of item rows -> unit rows, transposed (``dim x items``, float32, C-contiguous), read in chunks."""
-    from apache_beam.io.filesystems import FileSystems
-
     from transforms.recommend import unit_transposed
 
     fmt = np.lib.format
-    try:
-        f = FileSystems.open(path)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot read model file {path!r}: {exc}") from exc
-    with f:
+    with open_model_file(path) as f:
         magic = _read_up_to(f, fmt.MAGIC_LEN)
         if not magic:
-            raise ModelLoadError(f"model file {path!r} is empty (0 bytes): the export or copy that wrote it did not finish")
+            raise empty_model_file(path)
         if len(magic) < fmt.MAGIC_LEN or not magic.startswith(fmt.MAGIC_PREFIX):
             raise ModelLoadError(f"{path!r} is not a .npy file: its magic string is {magic!r}, not {fmt.MAGIC_PREFIX!r} and a version")
         version = (magic[-2], magic[-1])
