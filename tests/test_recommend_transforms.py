@@ -234,6 +234,8 @@ def test_item_embeddings_read_in_chunks_equal_the_whole_file_normalized_and_tran
     fn = NearestNeighboursFn(lambda: (got_ids, got), 4, unit_t=True)
     fn.setup()
     assert fn._emb_t is got  # used as given: no second copy
+    with pytest.raises(ConfigError, match="disagree about the layout"):  # a transposed matrix taken for rows
+        NearestNeighboursFn(lambda: (got_ids, got), 4).setup()
     idx, val = top_k_similar(np.load(tmp_path / "item_embeddings.npy"), 4, rows=range(10))
     assert dict(fn.process(ids[:10])) == {ids[r]: tuple((ids[j], float(v)) for j, v in zip(idx[r], val[r])) for r in range(10)}
 

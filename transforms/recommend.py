@@ -801,9 +801,16 @@ class NearestNeighboursFn(beam.DoFn):
 
     def setup(self):
         ids, emb = self._load()
+        self._ids = list(ids)
+        items_axis = 1 if self.unit_t else 0
+        if np.ndim(emb) != 2 or np.shape(emb)[items_axis] != len(self._ids):
+            layout = "dim x items (unit_t=True)" if self.unit_t else "items x dim"
+            raise ConfigError(
+                f"the loader gave {len(self._ids)} ids and a matrix of shape {np.shape(emb)}, expected {layout}: "
+                "a loader and unit_t that disagree about the layout?"
+            )
         self._emb_t = np.ascontiguousarray(emb, np.float32) if self.unit_t else unit_transposed(emb)
         del emb
-        self._ids = list(ids)
         self._index = {item: i for i, item in enumerate(self._ids)}
         self._block_rows = max(1, min(self.block_rows, self.max_block_scores // max(1, len(self._ids))))
 
