@@ -72,16 +72,14 @@ from transforms.records import DEAD_LETTER_SCHEMA
 from transforms.recommend import (
     RECOMMENDATION_SCHEMA,
     ApplyFallback,
-    Recommendation,
     CooccurrenceCounts,
     ItemCounts,
     SimilarItemsFn,
     DROP_REASONS,
     blend_lists,
     pack_items,
+    RecommendationLayout,
     purchases_of_batch,
-    recommendation_row,
-    retail_prediction,
     unpack_items,
 )
 
@@ -259,24 +257,22 @@ def _write(pcoll, out_dir: str, name: str, model_type: str, rows_per_shard: int,
     from transforms.shards import WriteSortedShards
 
     label = "".join(part.title() for part in name.split("_"))  # similar_items -> SimilarItems
+    layout = RecommendationLayout(model_type)
     (
         pcoll
-        | f"{label}Rows" >> beam.Map(recommendation_row, model_type)
+        # a plain tuple crosses the writer's shuffle: a coder writes a NamedTuple's type with every value
+        | f"{label}Rows" >> beam.Map(tuple)
         | f"Write{label}"
         >> WriteSortedShards(
             FileSystems.join(out_dir, name),
             RECOMMENDATION_SCHEMA,
             ("key",),
             rows_per_shard=rows_per_shard,
-            jsonl=functools.partial(_prediction_json, model_type=model_type),
+            jsonl=layout.jsonl,
             n_rows=n_rows,
+            layout=layout,
         )
     )
-
-
-def _prediction_json(row: dict, model_type: str) -> str:
-    rec = Recommendation(row["key"], tuple((r["id"], r["score"]) for r in row["results"]), row["fallback"])
-    return json.dumps(retail_prediction(rec, model_type), sort_keys=True)
 
 
 def add_recommend_steps(

@@ -9,6 +9,7 @@ import json
 import pathlib
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -121,6 +122,78 @@ def test_sorted_shards_check_their_keys():
         WriteSortedShards("out", schema, ("id",))
     with pytest.raises(ConfigError, match="rows_per_shard"):
         WriteSortedShards("out", schema, ("key",), rows_per_shard=0)
+
+
+def test_sorted_shards_refuse_a_layout_with_other_keys():
+    from transforms.recommend import RECOMMENDATION_SCHEMA, RecommendationLayout
+
+    with pytest.raises(ConfigError, match="layout sorts by"):
+        WriteSortedShards("out", RECOMMENDATION_SCHEMA, ("model_type",), layout=RecommendationLayout("similar-items"))
+
+
+_ids = st.text(alphabet=st.sampled_from('ab"\\/\x1f\n\u00e9\u4e2d\U0001f600'), min_size=1, max_size=4)
+_score = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.floats(-2, 2, width=32).map(np.float32),
+    st.integers(-3, 3),
+)
+_recommendations = st.lists(
+    st.tuples(_ids, st.lists(st.tuples(_ids, _score), max_size=4).map(tuple), st.one_of(st.none(), st.just(""), _ids)),
+    unique_by=lambda r: r[0],
+    max_size=12,
+)
+
+
+@given(_recommendations)
+def test_recommendation_json_lines_are_those_of_json_dumps(recs):
+    from transforms.recommend import Recommendation, retail_prediction, retail_prediction_json
+
+    for rec in recs:
+        expected = json.dumps(retail_prediction(Recommendation(*rec), "similar-items"), sort_keys=True)
+        assert retail_prediction_json(rec, "similar-items") == expected
+        assert retail_prediction_json(Recommendation(*rec), "similar-items") == expected
+
+
+@given(_recommendations)
+def test_recommendation_layout_builds_the_table_of_the_dict_rows(recs):
+    from transforms.recommend import RECOMMENDATION_SCHEMA, Recommendation, RecommendationLayout, recommendation_row
+    from transforms.shards import sorted_elements
+
+    layout = RecommendationLayout("frequently-bought-together")
+    ordered = sorted_elements(recs[::-1], layout)
+    assert [e[0] for e in ordered] == sorted(e[0] for e in recs)
+    rows = [recommendation_row(Recommendation(*e), "frequently-bought-together") for e in ordered]
+    assert [layout.row(e) for e in ordered] == rows
+    expected = pa.Table.from_pylist(rows, schema=RECOMMENDATION_SCHEMA)
+    got = layout.table(ordered, RECOMMENDATION_SCHEMA)
+    assert got.schema == expected.schema
+    assert got.to_pylist() == expected.to_pylist() or _same_with_nan(got.to_pylist(), expected.to_pylist())
+
+
+def _same_with_nan(a, b) -> bool:
+    """Row lists equal where a NaN score equals a NaN score (``==`` says it never does)."""
+    return json.dumps(a, default=str) == json.dumps(b, default=str)
+
+
+def test_recommendation_layout_writes_the_files_of_dict_rows(tmp_path, local_runner):
+    """The same recommendations written as tuples with the layout and as dict rows: the same Parquet and JSON lines."""
+    from transforms.recommend import RECOMMENDATION_SCHEMA, Recommendation, RecommendationLayout, recommendation_row, retail_prediction
+
+    recs = [Recommendation(f"k{i:02d}", tuple((f"i{j}", 1.0 / (j + 1)) for j in range(i % 4)), "popularity" if i % 3 else None) for i in range(11)]
+    layout = RecommendationLayout("recommended-for-you")
+    with TestPipeline(runner=local_runner) as p:
+        _ = (p | "Tuples" >> beam.Create([tuple(r) for r in recs[::-1]])
+             | "WriteTuples" >> WriteSortedShards(str(tmp_path / "tuples"), RECOMMENDATION_SCHEMA, ("key",), rows_per_shard=4,
+                                                  jsonl=layout.jsonl, layout=layout))
+        _ = (p | "Rows" >> beam.Create([recommendation_row(r, "recommended-for-you") for r in recs])
+             | "WriteRows" >> WriteSortedShards(
+                 str(tmp_path / "rows"), RECOMMENDATION_SCHEMA, ("key",), rows_per_shard=4,
+                 jsonl=lambda row: json.dumps(retail_prediction(Recommendation(row["key"], tuple((r["id"], r["score"]) for r in row["results"]),
+                                                                               row["fallback"]), "recommended-for-you"), sort_keys=True)))
+    tuples, rows = digest(tmp_path / "tuples"), digest(tmp_path / "rows")
+    assert len(tuples) == 2 * 3  # ceil(11 / 4) shards, a Parquet file and a JSON lines file each
+    assert tuples == rows
+    assert_sorted_shards(tmp_path / "tuples", 3, [{"key": r.key} for r in recs])
 
 
 # --------------------------------------------------------------------------- enrich
