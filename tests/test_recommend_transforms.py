@@ -334,6 +334,27 @@ def test_title_neighbours_for_cold_items():
     assert got["new"][0][1] > got["new"][1][1] > 0
 
 
+_words = st.lists(st.sampled_from(["red", "blue", "mug", "bag", "heart", "tin", "zz"]), max_size=4).map(" ".join)
+
+
+@given(st.dictionaries(st.sampled_from([f"p{i}" for i in range(12)]), _words, min_size=1, max_size=12),
+       st.dictionaries(st.sampled_from([f"p{i}" for i in range(6)] + ["new1", "new2"]), _words, max_size=5),
+       st.integers(1, 4), st.sampled_from([0.0, 0.1, 0.5]))
+def test_title_index_ranks_as_a_full_sort_by_score_then_id(known, queries, k, min_score):
+    """Every query's list is the k best of its row of TF-IDF cosines, ties by id, the cut and the query itself left out
+    (a duplicated title makes equal scores)."""
+    index = TitleIndex(known, min_score=min_score)
+    got = index.neighbours(queries, k)
+    if index._matrix is None:
+        assert got == {}
+        return
+    for qid, title in queries.items():
+        row = (index._vectorizer.transform([title]) @ index._matrix.T).toarray()[0] if title.strip() else np.zeros(0)
+        ranked = sorted(((index.ids[j], float(v)) for j, v in enumerate(row) if v > 0 and v >= min_score and index.ids[j] != qid),
+                        key=lambda kv: (-kv[1], kv[0]))[:k]
+        assert got.get(qid, ()) == tuple(ranked)
+
+
 def test_title_index_fits_once_and_answers_like_title_neighbours():
     known = {"a": "RED RETROSPOT BAG", "b": "BLUE MUG", "c": "WHITE HANGING HEART T-LIGHT HOLDER", "d": ""}
     index = TitleIndex(known)
