@@ -101,7 +101,7 @@ class RowLayout:
 
     def sort_key(self, element) -> tuple:
         """The values of the sort-key columns, in :attr:`keys` order."""
-        return tuple(element.get(k) for k in self.keys)
+        return tuple([element.get(k) for k in self.keys])
 
     def row(self, element) -> dict:
         """The element as a dict row of the schema."""
@@ -119,7 +119,11 @@ def sorted_elements(elements, layout: RowLayout) -> list:
     cost 0.7 s of a 37,610-product shard whose ids are all distinct.
     """
 
-    keyed = sorted(((tuple((v is None, v) for v in layout.sort_key(e)), e) for e in elements), key=operator.itemgetter(0))
+    sort_key = layout.sort_key
+    if len(layout.keys) == 1:  # most writers: one key column, and no tuple of pairs to build per element
+        keyed = sorted(((((v := sort_key(e)[0]) is None, v), e) for e in elements), key=operator.itemgetter(0))
+    else:
+        keyed = sorted(((tuple([(v is None, v) for v in sort_key(e)]), e) for e in elements), key=operator.itemgetter(0))
     out: list = []
     for _, run in itertools.groupby(keyed, key=operator.itemgetter(0)):
         tied = [e for _, e in run]
