@@ -260,7 +260,7 @@ def _write(pcoll, out_dir: str, name: str, model_type: str, rows_per_shard: int,
     layout = RecommendationLayout(model_type)
     (
         pcoll
-        # a plain tuple crosses the writer's shuffle: a coder writes a NamedTuple's type with every value
+        # a plain tuple crosses the writer's shuffle: a coder pickles a NamedTuple, its type's name with every value
         | f"{label}Rows" >> beam.Map(tuple)
         | f"Write{label}"
         >> WriteSortedShards(

@@ -39,6 +39,7 @@ import json
 import operator
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -187,7 +188,7 @@ class WriteSortedShards(beam.PTransform):
         *,
         rows_per_shard: int = ROWS_PER_SHARD,
         min_shards: int = 1,
-        jsonl: Callable[[dict], str] | None = None,
+        jsonl: Callable[[Any], str] | None = None,
         jsonl_prefix: str = "predictions",
         n_rows: beam.PCollection | None = None,
         layout: RowLayout | None = None,
