@@ -19,7 +19,9 @@ So no worker holds more than one shard (about ``rows_per_shard`` rows) in
 memory, and a re-run, or a run with another worker count, writes
 byte-identical files. Write into a staging folder and publish it with
 :func:`transforms.io.commit_outputs`: a retried shard overwrites its own
-file, and a reader never sees a half-written folder.
+file, and a reader never sees a half-written folder. The rows may cross
+the shuffle in a more compact form than a dict (tuples, say), read by a
+:class:`RowLayout` that also builds the shard's table from them.
 
 >>> # rows | "WriteEntities" >> WriteSortedShards("out/_staging-1/entities", ENTITY_SCHEMA, ("product_id",))
 
