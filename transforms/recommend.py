@@ -41,6 +41,7 @@ with ``results`` a tuple of ``(item_id, score)`` best first and
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import math
@@ -194,7 +195,7 @@ class RecommendationLayout(RowLayout):
     the coder decoded the dict rows in 0.36 s and the tuples in 0.09 s (the
     local runner decodes and encodes what it groups, and the worker decodes
     it again), and the rows, their sort and ``Table.from_pylist`` took 0.48 s
-    against 0.07 s for the sort and the columns; the tables are equal.
+    against 0.06 s for the sort and the columns; the tables are equal.
     """
 
     def __init__(self, model_type: str):
@@ -979,11 +980,12 @@ class TitleIndex:
             return {}
         sims = (self._vectorizer.transform([queries[i] for i in q_ids]) @ self._matrix.T).tocsr()
         c_ids, out = self.ids, {}
-        position = {item: j for j, item in enumerate(c_ids)}
         for r, qid in enumerate(q_ids):
-            # the row's stored scores, read in place (getrow built a matrix per query: 0.49 s for 410 queries)
+            # the row's stored scores, read in place (getrow built a matrix per query: 410 queries against
+            # 37,610 titles took 0.42 s that way and 0.04 s this way)
             cols, vals = sims.indices[sims.indptr[r] : sims.indptr[r + 1]], sims.data[sims.indptr[r] : sims.indptr[r + 1]]
-            keep = (vals >= self.min_score) & (cols != position.get(qid, -1))
+            own = bisect.bisect_left(c_ids, qid)  # the query's own column, if it is a candidate (the ids are sorted)
+            keep = (vals >= self.min_score) & (cols != (own if own < len(c_ids) and c_ids[own] == qid else -1))
             cols, vals = cols[keep], vals[keep]
             best = np.lexsort((cols, -vals))[:k]  # best score first, ties by id: the ids are sorted, so by column
             if best.size:
