@@ -45,6 +45,20 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _is_worker(pid: int) -> bool:
+    """A Beam SDK worker process: forked by a job's fork server (``pipelines/worker_pool.py``), or started through a shell."""
+    from pipelines.worker_pool import WORKER_NAME
+
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() == WORKER_NAME:
+                return True
+    except OSError:
+        return False
+    cmdline = _cmdline(pid)
+    return "sdk_worker_main" in cmdline and not cmdline.startswith("/bin/sh")
+
+
 def run_measured(argv: list[str], *, interval_secs: float = 0.2, env: dict | None = None) -> dict:
     """Wall seconds, peak RSS (MiB) and the last stdout line parsed as JSON.
 
@@ -65,7 +79,7 @@ def run_measured(argv: list[str], *, interval_secs: float = 0.2, env: dict | Non
             rss = _tree_rss(proc.pid)
             peak = max(peak, sum(rss.values()))
             for p, b in rss.items():
-                if p not in per_pid and "sdk_worker_main" in _cmdline(p) and not _cmdline(p).startswith("/bin/sh"):
+                if p not in workers and _is_worker(p):
                     workers.add(p)
                 per_pid[p] = max(per_pid.get(p, 0), b)
             done.wait(interval_secs)

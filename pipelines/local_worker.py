@@ -57,8 +57,10 @@ __all__ = [
     "trim_after_dropping_processors",
 ]
 
-# The module a local worker process runs as __main__.
+# The modules a local worker process runs as __main__: Beam's SDK worker, or the fork server it was forked
+# from (pipelines/worker_pool.py, which imports this module before it forks).
 WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
+FORK_SERVER_MAIN = "pipelines.worker_pool"
 
 # Seconds a worker keeps an idle stage's bundle processor (Beam's default: 60); also the period of
 # the worker's clean-up thread, which therefore drops one 0.5-1 s after its bundle.
@@ -92,7 +94,7 @@ def glibc():
 
 def _is_worker_process() -> bool:
     main = sys.modules.get("__main__")
-    return getattr(getattr(main, "__spec__", None), "name", None) == WORKER_MAIN
+    return getattr(getattr(main, "__spec__", None), "name", None) in (WORKER_MAIN, FORK_SERVER_MAIN)
 
 
 def _exit_now() -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -83,6 +85,12 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_
 MALLOC_ARENAS = 2
 
 
+def _worker_env(threads: int) -> dict[str, str]:
+    """The variables :func:`worker_threads` sets, less those the user has set."""
+    wanted = {name: str(threads) for name in THREAD_ENV} | {"MALLOC_ARENA_MAX": str(MALLOC_ARENAS)}
+    return {name: value for name, value in wanted.items() if name not in os.environ}
+
+
 @contextlib.contextmanager
 def worker_threads(threads: int) -> Iterator[None]:
     """Processes started inside the block size their thread pools (:data:`THREAD_ENV`) to ``threads``
@@ -91,7 +99,7 @@ def worker_threads(threads: int) -> Iterator[None]:
     Variables the user has set are left as they are; the environment is
     restored on exit.
     """
-    wanted = {name: str(threads) for name in THREAD_ENV} | {"MALLOC_ARENA_MAX": str(MALLOC_ARENAS)}
+    wanted = _worker_env(threads)
     saved = {name: os.environ.get(name) for name in wanted}
     for name, value in saved.items():
         if value is None:
@@ -111,21 +119,50 @@ class _LocalPipeline(beam.Pipeline):
     start BLAS and TensorFlow thread pools as wide as the machine: N workers
     on C cores run N x C busy threads. Each worker gets ``C // N`` threads.
     Workers, in-process or not, drop a stage's bundle processor once the
-    stage is done (:mod:`pipelines.local_worker`).
+    stage is done (:mod:`pipelines.local_worker`). Worker processes are
+    forked from a server started with the pipeline, which imports Beam's SDK
+    worker while the graph is built (:mod:`pipelines.worker_pool`).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fork_server = None
+        if self._worker_processes():
+            # started now, so that it imports Beam while the job's graph is built (pipelines/worker_pool.py)
+            from pipelines.worker_pool import ForkServer
+
+            workers, threads = self._worker_processes()
+            self._fork_server = ForkServer.start(workers, _worker_env(threads))
+            if self._fork_server is not None:
+                weakref.finalize(self, self._fork_server.close)  # a pipeline that is never run
+
+    def _worker_processes(self) -> tuple[int, int] | None:
+        """``(worker processes, threads each)`` when the local runner will start worker processes, else None."""
+        direct = self._options.view_as(DirectOptions)
+        if direct.direct_running_mode != "multi_processing":
+            return None
+        cores = usable_cores()
+        workers = direct.direct_num_workers or cores  # 0: one worker per core
+        return workers, max(1, cores // max(1, workers))
 
     def run(self, test_runner_api="AUTO"):
         from pipelines.local_worker import release_idle_bundle_processors
+        from pipelines.worker_pool import serving
 
         release_idle_bundle_processors()  # in-process and threaded workers; worker processes import WORKER_PLUGIN
-        direct = self._options.view_as(DirectOptions)
-        if direct.direct_running_mode != "multi_processing":
+        processes = self._worker_processes()
+        if processes is None:
             return super().run(test_runner_api)
-        cores = usable_cores()
-        workers = direct.direct_num_workers or cores  # 0: one worker per core
         _limit_malloc_arenas()  # this process is the runner: it buffers every shuffle between stages
-        with worker_threads(max(1, cores // max(1, workers))):
-            return super().run(test_runner_api)
+        mark = _LostWorkers.mark()
+        try:
+            with worker_threads(processes[1]), serving(self._fork_server):
+                return super().run(test_runner_api)
+        except Exception as exc:
+            named = _named_lost_worker(exc, mark)
+            if named is None:
+                raise
+            raise named from exc
 
 
 def _limit_malloc_arenas() -> bool:
@@ -230,6 +267,63 @@ def _signal_of(message: str) -> str:
     return f" ({name}: killed, by a person or by the out-of-memory killer)" if name == "SIGKILL" else f" ({name})"
 
 
+class _ForkedSdkWorker:
+    """Beam's ``SubprocessSdkWorker``, run by a process forked from the job's fork server when it has one.
+
+    The worker gets the environment Beam would start it with (the runner's
+    addresses, the pipeline options, its id) and a logging service of its
+    own, as Beam's does; it fails the same way, with
+    ``RuntimeError("Worker subprocess exited with return code N")`` (``-N``:
+    killed by signal N). Without a server, or where the server cannot fork
+    one, Beam's own start is used: a shell that runs the SDK worker.
+    """
+
+    def __init__(self, beam_worker, server):
+        self._beam_worker, self._server = beam_worker, server
+        self._pid: int | None = None
+
+    def pids(self) -> list[int]:
+        """The forked worker's process id, once it has one (empty for a worker Beam started)."""
+        return [self._pid] if self._pid else []
+
+    def run(self) -> None:
+        if self._server is None:
+            return self._beam_worker.run()
+        from apache_beam.portability.api import beam_fn_api_pb2_grpc, endpoints_pb2
+        from apache_beam.runners.portability.local_job_service import BeamFnLoggingServicer
+        from apache_beam.utils import thread_pool_executor
+        from google.protobuf import json_format, text_format
+
+        from pipelines.worker_pool import wait_exit_code
+
+        import grpc
+
+        worker = self._beam_worker
+        logging_server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
+                                     options=[("grpc.http2.max_pings_without_data", 0), ("grpc.http2.max_ping_strikes", 0)])
+        logging_port = logging_server.add_insecure_port("[::]:0")
+        logging_server.start()
+        beam_fn_api_pb2_grpc.add_BeamFnLoggingServicer_to_server(BeamFnLoggingServicer(), logging_server)
+        try:
+            env = dict(
+                os.environ,
+                CONTROL_API_SERVICE_DESCRIPTOR=text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=worker._control_address)),
+                LOGGING_API_SERVICE_DESCRIPTOR=text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=f"localhost:{logging_port}")),
+                PIPELINE_OPTIONS=json_format.MessageToJson(worker._provision_info.provision_info.pipeline_options),
+            )
+            if worker._worker_id:
+                env["WORKER_ID"] = worker._worker_id
+            self._pid = self._server.spawn(env)
+            if self._pid is None:  # the server has ended or failed: start the worker as Beam does
+                logging_server.stop(0)
+                return self._beam_worker.run()
+            code = wait_exit_code(self._pid)
+            if code:
+                raise RuntimeError(f"Worker subprocess exited with return code {code}")
+        finally:
+            logging_server.stop(0)
+
+
 class _WatchedSubprocessWorkerHandler(SubprocessSdkWorkerHandler):
     """The local runner's handler of a worker process, which fails the job when the process ends early.
 
@@ -245,7 +339,10 @@ class _WatchedSubprocessWorkerHandler(SubprocessSdkWorkerHandler):
     def start_worker(self):
         from apache_beam.runners.portability.local_job_service import SubprocessSdkWorker
 
+        from pipelines.worker_pool import active_server
+
         self.worker = SubprocessSdkWorker(self._worker_command_line, self.control_address, self.provision_info, self.worker_id)
+        self.worker = _ForkedSdkWorker(self.worker, active_server())
         self.worker_thread = threading.Thread(name="run_worker", target=self._run_worker, daemon=True)
         self.worker_thread.start()
 
@@ -254,7 +351,7 @@ class _WatchedSubprocessWorkerHandler(SubprocessSdkWorkerHandler):
         :data:`WORKER_STOP_S` (a worker left in a bundle whose job failed would never end)."""
         self.worker_thread.join(WORKER_STOP_S)
         if self.worker_thread.is_alive():
-            for pid in _processes_of_worker(self.worker_id):
+            for pid in self.worker.pids() or _processes_of_worker(self.worker_id):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             self.worker_thread.join()
@@ -263,8 +360,44 @@ class _WatchedSubprocessWorkerHandler(SubprocessSdkWorkerHandler):
         try:
             self.worker.run()
         except RuntimeError as exc:  # "Worker subprocess exited with return code N"
-            _fail_pending_instructions(self.control_conn, f"local worker process {self.worker_id} ended while the job ran: {exc}"
-                                       f"{_signal_of(str(exc))}")
+            message = f"local worker process {self.worker_id} ended while the job ran: {exc}{_signal_of(str(exc))}"
+            with _LostWorkers.lock:
+                _LostWorkers.messages.append(message)
+            _fail_pending_instructions(self.control_conn, message)
+
+
+class _LostWorkers:
+    """What the handlers said of the local worker processes that ended while their job ran, in order."""
+
+    lock = threading.Lock()
+    messages: list[str] = []
+
+    @classmethod
+    def mark(cls) -> int:
+        with cls.lock:
+            return len(cls.messages)
+
+    @classmethod
+    def since(cls, mark: int) -> list[str]:
+        with cls.lock:
+            return cls.messages[mark:]
+
+
+def _named_lost_worker(exc: Exception, mark: int) -> Exception | None:
+    """The error to raise instead of ``exc`` when ``exc`` is the runner losing its connection to a worker
+    process that died (a data or control stream that closed), and a handler has said which worker it was.
+
+    Which of the two the runner sees first is a race: a worker killed while
+    it sends a bundle's output closes the data stream as it dies, and the
+    runner reports the closed stream, not the worker.
+    """
+    import grpc
+
+    lost = _LostWorkers.since(mark)
+    symptom = isinstance(exc, grpc.RpcError) or "Channel closed prematurely" in str(exc)
+    if lost and symptom and not any(message in str(exc) for message in lost):
+        return RuntimeError(lost[0])
+    return None
 
 
 def _watch_worker_processes() -> None:

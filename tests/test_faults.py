@@ -54,13 +54,23 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _comm(pid: int) -> bytes:
+    try:
+        return pathlib.Path(f"/proc/{pid}/comm").read_bytes().strip()
+    except OSError:
+        return b""
+
+
 def sdk_workers(pid: int) -> list[int]:
-    """The Python SDK worker processes under ``pid``: the runner starts each through ``/bin/sh -c``."""
+    """The Python SDK worker processes under ``pid``: forked by the job's fork server (named ``aisle-worker``),
+    or started by Beam through ``/bin/sh -c`` where there is none."""
+    from pipelines.worker_pool import WORKER_NAME
+
     found, stack = [], children(pid)
     while stack:
         child = stack.pop()
         argv = _cmdline(child).split(b"\0")
-        if b"sdk_worker_main" in b" ".join(argv) and not argv[0].endswith(b"sh"):
+        if _comm(child) == WORKER_NAME.encode() or (b"sdk_worker_main" in b" ".join(argv) and not argv[0].endswith(b"sh")):
             found.append(child)
         stack.extend(children(child))
     return sorted(found)
@@ -229,7 +239,9 @@ with make_pipeline(pipeline_options([], workers=2)) as p:
 
 def test_a_worker_that_cannot_start_fails_the_job(tmp_path):
     """A local worker process that exits before it connects ends the job with an error, instead of a wait with no end."""
-    (tmp_path / "sitecustomize.py").write_text("import os\nif os.environ.get('WORKER_ID'):\n    raise SystemExit(3)\n")  # workers only
+    # workers only: the fork server too, so that the workers start through Beam's shell and fail there
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('WORKER_ID') or os.environ.get('AISLE_WORKER_FORK_SERVER'):\n    raise SystemExit(3)\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
     try:
         job = subprocess.run([sys.executable, "-c", TINY_JOB], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
