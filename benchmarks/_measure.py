@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import threading
 import time
@@ -45,6 +46,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _steal_secs() -> float | None:
+    """Seconds of CPU time the hypervisor has taken from this machine's CPUs so far (``steal`` in ``/proc/stat``)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _is_worker(pid: int) -> bool:
     """A Beam SDK worker process: forked by a job's fork server (``pipelines/worker_pool.py``), or started through a shell."""
     from pipelines.worker_pool import WORKER_NAME
@@ -68,7 +79,7 @@ def run_measured(argv: list[str], *, interval_secs: float = 0.2, env: dict | Non
     buffers between steps); ``peak_rss_mib_worker``: the largest peak of any
     Beam SDK worker process (0 when the job ran in one process).
     """
-    t0 = time.perf_counter()
+    t0, steal0, cpu0 = time.perf_counter(), _steal_secs(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak, per_pid, workers = 0, {}, set()
     done = threading.Event()
@@ -90,6 +101,7 @@ def run_measured(argv: list[str], *, interval_secs: float = 0.2, env: dict | Non
     done.set()
     t.join()
     wall = time.perf_counter() - t0
+    cpu1, steal1 = resource.getrusage(resource.RUSAGE_CHILDREN), _steal_secs()
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{err[-3000:]}")
     last = out.strip().splitlines()[-1] if out.strip() else "{}"
@@ -98,5 +110,9 @@ def run_measured(argv: list[str], *, interval_secs: float = 0.2, env: dict | Non
         "peak_rss_mib": peak / 2**20,
         "peak_rss_mib_main": per_pid.get(proc.pid, 0) / 2**20,
         "peak_rss_mib_worker": max((per_pid[p] for p in workers), default=0) / 2**20,
+        # CPU seconds of the command and every process under it that ended with it, and of the machine
+        # taken by the hypervisor meanwhile (a run with much steal ran on a slower machine than the others)
+        "cpu_secs": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        "steal_secs": None if steal0 is None or steal1 is None else steal1 - steal0,
         "result": json.loads(last),
     }

@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                         by_workers[w].append(m)
                         digests.setdefault(w, _digest(out))
                         shutil.rmtree(out, ignore_errors=True)
-                        print(f"{job} {n}x {w} worker(s) run {r}: job {m['result']['job_secs']:.1f}s "
-                              f"peak {m['peak_rss_mib']:.0f} MiB load {_load_average()}", file=sys.stderr)
+                        print(f"{job} {n}x {w} worker(s) run {r}: job {m['result']['job_secs']:.1f}s cpu {m['cpu_secs']:.1f}s "
+                              f"steal {m['steal_secs'] or 0:.1f}s peak {m['peak_rss_mib']:.0f} MiB load {_load_average()}", file=sys.stderr)
                 for w, runs in by_workers.items():
                     job_secs = statistics.median(m["result"]["job_secs"] for m in runs)
                     rows = runs[0]["result"]["rows"]
@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                         "peak_rss_mib_main_median": round(statistics.median(m["peak_rss_mib_main"] for m in runs)),
                         "peak_rss_mib_worker_median": round(statistics.median(m["peak_rss_mib_worker"] for m in runs)),
                         "job_secs_all": [round(m["result"]["job_secs"], 2) for m in runs],
+                        "cpu_secs_all": [round(m["cpu_secs"], 1) for m in runs],
+                        "steal_secs_all": [None if m["steal_secs"] is None else round(m["steal_secs"], 1) for m in runs],
                     }
                 secs = {w: fig["job_secs_median"] for w, fig in entry["workers"].items()}
                 if "1" in secs and "2" in secs:

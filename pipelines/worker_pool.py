@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -40,6 +41,8 @@ SERVER_MAIN = "pipelines.worker_pool"
 SERVER_ENV = "AISLE_WORKER_FORK_SERVER"
 # The name (comm) a forked worker process takes.
 WORKER_NAME = "aisle-worker"
+# Seconds a request for a worker waits for the server (which imports Beam in 1.3-1.8 s on 2 cores).
+SPAWN_TIMEOUT_S = 120.0
 
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
@@ -100,13 +103,12 @@ class ForkServer:
                 env={**os.environ, **env, SERVER_ENV: "1"},
             )
         except BaseException:
-            for fd in (req_r, req_w, pid_r, pid_w):
-                os.close(fd)
+            os.close(req_w)
+            os.close(pid_r)
             raise
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(req_r)
-                os.close(pid_w)
+        finally:  # the server's ends of the pipes
+            os.close(req_r)
+            os.close(pid_w)
         self._requests = os.fdopen(req_w, "w")
         self._pids = os.fdopen(pid_r, "r")
         self._left = workers
@@ -128,18 +130,24 @@ class ForkServer:
         """Fork a worker that runs with environment ``env``; its process id, or None if the server cannot.
 
         Blocks until the server has imported Beam (started with the pipeline,
-        it usually has by the time the first stage runs).
+        it usually has by the time the first stage runs), for at most
+        :data:`SPAWN_TIMEOUT_S`: a server that does not answer by then is
+        killed.
         """
         with self._lock:
             if self._released.is_set() or self._left <= 0:
                 return None
             self._left -= 1
+            line = ""
             try:
                 self._requests.write(json.dumps(dict(env)) + "\n")
                 self._requests.flush()
-                line = self._pids.readline()
+                if select.select([self._pids], [], [], SPAWN_TIMEOUT_S)[0]:
+                    line = self._pids.readline()
+                else:
+                    self._proc.kill()
             except (OSError, ValueError):  # the server has ended: a broken pipe, or a closed file
-                line = ""
+                pass
             if not line.strip().isdigit() or self._left == 0:
                 self._release()
             return int(line) if line.strip().isdigit() else None
@@ -161,8 +169,9 @@ class ForkServer:
             self._release()
 
     @property
-    def pid(self) -> int:
-        return self._proc.pid
+    def ended(self) -> bool:
+        """Whether the server has ended (it forks no more workers)."""
+        return self._released.is_set()
 
 
 class _Active:

@@ -67,7 +67,7 @@ def test_fork_server_reports_exit_codes_and_forks_no_more_than_asked():
         os.kill(waiting, signal.SIGKILL)
         assert wait_exit_code(waiting) == -signal.SIGKILL
         assert server.spawn(dict(os.environ)) is None  # two were asked for: the server has ended
-        assert server._proc.poll() is not None
+        assert server.ended
     finally:
         server.close()
 
