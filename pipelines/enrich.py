@@ -466,7 +466,7 @@ def run_enrich(
         max_image_bytes=max_image_bytes,
     )
     files, _ = catalog_files(catalog)
-    pipeline = make_pipeline(pipeline_options(beam_args, workers=workers))
+    pipeline = make_pipeline(pipeline_options(beam_args, workers=workers), preload=[__name__])
     build_enrich(
         pipeline,
         catalog,

@@ -140,7 +140,7 @@ def run_ingest(
         worker_mode = "processes" if total_bytes >= PROCESS_BYTES else "threads"
     options = pipeline_options(beam_args, workers=workers, worker_mode=worker_mode)
     t_plan = time.perf_counter()
-    pipeline = make_pipeline(options)
+    pipeline = make_pipeline(options, preload=[__name__])
     build_ingest(pipeline, uris, cfg, bigquery_dataset=bigquery_dataset)
     stop = threading.Event()
     watcher = None

@@ -124,15 +124,16 @@ class _LocalPipeline(beam.Pipeline):
     worker while the graph is built (:mod:`pipelines.worker_pool`).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, preload: Sequence[str] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self._fork_server = None
-        if self._worker_processes():
+        processes = self._worker_processes()
+        if processes is not None:
             # started now, so that it imports Beam while the job's graph is built (pipelines/worker_pool.py)
             from pipelines.worker_pool import ForkServer
 
-            workers, threads = self._worker_processes()
-            self._fork_server = ForkServer.start(workers, _worker_env(threads))
+            workers, threads = processes
+            self._fork_server = ForkServer.start(workers, _worker_env(threads), preload=preload)
             if self._fork_server is not None:
                 weakref.finalize(self, self._fork_server.close)  # a pipeline that is never run
 
@@ -405,9 +406,14 @@ def _watch_worker_processes() -> None:
     WorkerHandler.register_environment(python_urns.SUBPROCESS_SDK, bytes)(_WatchedSubprocessWorkerHandler)
 
 
-def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    """A Pipeline on the runner the options name; the FnApiRunner when local."""
+def make_pipeline(options: PipelineOptions, *, preload: Sequence[str] = ()) -> beam.Pipeline:
+    """A Pipeline on the runner the options name; the FnApiRunner when local.
+
+    ``preload``: modules that local worker processes import before they are
+    forked (the job's own module, whose functions its DoFns unpickle), so
+    that they have them when the first stage runs (:mod:`pipelines.worker_pool`).
+    """
     if is_local(options):
         _watch_worker_processes()
-        return _LocalPipeline(runner=FnApiRunner(provision_info=_worker_provision_info()), options=options)
+        return _LocalPipeline(runner=FnApiRunner(provision_info=_worker_provision_info()), options=options, preload=preload)
     return beam.Pipeline(options=options)

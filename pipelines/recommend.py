@@ -538,7 +538,7 @@ def run(
     options["engine"] = resolve_engine(options.get("engine", "auto"), model_dir, options.get("tflite_path"))
     train_secs = time.perf_counter() - start
     staging = join_path(out_dir, f"_staging-{uuid.uuid4().hex[:12]}")
-    with make_pipeline(pipeline_options(beam_args, workers=workers)) as p:
+    with make_pipeline(pipeline_options(beam_args, workers=workers), preload=[__name__, "pyarrow.compute", "scipy.sparse"]) as p:
         add_recommend_steps(p, events=events, catalog=catalog, model_dir=model_dir, out_dir=staging, **options)
     names = (*OUTPUTS, "dead_letter")
     for name in names:  # an output that received no rows still exists, empty

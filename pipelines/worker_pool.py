@@ -25,13 +25,14 @@ its command line is the server's.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import select
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 __all__ = ["ForkServer", "SERVER_ENV", "WORKER_NAME", "active_server", "serving"]
 
@@ -84,21 +85,23 @@ class ForkServer:
 
     ``env`` is added to the server's environment when it starts (the thread
     pool sizes and ``MALLOC_ARENA_MAX`` of the workers: they are read when a
-    library loads, which is in the server). :meth:`spawn` asks for a worker
+    library loads, which is in the server). The server imports the modules
+    named in ``preload`` after Beam's SDK worker (one it cannot import is
+    left to the workers, where the error shows). :meth:`spawn` asks for a worker
     and returns its process id; once ``workers`` have been asked for, or
     :meth:`close` is called, the server ends.
     The workers are this process's children (see the module's docstring).
     Use :meth:`start`, which returns None where no server can be used.
     """
 
-    def __init__(self, workers: int, env: Mapping[str, str]):
+    def __init__(self, workers: int, env: Mapping[str, str], preload: Sequence[str] = ()):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         req_r, req_w = os.pipe()
         pid_r, pid_w = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", SERVER_MAIN, str(req_r), str(pid_w)],
+                [sys.executable, "-m", SERVER_MAIN, str(req_r), str(pid_w), *preload],
                 pass_fds=(req_r, pid_w),
                 env={**os.environ, **env, SERVER_ENV: "1"},
             )
@@ -116,12 +119,12 @@ class ForkServer:
         self._released = threading.Event()
 
     @classmethod
-    def start(cls, workers: int, env: Mapping[str, str]) -> "ForkServer | None":
+    def start(cls, workers: int, env: Mapping[str, str], preload: Sequence[str] = ()) -> "ForkServer | None":
         """A started server, or None where forked workers could not be waited for (see the module's docstring)."""
         if not hasattr(os, "fork") or not _hold_subreaper():
             return None
         try:
-            return cls(workers, env)
+            return cls(workers, env, preload)
         except OSError:
             _release_subreaper()
             return None
@@ -271,13 +274,19 @@ def _fork_worker(requests, pids, sdk_worker_main, env: Mapping[str, str]) -> int
 
 
 def main(argv: list[str]) -> int:
-    """Server: import the SDK worker, then fork a worker for each environment read, one JSON line each."""
+    """Server: import the SDK worker and the modules named after the two pipe descriptors in ``argv``, then
+    fork a worker for each environment read, one JSON line each."""
     requests = os.fdopen(int(argv[1]), "r")
     pids = os.fdopen(int(argv[2]), "w")
     import apache_beam.runners.worker.sdk_worker_main as sdk_worker_main
 
     import pipelines.local_worker  # noqa: F401  the workers' plugin, applied here once for all of them
 
+    for name in argv[3:]:  # the job's modules, which its DoFns' functions live in
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001  the worker that needs it imports it again, and reports the error
+            pass
     for line in requests:
         pids.write(f"{_fork_worker(requests, pids, sdk_worker_main, json.loads(line))}\n")
         pids.flush()

@@ -23,9 +23,10 @@ from pipelines.options import make_pipeline, pipeline_options
 def probe(_):
     with open("/proc/self/comm") as fh:
         comm = fh.read().strip()
-    return json.dumps([os.getpid(), os.getppid(), comm, os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("WORKER_ID")])
+    return json.dumps([os.getpid(), os.getppid(), comm, os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("WORKER_ID"),
+                       "tabnanny" in sys.modules])
 
-with make_pipeline(pipeline_options([], workers=2)) as p:
+with make_pipeline(pipeline_options([], workers=2), preload=["tabnanny", "no_such_module_here"]) as p:
     p | beam.Create(range(16)) | beam.Reshuffle() | beam.Map(probe) | beam.io.WriteToText(sys.argv[1], shard_name_template="")
 print(os.getpid())
 """
@@ -47,11 +48,13 @@ def test_workers_are_forked_children_of_the_launcher_with_their_thread_settings(
     launcher = int(job.stdout.split()[-1])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 16
-    assert {comm for _, _, comm, _, _ in rows} == {"aisle-worker"}  # forked by the server, not started through a shell
-    assert {ppid for _, ppid, _, _, _ in rows} == {launcher}  # the launcher's own children, so it can wait for them
-    assert 1 <= len({pid for pid, _, _, _, _ in rows}) <= 2
-    assert {threads for _, _, _, threads, _ in rows} == {str(max(1, usable_cores() // 2))}
-    assert all(worker_id for *_, worker_id in rows)  # the environment the runner gave each worker
+    pids, ppids, comms, threads, worker_ids, preloaded = zip(*rows)
+    assert set(comms) == {"aisle-worker"}  # forked by the server, not started through a shell
+    assert set(ppids) == {launcher}  # the launcher's own children, so it can wait for them
+    assert 1 <= len(set(pids)) <= 2
+    assert set(threads) == {str(max(1, usable_cores() // 2))}
+    assert all(worker_ids)  # the environment the runner gave each worker
+    assert all(preloaded)  # imported by the server before it forked them; a module it cannot import is skipped
 
 
 def test_fork_server_reports_exit_codes_and_forks_no_more_than_asked():
