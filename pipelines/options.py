@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -342,8 +341,8 @@ class _WatchedSubprocessWorkerHandler(SubprocessSdkWorkerHandler):
 
         from pipelines.worker_pool import active_server
 
-        self.worker = SubprocessSdkWorker(self._worker_command_line, self.control_address, self.provision_info, self.worker_id)
-        self.worker = _ForkedSdkWorker(self.worker, active_server())
+        beam_worker = SubprocessSdkWorker(self._worker_command_line, self.control_address, self.provision_info, self.worker_id)
+        self.worker = _ForkedSdkWorker(beam_worker, active_server())
         self.worker_thread = threading.Thread(name="run_worker", target=self._run_worker, daemon=True)
         self.worker_thread.start()
 
