@@ -13,7 +13,13 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers need Linux's child subreaper")
+def _can_fork_workers() -> bool:
+    from pipelines.local_worker import glibc
+
+    return sys.platform.startswith("linux") and glibc() is not None
+
+
+pytestmark = pytest.mark.skipif(not _can_fork_workers(), reason="forked workers need Linux's child subreaper, set through glibc")
 
 PROBE_JOB = """
 import json, os, sys
