@@ -98,17 +98,13 @@ def worker_threads(threads: int) -> Iterator[None]:
     Variables the user has set are left as they are; the environment is
     restored on exit.
     """
-    wanted = _worker_env(threads)
-    saved = {name: os.environ.get(name) for name in wanted}
-    for name, value in saved.items():
-        if value is None:
-            os.environ[name] = wanted[name]
+    wanted = _worker_env(threads)  # only variables the user has not set
+    os.environ.update(wanted)
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
+        for name in wanted:
+            os.environ.pop(name, None)
 
 
 class _LocalPipeline(beam.Pipeline):
@@ -278,8 +274,9 @@ class _ForkedSdkWorker:
     one, Beam's own start is used: a shell that runs the SDK worker.
     """
 
-    def __init__(self, beam_worker, server):
+    def __init__(self, beam_worker, server, control_address: str, provision_info, worker_id: str | None):
         self._beam_worker, self._server = beam_worker, server
+        self._control_address, self._provision_info, self._worker_id = control_address, provision_info, worker_id
         self._pid: int | None = None
 
     def pids(self) -> list[int]:
@@ -298,7 +295,6 @@ class _ForkedSdkWorker:
 
         import grpc
 
-        worker = self._beam_worker
         logging_server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
                                      options=[("grpc.http2.max_pings_without_data", 0), ("grpc.http2.max_ping_strikes", 0)])
         logging_port = logging_server.add_insecure_port("[::]:0")
@@ -307,12 +303,12 @@ class _ForkedSdkWorker:
         try:
             env = dict(
                 os.environ,
-                CONTROL_API_SERVICE_DESCRIPTOR=text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=worker._control_address)),
+                CONTROL_API_SERVICE_DESCRIPTOR=text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=self._control_address)),
                 LOGGING_API_SERVICE_DESCRIPTOR=text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=f"localhost:{logging_port}")),
-                PIPELINE_OPTIONS=json_format.MessageToJson(worker._provision_info.provision_info.pipeline_options),
+                PIPELINE_OPTIONS=json_format.MessageToJson(self._provision_info.provision_info.pipeline_options),
             )
-            if worker._worker_id:
-                env["WORKER_ID"] = worker._worker_id
+            if self._worker_id:
+                env["WORKER_ID"] = self._worker_id
             self._pid = self._server.spawn(env)
             if self._pid is None:  # the server has ended or failed: start the worker as Beam does
                 logging_server.stop(0)
@@ -342,7 +338,7 @@ class _WatchedSubprocessWorkerHandler(SubprocessSdkWorkerHandler):
         from pipelines.worker_pool import active_server
 
         beam_worker = SubprocessSdkWorker(self._worker_command_line, self.control_address, self.provision_info, self.worker_id)
-        self.worker = _ForkedSdkWorker(beam_worker, active_server())
+        self.worker = _ForkedSdkWorker(beam_worker, active_server(), self.control_address, self.provision_info, self.worker_id)
         self.worker_thread = threading.Thread(name="run_worker", target=self._run_worker, daemon=True)
         self.worker_thread.start()
 

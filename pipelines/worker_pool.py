@@ -36,9 +36,7 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["ForkServer", "SERVER_ENV", "WORKER_NAME", "active_server", "serving"]
 
-# The module the server runs as __main__.
-SERVER_MAIN = "pipelines.worker_pool"
-# Set in the server's environment (and so in its workers'), to tell them apart from the launcher.
+# Set in the server's environment (its workers take the runner's instead), to tell it apart from the launcher.
 SERVER_ENV = "AISLE_WORKER_FORK_SERVER"
 # The name (comm) a forked worker process takes.
 WORKER_NAME = "aisle-worker"
@@ -97,11 +95,13 @@ class ForkServer:
     def __init__(self, workers: int, env: Mapping[str, str], preload: Sequence[str] = ()):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        from pipelines.local_worker import FORK_SERVER_MAIN  # this module, as the workers' plugin knows it
+
         req_r, req_w = os.pipe()
         pid_r, pid_w = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", SERVER_MAIN, str(req_r), str(pid_w), *preload],
+                [sys.executable, "-m", FORK_SERVER_MAIN, str(req_r), str(pid_w), *preload],
                 pass_fds=(req_r, pid_w),
                 env={**os.environ, **env, SERVER_ENV: "1"},
             )
