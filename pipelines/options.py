@@ -20,11 +20,11 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.portability import python_urns
 from apache_beam.portability.api import beam_provision_api_pb2
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
 from apache_beam.runners.portability.fn_api_runner.worker_handlers import SubprocessSdkWorkerHandler, WorkerHandler
 from google.protobuf import struct_pb2
 
+from pipelines.local_bundles import LocalFnApiRunner
 from transforms.inference import usable_cores
 
 __all__ = ["LOCAL_RUNNERS", "THREAD_ENV", "WORKER_PLUGIN", "is_local", "make_pipeline", "pipeline_options", "worker_threads"]
@@ -410,5 +410,5 @@ def make_pipeline(options: PipelineOptions, *, preload: Sequence[str] = ()) -> b
     """
     if is_local(options):
         _watch_worker_processes()
-        return _LocalPipeline(runner=FnApiRunner(provision_info=_worker_provision_info()), options=options, preload=preload)
+        return _LocalPipeline(runner=LocalFnApiRunner(provision_info=_worker_provision_info()), options=options, preload=preload)
     return beam.Pipeline(options=options)
