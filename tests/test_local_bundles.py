@@ -1,0 +1,108 @@
+"""The local runner's bundles of bounded size (pipelines/local_bundles.py)."""
+
+import threading
+
+import apache_beam as beam
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipelines.local_bundles import BUNDLE_BYTES, plan_bundles
+from pipelines.options import make_pipeline, pipeline_options
+
+_seen: list[list[int]] = []  # per bundle of the stage after the shuffle: the sizes of the values it got
+_lock = threading.Lock()
+
+
+class _RecordBundles(beam.DoFn):
+    def start_bundle(self):
+        self._sizes = []
+        with _lock:
+            _seen.append(self._sizes)
+
+    def process(self, kv):
+        key, values = kv
+        values = list(values)
+        if key == "fail":
+            raise ValueError("bad key in bundle")
+        self._sizes.append(sum(len(v) for v in values))
+        yield key, len(values)
+
+
+_collected: list = []
+
+
+def _collect(rows):
+    _collected.extend(rows)
+
+
+def test_a_large_shuffle_runs_as_bundles_of_bounded_size_with_every_key_once():
+    keys = [f"k{i:04d}" for i in range(400)]
+    _seen.clear()
+    _collected.clear()
+    with make_pipeline(pipeline_options([], workers=2, worker_mode="threads")) as p:
+        (
+            p
+            | beam.Create([(k, i) for k in keys for i in range(2)])
+            | "Value" >> beam.Map(lambda kv: (kv[0], b"x" * 20_000))
+            | beam.GroupByKey()
+            | beam.ParDo(_RecordBundles())
+            | beam.combiners.ToList()
+            | beam.Map(_collect)
+        )
+    # 400 keys x 40 kB: 16 MB of shuffle, so four bundles or more, where Beam's own manager makes two
+    bundles = [sizes for sizes in _seen if sizes]
+    assert len(bundles) >= 4
+    assert max(sum(sizes) for sizes in bundles) <= 2 * BUNDLE_BYTES
+    assert sorted(_collected) == [(k, 2) for k in keys]  # every key once, with all its values
+    assert sum(len(sizes) for sizes in bundles) == len(keys)
+
+
+def test_a_small_shuffle_keeps_one_bundle_per_worker():
+    _seen.clear()
+    _collected.clear()
+    with make_pipeline(pipeline_options([], workers=2, worker_mode="threads")) as p:
+        (
+            p
+            | beam.Create([(f"k{i}", b"v") for i in range(50)])
+            | beam.GroupByKey()
+            | beam.ParDo(_RecordBundles())
+            | beam.combiners.ToList()
+            | beam.Map(_collect)
+        )
+    assert len([sizes for sizes in _seen if sizes]) <= 2
+    assert len(_collected) == 50
+
+
+def test_a_failing_bundle_fails_the_job_with_its_error():
+    with pytest.raises(Exception, match="bad key in bundle"):
+        with make_pipeline(pipeline_options([], workers=2, worker_mode="threads")) as p:
+            (
+                p
+                | beam.Create([(f"k{i:03d}", i) for i in range(300)] + [("fail", 0)])
+                | beam.Map(lambda kv: (kv[0], b"x" * 30_000))
+                | beam.GroupByKey()
+                | beam.ParDo(_RecordBundles())
+            )
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=60), st.integers(1, 4), st.integers(1, 20_000))
+def test_plan_deals_every_nonempty_piece_to_one_bundle(sizes, workers, target):
+    plan = plan_bundles(sizes, workers, target)
+    dealt = sorted(i for group in plan for i in group)
+    assert dealt == [i for i, s in enumerate(sizes) if s > 0]
+    full = len(dealt)
+    if full:
+        total = sum(sizes)
+        assert len(plan) == min(full, max(workers, -(-total // target)))
+        assert all(group for group in plan)
+        assert max(len(g) for g in plan) - min(len(g) for g in plan) <= 1  # round-robin: about as many pieces each
+    else:
+        assert plan == [[]]
+
+
+def test_plan_refuses_nonsense():
+    with pytest.raises(ValueError):
+        plan_bundles([1], workers=0)
+    with pytest.raises(ValueError):
+        plan_bundles([1], workers=1, target=0)
