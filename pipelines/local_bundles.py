@@ -117,22 +117,24 @@ class SizedBundleManager(fn_runner.ParallelBundleManager):
             finally:
                 free.put(handler)
 
-        merged, splits = None, []
         with ThreadPoolExecutor(workers, thread_name_prefix="aisle-bundle") as pool:
             futures = [pool.submit(run, ix) for ix in range(len(bundles))]
             try:
-                for future in futures:
-                    result, split = future.result()
-                    splits += split
-                    merged = result if merged is None else beam_fn_api_pb2.InstructionResponse(
-                        process_bundle=beam_fn_api_pb2.ProcessBundleResponse(
-                            monitoring_infos=monitoring_infos.consolidate(itertools.chain(
-                                result.process_bundle.monitoring_infos, merged.process_bundle.monitoring_infos))),
-                        error=result.error or merged.error)
+                done = [future.result() for future in futures]
             except BaseException:
                 for future in futures:  # bundles not started yet would only meet the same failure
                     future.cancel()
                 raise
+        splits = [split for _, bundle_splits in done for split in bundle_splits]
+        if len(done) == 1:
+            return done[0][0], splits
+        # one response for the stage, as Beam's parallel manager makes: the bundles' metrics summed, an error if any
+        responses = [response for response, _ in done]
+        merged = beam_fn_api_pb2.InstructionResponse(
+            process_bundle=beam_fn_api_pb2.ProcessBundleResponse(
+                monitoring_infos=monitoring_infos.consolidate(
+                    itertools.chain.from_iterable(r.process_bundle.monitoring_infos for r in responses))),
+            error=next((r.error for r in responses if r.error), ""))
         return merged, splits
 
 
