@@ -19,6 +19,12 @@ at 549 / 570 MiB per worker. The bundles' outputs are the same elements
 as one bundle's, and the jobs' outputs are written in an order fixed by
 their keys, so they are byte-identical.
 
+Beam encodes a whole shuffle for its workers before the first bundle
+starts, while they wait. Here a bundle's pieces are encoded just before it
+runs, one bundle ahead of the workers: at 10x with two workers, the time
+from a stage's start to its first bundle fell from 1.15-1.23 s to
+0.49-0.57 s over the job's 54 stages (three runs each, alternating).
+
 Stateful stages keep Beam's own manager (a key's state must stay on one
 worker), and so do runs with one worker; timers go with the first
 bundle, as in Beam's.
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,13 +76,64 @@ def plan_bundles(sizes: Sequence[int], workers: int, target: int = BUNDLE_BYTES)
     return [full[j::n] for j in range(n)]
 
 
-def _pieces(buffer, workers: int) -> list[list[bytes]]:
-    if isinstance(buffer, execution.ListBuffer):
-        # a list buffer is cut at the chunks its writers flushed; with fewer than one per worker, Beam
-        # re-encodes its elements round-robin
-        chunks = len(buffer._inputs)
-        return buffer.partition(min(chunks, workers * MAX_PIECES_PER_WORKER) if chunks >= workers else workers)
-    return buffer.partition(workers * MAX_PIECES_PER_WORKER)  # a grouped shuffle: keys dealt round-robin
+class _Input:
+    """One input of a stage, cut into pieces: the encoded pieces of a list buffer, or a shuffle's keys.
+
+    A list buffer is cut at the chunks its writers flushed (with fewer chunks
+    than workers, Beam re-encodes its elements round-robin). A shuffle
+    (``GroupingBuffer``) is cut by key, keys dealt round-robin over up to
+    ``workers * MAX_PIECES_PER_WORKER`` pieces as Beam's ``partition``
+    deals them, and a piece is encoded only when its bundle is about to run
+    (:meth:`take`), by Beam's own encoding of a buffer holding just those
+    keys. The first bundles then start once their own pieces are encoded,
+    not the whole shuffle, and the later ones are encoded while the workers
+    work. A piece's size is estimated before it is encoded from its number
+    of values, at the bytes per value of the first piece, which is encoded
+    at once to measure them.
+    """
+
+    def __init__(self, buffer, workers: int):
+        self._buffer, self._keys, self._taken = buffer, None, []
+        if isinstance(buffer, execution.GroupingBuffer) and not buffer._grouped_output:
+            keys = list(buffer._table)
+            n = min(len(keys), workers * MAX_PIECES_PER_WORKER)
+            self._keys = [keys[i::n] for i in range(n)]
+            self._encoded, self.sizes = {}, []
+            if n:
+                self._encoded[0] = self._encode(0)
+                first = sum(len(chunk) for chunk in self._encoded[0])
+                per_value = first / max(1, self._values0)
+                counts = [sum(len(buffer._table[k]) for k in piece) for piece in self._keys[1:]]
+                self.sizes = [first] + [max(1, round(c * per_value)) for c in counts]
+        else:
+            if isinstance(buffer, execution.ListBuffer):
+                chunks = len(buffer._inputs)
+                parts = buffer.partition(min(chunks, workers * MAX_PIECES_PER_WORKER) if chunks >= workers else workers)
+            else:  # a shuffle read before (Beam's GroupingBuffer.copy is the buffer itself): its parts as encoded
+                parts = buffer.partition(workers)
+            self._encoded = dict(enumerate(parts))
+            self.sizes = [sum(len(chunk) for chunk in part) for part in parts]
+
+    def _encode(self, i: int) -> list[bytes]:
+        table = self._buffer._table
+        piece = execution.GroupingBuffer(self._buffer._pre_grouped_coder, self._buffer._post_grouped_coder, self._buffer._windowing)
+        for key in self._keys[i]:
+            piece._table[key] = table.pop(key)  # the shuffle lets go of a key once it is encoded, as Beam's does
+        if i == 0:
+            self._values0 = sum(len(values) for values in piece._table.values())
+        return piece.partition(1)[0]
+
+    def take(self, pieces: Sequence[int]) -> list[bytes]:
+        """The encoded data of ``pieces``, encoding those not encoded yet."""
+        data = list(itertools.chain.from_iterable(
+            self._encoded.pop(i) if i in self._encoded else self._encode(i) for i in pieces if i < len(self.sizes)))
+        self._taken.append(data)
+        return data
+
+    def finish(self) -> None:
+        """Leaves a shuffle read as its bundles read it, should the runner read it again (as a split does)."""
+        if self._keys is not None:
+            self._buffer._grouped_output = self._taken
 
 
 class _OneWorker:
@@ -96,35 +154,39 @@ class SizedBundleManager(fn_runner.ParallelBundleManager):
                        expected_output_timers, dry_run: bool = False):
         handlers = list(self.bundle_context_manager.worker_handlers)
         workers = len(handlers)
-        parted = {name: _pieces(buffer, workers) for name, buffer in inputs.items()}
-        n = max((len(parts) for parts in parted.values()), default=workers)
-        pieces = [{name: (parts[i] if i < len(parts) else []) for name, parts in parted.items()} for i in range(n)]
-        sizes = [sum(len(chunk) for part in piece.values() for chunk in part) for piece in pieces]
+        parted = {name: _Input(buffer, workers) for name, buffer in inputs.items()}
+        n = max((len(part.sizes) for part in parted.values()), default=workers)
+        sizes = [sum(part.sizes[i] for part in parted.values() if i < len(part.sizes)) for i in range(n)]
         plan = plan_bundles(sizes, workers)
-        bundles = [{name: list(itertools.chain.from_iterable(pieces[i][name] for i in group)) for name in parted} for group in plan]
         free: queue.Queue = queue.Queue()
         for handler in handlers:
             free.put(handler)
+        lock = threading.Lock()
 
         def run(ix: int):
+            with lock:  # encoded here, while the workers run the bundles before it
+                bundle = {name: part.take(plan[ix]) for name, part in parted.items()}
             handler = free.get()
             try:
                 manager = fn_runner.BundleManager(_OneWorker(self.bundle_context_manager, handler), self._progress_frequency,
                                                   cache_token_generator=self._cache_token_generator)
                 # timers go with the first bundle only, as Beam's parallel manager sends them to its first worker
-                return manager.process_bundle(bundles[ix], expected_outputs, fired_timers if ix == 0 else {},
+                return manager.process_bundle(bundle, expected_outputs, fired_timers if ix == 0 else {},
                                               expected_output_timers, dry_run)
             finally:
                 free.put(handler)
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="aisle-bundle") as pool:
-            futures = [pool.submit(run, ix) for ix in range(len(bundles))]
+        # one thread more than workers: the next bundle is encoded while every worker is busy
+        with ThreadPoolExecutor(workers + 1, thread_name_prefix="aisle-bundle") as pool:
+            futures = [pool.submit(run, ix) for ix in range(len(plan))]
             try:
                 done = [future.result() for future in futures]
             except BaseException:
                 for future in futures:  # bundles not started yet would only meet the same failure
                     future.cancel()
                 raise
+        for part in parted.values():
+            part.finish()
         splits = [split for _, bundle_splits in done for split in bundle_splits]
         if len(done) == 1:
             return done[0][0], splits

@@ -106,3 +106,59 @@ def test_plan_refuses_nonsense():
         plan_bundles([1], workers=0)
     with pytest.raises(ValueError):
         plan_bundles([1], workers=1, target=0)
+
+
+def _shuffle(values_per_key: dict[str, list[bytes]]):
+    """A runner-side shuffle buffer holding ``values_per_key``, appended as a worker's output would be."""
+    from apache_beam import coders
+    from apache_beam.runners.portability.fn_api_runner import execution
+    from apache_beam.transforms import core, window
+
+    pre = coders.WindowedValueCoder(coders.TupleCoder([coders.StrUtf8Coder(), coders.BytesCoder()]))
+    post = coders.WindowedValueCoder(coders.TupleCoder([coders.StrUtf8Coder(), coders.IterableCoder(coders.BytesCoder())]))
+    buffer = execution.GroupingBuffer(pre, post, core.Windowing(window.GlobalWindows()))
+    impl = pre.get_impl()
+    buffer.append(b"".join(impl.encode_nested(window.GlobalWindows.windowed_value((k, v)))
+                           for k, vs in values_per_key.items() for v in vs))
+    return buffer, post.get_impl()
+
+
+def _decoded(chunks, impl) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = {}
+    for chunk in chunks:
+        for wv in impl.decode_all(chunk):
+            key, values = wv.value
+            assert key not in out, f"key {key} in two pieces"
+            out[key] = list(values)
+    return out
+
+
+def test_a_shuffle_is_encoded_piece_by_piece_as_its_bundles_are_taken():
+    from pipelines.local_bundles import MAX_PIECES_PER_WORKER, _Input
+
+    data = {f"k{i:04d}": [bytes([i % 251]) * (100 + i), b"v" * 10] for i in range(1000)}
+    buffer, post = _shuffle(data)
+    shuffle = _Input(buffer, workers=2)
+    assert len(shuffle.sizes) == 2 * MAX_PIECES_PER_WORKER
+    # only the first piece is encoded up front: the rest of the keys stay in the shuffle until taken
+    assert len(buffer._table) == 1000 - len(range(0, 1000, 2 * MAX_PIECES_PER_WORKER))
+    # sizes estimated from the first piece's bytes per value: the keys grow by a byte each, dealt round-robin
+    halves = [shuffle.take(range(0, 128)), shuffle.take(range(128, 256))]
+    true = [sum(len(c) for c in half) for half in halves]
+    estimated = [sum(shuffle.sizes[:128]), sum(shuffle.sizes[128:])]
+    for t, e in zip(true, estimated):
+        assert 0.6 * t <= e <= 1.4 * t
+    assert not buffer._table
+    assert _decoded(halves[0] + halves[1], post) == data  # every key once, with all its values
+    shuffle.finish()  # read again (a split, a second consumer), the shuffle gives the same data
+    assert _decoded(list(buffer), post) == data
+    again = _Input(buffer, workers=2)
+    assert _decoded(again.take(range(len(again.sizes))), post) == data
+
+
+def test_an_empty_shuffle_has_no_pieces():
+    from pipelines.local_bundles import _Input
+
+    buffer, _ = _shuffle({})
+    shuffle = _Input(buffer, workers=2)
+    assert shuffle.sizes == [] and shuffle.take([]) == []
