@@ -40,7 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from apache_beam.metrics import monitoring_infos
 from apache_beam.portability.api import beam_fn_api_pb2
-from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+from apache_beam.runners.portability.fn_api_runner import execution, fn_runner, translations
+
+from pipelines.local_stages import sink_flattens_into_groups
 
 __all__ = ["BUNDLE_BYTES", "MAX_PIECES_PER_WORKER", "LocalFnApiRunner", "SizedBundleManager", "plan_bundles"]
 
@@ -200,6 +202,9 @@ class SizedBundleManager(fn_runner.ParallelBundleManager):
         return merged, splits
 
 
+_PLANNING = threading.Lock()  # create_stages swaps a function of Beam's translations module while it plans
+
+
 class LocalFnApiRunner(fn_runner.FnApiRunner):
     """Beam's ``FnApiRunner``, with :class:`SizedBundleManager` for every stage that holds no state, when it has
     more than one worker.
@@ -210,6 +215,23 @@ class LocalFnApiRunner(fn_runner.FnApiRunner):
     (alternating), as every bundle has a fixed cost and flushes its partial
     counts and combines.
     """
+
+    def create_stages(self, pipeline_proto):
+        """Beam's stages, planned with :func:`pipelines.local_stages.sink_flattens_into_groups` in place of
+        ``translations.sink_flattens``: the same phases, in Beam's order, which ``create_stages`` names as it
+        calls ``translations.create_and_optimize_stages``."""
+        beam_create = translations.create_and_optimize_stages
+
+        def create(proto, phases, **kwargs):
+            phases = [sink_flattens_into_groups if phase is translations.sink_flattens else phase for phase in phases]
+            return beam_create(proto, phases=phases, **kwargs)
+
+        with _PLANNING:
+            translations.create_and_optimize_stages = create
+            try:
+                return super().create_stages(pipeline_proto)
+            finally:
+                translations.create_and_optimize_stages = beam_create
 
     def _get_bundle_manager(self, bundle_context_manager):
         if bundle_context_manager.num_workers == 1 or bundle_context_manager.stage.is_stateful():
