@@ -54,6 +54,9 @@ bench-recommend: venv ## recommendation baselines and candidates on the retail t
 bench-scale: venv ## enrich (NER half) and recommend at 1x/3x/10x the retail volume: in-process, 1 and 2 worker processes (about 45 min)
 	$(PY) -m benchmarks.scale --json benchmarks/results/scale.json
 
+bench-local-runner: venv ## joins planned as Beam's local runner plans them and as aisle's does, in-process and with 2 workers (about 3 min)
+	$(PY) -m benchmarks.local_runner --json benchmarks/results/local_runner.json
+
 NER_TRAIN := $(PY) -m components.ner_train --train ../shared/data/ner/conll2003/train.txt --eval ../shared/data/ner/conll2003/valid.txt --max-length 64 --num-threads 1
 
 train-ner: venv ## fine-tune the NER model on CoNLL-2003 train, the recipe of the benchmark figures (about 35 min on 2 cores)
@@ -67,4 +70,4 @@ finetune-ocr: venv ## fine-tune the OCR recognizer's head on SROIE receipts 160-
 clean: ## remove outputs (keeps .venv)
 	rm -rf out .pytest_cache
 
-.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ocr bench-ner bench-recommend bench-scale train-ner finetune-ocr clean
+.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ocr bench-ner bench-recommend bench-scale bench-local-runner train-ner finetune-ocr clean

@@ -91,3 +91,15 @@ def test_flattens_before_and_after_other_steps_give_every_element_once():
     expected = {k: sum(i for i in range(150) if i % 10 == k) for k in range(10)}
     expected[5] += 1000
     assert sorted(_rows) == sorted([*expected.items(), (99, 0)])
+
+
+def test_the_benchmark_runs_both_plans_to_the_same_result(tmp_path):
+    from benchmarks.local_runner import main
+
+    out = tmp_path / "r.json"
+    assert main(["--rows", "3000", "--workers", "1", "--repeats", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["same_result_every_run"] is True
+    figures = report["workers"]["1"]
+    assert figures["beam"]["job_secs_median"] > 0 and figures["aisle"]["job_secs_median"] > 0
+    assert figures["speedup_aisle_vs_beam"] == round(figures["beam"]["job_secs_median"] / figures["aisle"]["job_secs_median"], 2)
