@@ -78,7 +78,7 @@ def sink_flattens_into_groups(stages, pipeline_context):
         # the shuffle's buffer decodes the writes with the coder of its GroupByKey's input, which the runner
         # registers for a stage that writes that input, and none does now: registered here, as it would be there
         pipeline_context.add_data_channel_coder(output)
-        follows = stage.must_follow | consumers[0].must_follow
+        follows = (stage.must_follow | consumers[0].must_follow) - {stage}
         writes = [
             translations.Stage(
                 f"{group_write.unique_name}/{tag}",
@@ -100,11 +100,11 @@ def sink_flattens_into_groups(stages, pipeline_context):
 
     planned = []
     for stage in stages:
-        if stage in emit_at:
-            planned.extend(emit_at[stage])
+        planned.extend(emit_at.get(stage, ()))
         if stage not in writes_for:
-            if stage.must_follow & writes_for.keys():
-                stage.must_follow = frozenset(
-                    s for before in stage.must_follow for s in writes_for.get(before, [before]))
             planned.append(stage)
+    for stage in planned:  # what followed a dropped stage follows the writes in its place
+        if stage.must_follow & writes_for.keys():
+            stage.must_follow = frozenset(
+                after for before in stage.must_follow for after in writes_for.get(before, [before]) if after is not stage)
     return translations.sink_flattens(planned, pipeline_context)
