@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +43,7 @@ from apache_beam.metrics import monitoring_infos
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.portability.fn_api_runner import execution, fn_runner, translations
 
+from pipelines.local_schedule import ConcurrentStagesRunner
 from pipelines.local_stages import sink_flattens_into_groups
 
 __all__ = ["BUNDLE_BYTES", "MAX_PIECES_PER_WORKER", "LocalFnApiRunner", "SizedBundleManager", "plan_bundles"]
@@ -146,6 +148,23 @@ class _OneWorker:
         return getattr(self._context, name)
 
 
+_FREE_WORKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a run's context -> {workers: queue of free ones}
+_FREE_WORKERS_LOCK = threading.Lock()
+
+
+def _free_workers(context, handlers) -> queue.Queue:
+    """The queue of free workers among ``handlers``, one for the whole run: stages that run at once share them
+    (:mod:`pipelines.local_schedule`), so a worker runs one bundle at a time."""
+    with _FREE_WORKERS_LOCK:
+        pools = _FREE_WORKERS.setdefault(context, {})
+        key = tuple(id(handler) for handler in handlers)
+        if key not in pools:
+            pools[key] = queue.Queue()
+            for handler in handlers:
+                pools[key].put(handler)
+        return pools[key]
+
+
 class SizedBundleManager(fn_runner.ParallelBundleManager):
     """Runs a stage's input as bundles of about :data:`BUNDLE_BYTES` (:func:`plan_bundles`), each on the next free worker."""
 
@@ -157,9 +176,7 @@ class SizedBundleManager(fn_runner.ParallelBundleManager):
         n = max((len(part.sizes) for part in parted.values()), default=workers)
         sizes = [sum(part.sizes[i] for part in parted.values() if i < len(part.sizes)) for i in range(n)]
         plan = plan_bundles(sizes, workers)
-        free: queue.Queue = queue.Queue()
-        for handler in handlers:
-            free.put(handler)
+        free = _free_workers(self.bundle_context_manager.execution_context, handlers)
         lock = threading.Lock()
 
         def run(ix: int):
@@ -202,7 +219,7 @@ class SizedBundleManager(fn_runner.ParallelBundleManager):
 _PLANNING = threading.Lock()  # create_stages swaps a function of Beam's translations module while it plans
 
 
-class LocalFnApiRunner(fn_runner.FnApiRunner):
+class LocalFnApiRunner(ConcurrentStagesRunner):
     """Beam's ``FnApiRunner``, with :class:`SizedBundleManager` for every stage that holds no state, when it has
     more than one worker, and its stages planned with :func:`pipelines.local_stages.sink_flattens_into_groups`
     (:meth:`create_stages`), whatever the number of workers.
