@@ -16,10 +16,11 @@ whichever worker is free (:class:`pipelines.local_bundles.SizedBundleManager`
 draws workers from one pool for all stages). The runner's bookkeeping
 (buffers, watermarks, side inputs written to state, the queues) stays
 serial: it runs under one lock, which a stage lets go of only while its
-bundles run on the workers. Two stages that write into the same buffer
-(the inputs of one Flatten or of one GroupByKey) never run at once, as
-Beam's bookkeeping hands a written buffer to its readers when its writer
-finishes.
+bundles run on the workers. Two stages that write into the same list
+buffer (the inputs of a Flatten that is not read by a GroupByKey) never run
+at once, as Beam's bookkeeping copies such a buffer for each of its
+readers when a writer finishes; stages that write into the same shuffle
+may (:meth:`ConcurrentStagesRunner._writes`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from apache_beam.metrics.execution import MetricsContainer
 from apache_beam.metrics.metricbase import MetricName
 from apache_beam.metrics.monitoring_infos import consolidate
 from apache_beam.runners import runner
-from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+from apache_beam.runners.portability.fn_api_runner import execution, fn_runner, translations
 
 __all__ = ["ConcurrentStagesRunner"]
 
@@ -124,8 +125,16 @@ class ConcurrentStagesRunner(fn_runner.FnApiRunner):
 
     @staticmethod
     def _writes(context, name: str) -> set:
-        """The buffers a stage writes into."""
-        return set(context.bundle_manager_for(context.stages[name]).stage_data_outputs.values())
+        """The buffers other than shuffles that a stage writes into.
+
+        A shuffle (a GroupByKey's buffer) may take writes from stages that run
+        at once: its one reader gets the buffer itself, and what a writer adds
+        later is merged into it before the reader can start. A list buffer read
+        by several stages is copied for each when its writer finishes, and a
+        writer still running would add to one copy only.
+        """
+        outputs = context.bundle_manager_for(context.stages[name]).stage_data_outputs.values()
+        return {buffer for buffer in outputs if translations.split_buffer_id(buffer)[0] != "group"}
 
     def _execute_stage(self, context, name: str, data):
         with self._bookkeeping:
