@@ -43,7 +43,7 @@ from apache_beam.metrics import monitoring_infos
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.portability.fn_api_runner import execution, fn_runner, translations
 
-from pipelines.local_schedule import ConcurrentStagesRunner
+from pipelines.local_schedule import BundleNotStarted, ConcurrentStagesRunner
 from pipelines.local_stages import sink_flattens_into_groups
 
 __all__ = ["BUNDLE_BYTES", "MAX_PIECES_PER_WORKER", "LocalFnApiRunner", "SizedBundleManager", "plan_bundles"]
@@ -148,20 +148,27 @@ class _OneWorker:
         return getattr(self._context, name)
 
 
-_FREE_WORKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a run's context -> {workers: queue of free ones}
-_FREE_WORKERS_LOCK = threading.Lock()
+class _Workers:
+    """A run's free workers, shared by its stages that run at once (:mod:`pipelines.local_schedule`), so that a
+    worker runs one bundle at a time; once a bundle has failed, no other is sent (its worker may be gone)."""
+
+    def __init__(self, handlers):
+        self.free: queue.Queue = queue.Queue()
+        for handler in handlers:
+            self.free.put(handler)
+        self.failed = threading.Event()
 
 
-def _free_workers(context, handlers) -> queue.Queue:
-    """The queue of free workers among ``handlers``, one for the whole run: stages that run at once share them
-    (:mod:`pipelines.local_schedule`), so a worker runs one bundle at a time."""
-    with _FREE_WORKERS_LOCK:
-        pools = _FREE_WORKERS.setdefault(context, {})
+_WORKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a run's context -> {its workers: _Workers}
+_WORKERS_LOCK = threading.Lock()
+
+
+def _workers_of(context, handlers) -> _Workers:
+    with _WORKERS_LOCK:
+        pools = _WORKERS.setdefault(context, {})
         key = tuple(id(handler) for handler in handlers)
         if key not in pools:
-            pools[key] = queue.Queue()
-            for handler in handlers:
-                pools[key].put(handler)
+            pools[key] = _Workers(handlers)
         return pools[key]
 
 
@@ -176,21 +183,26 @@ class SizedBundleManager(fn_runner.ParallelBundleManager):
         n = max((len(part.sizes) for part in parted.values()), default=workers)
         sizes = [sum(part.sizes[i] for part in parted.values() if i < len(part.sizes)) for i in range(n)]
         plan = plan_bundles(sizes, workers)
-        free = _free_workers(self.bundle_context_manager.execution_context, handlers)
+        pool_of_workers = _workers_of(self.bundle_context_manager.execution_context, handlers)
         lock = threading.Lock()
 
         def run(ix: int):
             with lock:  # encoded here, while the workers run the bundles before it
                 bundle = {name: part.take(plan[ix]) for name, part in parted.items()}
-            handler = free.get()
+            handler = pool_of_workers.free.get()
             try:
+                if pool_of_workers.failed.is_set():
+                    raise BundleNotStarted(f"bundle {ix + 1} of {len(plan)} was not started: another bundle failed")
                 manager = fn_runner.BundleManager(_OneWorker(self.bundle_context_manager, handler), self._progress_frequency,
                                                   cache_token_generator=self._cache_token_generator)
                 # timers go with the first bundle only, as Beam's parallel manager sends them to its first worker
                 return manager.process_bundle(bundle, expected_outputs, fired_timers if ix == 0 else {},
                                               expected_output_timers, dry_run)
+            except BaseException:
+                pool_of_workers.failed.set()
+                raise
             finally:
-                free.put(handler)
+                pool_of_workers.free.put(handler)
 
         # one thread more than workers: the next bundle is encoded while every worker is busy
         with ThreadPoolExecutor(workers + 1, thread_name_prefix="aisle-bundle") as pool:
@@ -222,7 +234,8 @@ _PLANNING = threading.Lock()  # create_stages swaps a function of Beam's transla
 class LocalFnApiRunner(ConcurrentStagesRunner):
     """Beam's ``FnApiRunner``, with :class:`SizedBundleManager` for every stage that holds no state, when it has
     more than one worker, and its stages planned with :func:`pipelines.local_stages.sink_flattens_into_groups`
-    (:meth:`create_stages`), whatever the number of workers.
+    (:meth:`create_stages`), whatever the number of workers. With more than one worker, each stage starts as soon
+    as its inputs are complete (:class:`pipelines.local_schedule.ConcurrentStagesRunner`).
 
     With one worker there is nothing to balance, and Beam's single bundle is
     cheaper: recommend at 10x in-process took 46.8 / 45.7 s with one bundle

@@ -686,13 +686,24 @@ def _shard_top_k(kv, table: ItemTable, items_per_shard: int, k: int, normalize: 
             yield table.ids[item], tuple((table.ids[int(c)], float(sc)) for c, sc in zip(cols[positions], scores))
 
 
+# ItemCounts' partial counts travel as this many dicts a bundle, items dealt by a hash of their id
+ITEM_COUNT_SHARDS = 16
+
+
+def _count_shard(item: str) -> int:
+    return zlib.crc32(item.encode("utf-8")) % ITEM_COUNT_SHARDS  # the same in every process (str's hash is salted)
+
+
 class _CountPerBundle(beam.DoFn):
-    """Baskets -> ``(item, baskets holding it)`` counted over the bundle, emitted when the bundle ends.
+    """Baskets -> ``(shard, {item: baskets holding it})`` counted over the bundle, emitted when the bundle ends.
 
     One dict update per basket instead of one element per item: the
     per-element path through Beam costs microseconds an element, and a basket
-    holds 26 items on average in the retail data. Held in memory: one count
-    per distinct item of the bundle (bounded by the catalog).
+    holds 26 items on average in the retail data. The counts leave the bundle
+    as :data:`ITEM_COUNT_SHARDS` dicts, not one element per item: a job cut
+    into many bundles (the local runner's, with several workers) would send
+    most of the catalog through the shuffle once a bundle. Held in memory: one
+    count per distinct item of the bundle (bounded by the catalog).
     """
 
     def start_bundle(self):
@@ -708,9 +719,34 @@ class _CountPerBundle(beam.DoFn):
         from apache_beam.utils.windowed_value import WindowedValue
 
         for window, counts in self._counts.items():
+            shards: dict[int, dict] = {}
             for item, n in counts.items():
-                yield WindowedValue((item, n), window.max_timestamp(), (window,))
+                shards.setdefault(_count_shard(item), {})[item] = n
+            for shard, part in shards.items():
+                yield WindowedValue((shard, part), window.max_timestamp(), (window,))
         self._counts = {}
+
+
+class _SumCounts(beam.CombineFn):
+    """Dicts of counts -> one dict, each key's counts summed."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, total, counts):
+        for key, n in counts.items():
+            total[key] = total.get(key, 0) + n
+        return total
+
+    def merge_accumulators(self, totals):
+        totals = iter(totals)
+        merged = next(totals)
+        for other in totals:
+            self.add_input(merged, other)
+        return merged
+
+    def extract_output(self, total):
+        return total
 
 
 class ItemCounts(beam.PTransform):
@@ -720,7 +756,8 @@ class ItemCounts(beam.PTransform):
         return (
             baskets
             | "CountInBundle" >> beam.ParDo(_CountPerBundle())
-            | "SumBundles" >> beam.CombinePerKey(sum)
+            | "SumBundles" >> beam.CombinePerKey(_SumCounts())
+            | "PerItem" >> beam.FlatMap(lambda shard_counts: shard_counts[1].items())
         )
 
 
