@@ -1,5 +1,6 @@
 """The local runner's stage scheduling: with several workers, stages whose inputs are complete run at once (pipelines/local_schedule.py)."""
 
+import functools
 import json
 import os
 import time
@@ -10,8 +11,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-from pipelines import local_schedule
-from pipelines.local_bundles import LocalFnApiRunner
+from pipelines import local_bundles, local_schedule
 from pipelines.options import make_pipeline, pipeline_options
 
 SLEEP = 0.6
@@ -128,5 +128,19 @@ def test_side_inputs_are_complete_before_their_readers_run(tmp_path):
     assert json.loads(out.read_text()) == ["x", [0, 1, 2, 3, 4]]
 
 
-def test_the_runner_is_the_local_one():
-    assert issubclass(LocalFnApiRunner, local_schedule.ConcurrentStagesRunner)
+def _mark(element: str, folder: str):
+    time.sleep(0.02)
+    open(os.path.join(folder, element[:8]), "w").close()
+
+
+def test_after_a_failure_the_job_sends_no_more_bundles_and_raises_the_failure(tmp_path, monkeypatch):
+    # bundles of about 1 kB: the good stage runs as a hundred bundles or so, beside the failing one
+    monkeypatch.setattr(local_bundles, "plan_bundles", functools.partial(local_bundles.plan_bundles, target=1024))
+    with pytest.raises(Exception, match="bad element 7") as raised:
+        with make_pipeline(pipeline_options([], workers=2, worker_mode="threads")) as p:
+            # fails once the good stage is well under way
+            p | "Bad" >> beam.Create([7]) | "ShuffleBad" >> beam.Reshuffle() | "Fail" >> beam.Map(lambda e: time.sleep(1) or _fail(e))
+            (p | "Good" >> beam.Create([f"{i:08d}" + "x" * 600 for i in range(200)]) | "ShuffleGood" >> beam.Reshuffle()
+             | "Mark" >> beam.Map(_mark, folder=str(tmp_path)))
+    assert not isinstance(raised.value, local_schedule.BundleNotStarted)
+    assert 0 < len(os.listdir(tmp_path)) < 200  # it ran beside the failure, and its later bundles were not sent
