@@ -133,10 +133,11 @@ class ConcurrentStagesRunner(fn_runner.FnApiRunner):
         writing = {buffer for name in running.values() for buffer in self._writes(context, name)}
         while len(queues.ready_inputs) > 0:
             name, data = queues.ready_inputs.deque()
-            if name in running.values() or writing & self._writes(context, name):
+            writes = self._writes(context, name)
+            if name in running.values() or writing & writes:
                 held.append((name, data))
                 continue
-            writing |= self._writes(context, name)
+            writing |= writes
             running[pool.submit(self._execute_stage, context, name, data)] = name
         for item in held:
             queues.ready_inputs.enque(item)

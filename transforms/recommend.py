@@ -55,6 +55,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from transforms.counts import sum_counts
 from transforms.errors import ConfigError
 from transforms.recommend_vocab import is_product_code
 from transforms.shards import RowLayout
@@ -727,28 +728,6 @@ class _CountPerBundle(beam.DoFn):
         self._counts = {}
 
 
-class _SumCounts(beam.CombineFn):
-    """Dicts of counts -> one dict, each key's counts summed."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, total, counts):
-        for key, n in counts.items():
-            total[key] = total.get(key, 0) + n
-        return total
-
-    def merge_accumulators(self, totals):
-        totals = iter(totals)
-        merged = next(totals)
-        for other in totals:
-            self.add_input(merged, other)
-        return merged
-
-    def extract_output(self, total):
-        return total
-
-
 class ItemCounts(beam.PTransform):
     """Baskets (sequences of item ids) -> ``(item, number of baskets holding it)``, one row per item."""
 
@@ -756,7 +735,7 @@ class ItemCounts(beam.PTransform):
         return (
             baskets
             | "CountInBundle" >> beam.ParDo(_CountPerBundle())
-            | "SumBundles" >> beam.CombinePerKey(_SumCounts())
+            | "SumBundles" >> beam.CombinePerKey(sum_counts)
             | "PerItem" >> beam.FlatMap(lambda shard_counts: shard_counts[1].items())
         )
 
