@@ -197,13 +197,20 @@ class EmbeddingScorer:
         return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
 
 
-def export_model(trained: TrainedModel, out_dir: str) -> dict[str, str]:
+def export_model(trained: TrainedModel, out_dir: str, *, index_min_items: int | None = None) -> dict[str, str]:
     """Write ``saved_model/``, ``vocab.json``, ``item_embeddings.npy`` and ``model.json`` under ``out_dir``.
 
     The SavedModel's serving signature takes ``ids`` and ``weights`` and
     returns the scores; TFLite conversions start from it
-    (:mod:`components.recommend_quantize`). Returns the written paths.
+    (:mod:`components.recommend_quantize`). A model of ``index_min_items``
+    items or more (default :data:`transforms.item_index.INDEX_MIN_ITEMS`)
+    also gets its approximate similar-items index, ``item_index.faiss``
+    (:func:`transforms.item_index.build_model_index`), which the recommend
+    job then searches instead of scoring every pair of items. Returns the
+    written paths.
     """
+    from transforms.item_index import INDEX_MIN_ITEMS, build_model_index
+
     os.makedirs(out_dir, exist_ok=True)
     paths = {
         "saved_model": os.path.join(out_dir, "saved_model"),
@@ -217,4 +224,6 @@ def export_model(trained: TrainedModel, out_dir: str) -> dict[str, str]:
     np.save(paths["embeddings"], trained.item_embeddings())
     with open(paths["metadata"], "w") as fh:
         json.dump({"config": asdict(trained.config), "vocab_size": len(trained.vocab), "history": trained.history}, fh, indent=2)
+    if len(trained.vocab) >= (INDEX_MIN_ITEMS if index_min_items is None else index_min_items):
+        paths["index"] = build_model_index(out_dir)["path"]
     return paths

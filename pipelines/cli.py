@@ -19,6 +19,7 @@ COMMANDS = {
     "ingest": "pipelines.ingest:command",
     "enrich": "pipelines.enrich:command",
     "recommend": "pipelines.recommend:command",
+    "index": "pipelines.recommend:index_command",
     "pipeline": "pipelines.kfp_cli:command",
     "demo": "pipelines.demo:command",
 }

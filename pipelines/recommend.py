@@ -68,6 +68,7 @@ from transforms.inference.recommend import (
     load_item_embeddings,
     load_vocab,
 )
+from transforms.item_index import INDEX_FILE, load_item_index
 from transforms.records import DEAD_LETTER_SCHEMA
 from transforms.recommend import (
     RECOMMENDATION_SCHEMA,
@@ -83,7 +84,7 @@ from transforms.recommend import (
     unpack_items,
 )
 
-__all__ = ["LIST_ROWS_PER_SHARD", "OUTPUTS", "EVENT_COUNTS", "add_recommend_steps", "event_accounting", "resolve_engine", "train_model_from_events", "run", "command"]
+__all__ = ["LIST_ROWS_PER_SHARD", "OUTPUTS", "EVENT_COUNTS", "add_recommend_steps", "event_accounting", "resolve_engine", "resolve_neighbours", "train_model_from_events", "run", "command", "index_command"]
 
 # Rows per shard of the recommendation outputs (transforms.shards.ROWS_PER_SHARD is 10,000). A writer holds
 # its shard's rows as dicts, sorted, then as an Arrow table and as JSON lines; at 10x the retail volume with
@@ -289,6 +290,8 @@ def add_recommend_steps(
     max_history_items: int | None = None,
     batch_size: int = 256,
     rows_per_shard: int = LIST_ROWS_PER_SHARD,
+    neighbours: str = "exact",
+    nprobe: int | None = None,
 ) -> dict[str, beam.PCollection]:
     """Add the recommendation steps to ``pipeline``; returns the three Recommendation PCollections.
 
@@ -299,7 +302,12 @@ def add_recommend_steps(
     looks at the model folder while the graph is built, which is why
     :func:`run` resolves it, and not this function's default). ``fbt_alpha`` weights the learned
     scores against cosine co-occurrence in frequently-bought-together
-    (1 = learned only, 0 = co-occurrence only).
+    (1 = learned only, 0 = co-occurrence only). ``neighbours`` picks how
+    similar items are found: ``"exact"`` (every item scored against every
+    other) or ``"index"`` (the model's approximate index,
+    ``<model_dir>/item_index.faiss``, :mod:`transforms.item_index`, searching
+    ``nprobe`` clusters a query); :func:`run` resolves ``"auto"`` (the index
+    when the model has one) with :func:`resolve_neighbours`.
 
     Building the graph reads no file (the vocabulary and embeddings are
     loaded by the workers), so a Dataflow job can be built and validated
@@ -382,15 +390,22 @@ def add_recommend_steps(
         >> beam.Map(lambda top: tuple((i, c / (top[0][1] if top else 1)) for i, c in top))
     )
 
-    neighbours = (
+    if neighbours not in ("exact", "index"):
+        raise ConfigError(f"neighbours must be 'exact' or 'index' (run() resolves 'auto'), got {neighbours!r}")
+    load_index = None
+    if neighbours == "index":
+        load_index = functools.partial(load_item_index, FileSystems.join(model_dir, INDEX_FILE))
+    load = functools.partial(load_item_embeddings, model_dir, unit_t=True)
+    similar_fn = SimilarItemsFn(load, k, unit_t=True, load_index=load_index, nprobe=nprobe)
+    neighbour_lists = (
         batches
         | "BatchItems" >> TaggedFixedBatches({SimilarItemsFn.EMBEDDINGS: 1024, SimilarItemsFn.TITLES: 2048})
         | "NearestNeighbours"
-        >> beam.ParDo(SimilarItemsFn(functools.partial(load_item_embeddings, model_dir, unit_t=True), k, unit_t=True), **side_inputs).with_outputs(
+        >> beam.ParDo(similar_fn, **side_inputs).with_outputs(
             "unknown", "title", main="known"
         )
     )
-    similar_in = (items, neighbours.known, popular, neighbours.title) if catalog else (items, neighbours.known, popular)
+    similar_in = (items, neighbour_lists.known, popular, neighbour_lists.title) if catalog else (items, neighbour_lists.known, popular)
     similar = similar_in | "SimilarFallback" >> ApplyFallback(k)
 
     # frequently bought together: learned single-item queries blended with cosine co-occurrence
@@ -466,6 +481,17 @@ def resolve_engine(engine: str, model_dir: str, tflite_path: str | None = None) 
     return "saved_model"
 
 
+def resolve_neighbours(neighbours: str, model_dir: str) -> str:
+    """What ``neighbours="auto"`` stands for: ``"index"`` when ``<model_dir>/item_index.faiss`` exists, else
+    ``"exact"``; ``"index"`` without that file is a ConfigError; other values pass through."""
+    has_index = FileSystems.exists(FileSystems.join(model_dir, INDEX_FILE))
+    if neighbours == "auto":
+        return "index" if has_index else "exact"
+    if neighbours == "index" and not has_index:
+        raise ConfigError(f"--neighbours index: the model {model_dir!r} has no {INDEX_FILE}; build it with `aisle index --model {model_dir}`")
+    return neighbours
+
+
 def train_model_from_events(events: str, model_dir: str, *, epochs: int | None = None, echo=print) -> str:
     """Train and export a model from the purchase events at ``events``; returns ``model_dir``."""
     from components.recommend_data import read_event_baskets
@@ -536,6 +562,7 @@ def run(
     if trained_here:
         model_dir = train_model_from_events(events, os.path.join(out_dir, "model"), epochs=epochs, echo=echo)
     options["engine"] = resolve_engine(options.get("engine", "auto"), model_dir, options.get("tflite_path"))
+    options["neighbours"] = resolve_neighbours(options.get("neighbours", "auto"), model_dir)
     train_secs = time.perf_counter() - start
     staging = join_path(out_dir, f"_staging-{uuid.uuid4().hex[:12]}")
     with make_pipeline(pipeline_options(beam_args, workers=workers), preload=[__name__, "pyarrow.compute", "scipy.sparse"]) as p:
@@ -556,6 +583,7 @@ def run(
         "model_version": model_version,
         "trained_here": trained_here,
         "engine": options["engine"],
+        "neighbours": options["neighbours"],
         "train_seconds": round(train_secs, 2),
         "seconds": round(time.perf_counter() - start, 2),
         **accounting,
@@ -587,12 +615,20 @@ def run(
     show_default=True,
     help="auto: the model's INT8 TFLite file (model_int8.tflite) when it has one, else its SavedModel.",
 )
+@click.option(
+    "--neighbours",
+    type=click.Choice(["auto", "exact", "index"]),
+    default="auto",
+    show_default=True,
+    help="Similar items: auto = the model's approximate index (item_index.faiss, `aisle index`) when it has one, else exact.",
+)
+@click.option("--nprobe", default=None, type=int, help="Clusters an index query searches (default 16; more: slower, closer to exact).")
 @click.option("--tflite", "tflite_path", default=None, help="TFLite model for --engine tflite (default <model>/model_int8.tflite).")
 @click.option("--epochs", default=None, type=int, help="Training epochs when no --model is given.")
 @click.option("--workers", default=1, show_default=True, help="Local worker processes.")
 @click.option("--registry", "registry_root", default="out/registry", show_default=True, help="Local model registry that --model registry://name@alias resolves in.")
 @click.pass_context
-def command(ctx, events, catalog, out_dir, model_dir, k, fbt_alpha, engine, tflite_path, epochs, workers, registry_root):
+def command(ctx, events, catalog, out_dir, model_dir, k, fbt_alpha, engine, neighbours, nprobe, tflite_path, epochs, workers, registry_root):
     """Similar items, frequently bought together and recommended-for-you lists from purchase events."""
     from components.registry import LocalRegistry
 
@@ -608,7 +644,20 @@ def command(ctx, events, catalog, out_dir, model_dir, k, fbt_alpha, engine, tfli
         k=k,
         fbt_alpha=fbt_alpha,
         engine=engine,
+        neighbours=neighbours,
+        nprobe=nprobe,
         tflite_path=tflite_path,
         registry=LocalRegistry(registry_root),
     )
     click.echo(json.dumps(summary, indent=2))
+
+
+@click.command("index")
+@click.option("--model", "model_dir", required=True, help="Model folder (local or gs://) with vocab.json and item_embeddings.npy.")
+@click.option("--nlist", default=None, type=int, help="Clusters (default about 4 * sqrt(items)).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the k-means that places the clusters.")
+def index_command(model_dir, nlist, seed):
+    """Build the model's approximate similar-items index (item_index.faiss) beside its embeddings."""
+    from transforms.item_index import build_model_index
+
+    click.echo(json.dumps(build_model_index(model_dir, nlist=nlist, seed=seed), indent=2))

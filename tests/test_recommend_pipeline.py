@@ -260,3 +260,36 @@ def test_queries_scored_in_blocks_get_the_lists_of_one_call(toy, engine):
     got = [(list(map(int, p.inference[0])), p.inference[1].tolist()) for p in blocked.run_inference(queries, blocked.load_model())]
     assert got == expected
     assert all(len(rows) == 5 for rows, _ in expected)
+
+
+def test_the_job_searches_the_model_index_when_it_has_one(toy, tmp_path):
+    """`aisle index` builds item_index.faiss; `--neighbours auto` then searches it, `index` without it is refused."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+    from pipelines.recommend import resolve_neighbours, run
+    from transforms.errors import ConfigError
+
+    pytest.importorskip("faiss")
+    root, _, _, vocab = toy
+    model = tmp_path / "model"
+    shutil.copytree(root / "model", model)
+    assert resolve_neighbours("auto", str(model)) == "exact"
+    with pytest.raises(ConfigError, match="has no item_index.faiss"):
+        resolve_neighbours("index", str(model))
+    result = CliRunner().invoke(cli, ["index", "--model", str(model)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.output)
+    assert built["items"] == len(vocab) and built["nlist"] == 1  # a toy catalog: one cluster, searched whole
+    assert resolve_neighbours("auto", str(model)) == "index"
+
+    lists = {}
+    for neighbours in ("exact", "auto"):
+        out = tmp_path / neighbours
+        summary = run(events=str(root / "events"), catalog=str(root / "products"), out_dir=str(out),
+                      model_dir=str(model), neighbours=neighbours, k=3, echo=lambda *_: None)
+        lists[summary["neighbours"]] = {r["key"]: [x["id"] for x in r["results"]] for r in _read(out / "similar_items")}
+    assert lists.keys() == {"exact", "index"}
+    assert lists["index"] == lists["exact"]  # one cluster: the index search is exhaustive

@@ -38,6 +38,7 @@ __all__ = [
     "read_bytes",
     "join_path",
     "write_parquet",
+    "write_bytes",
     "commit_outputs",
 ]
 
@@ -177,12 +178,17 @@ def write_parquet(table: pa.Table, uri: str) -> str:
     return uri
 
 
-def write_text(text: str, uri: str) -> str:
+def write_bytes(data: bytes, uri: str) -> str:
+    """Write one file (local or any FileSystems scheme); a reader never sees it half written."""
     if "://" not in uri:
-        return _write_local(uri, lambda path: pathlib.Path(path).write_text(text, encoding="utf-8"))
+        return _write_local(uri, lambda path: pathlib.Path(path).write_bytes(data))
     with FileSystems.create(uri) as f:
-        f.write(text.encode("utf-8"))
+        f.write(data)
     return uri
+
+
+def write_text(text: str, uri: str) -> str:
+    return write_bytes(text.encode("utf-8"), uri)
 
 
 def commit_outputs(staging: str, out: str, names: Iterable[str]) -> None:

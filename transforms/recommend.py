@@ -878,13 +878,30 @@ class NearestNeighboursFn(beam.DoFn):
     different batch or block size can change a score's last bits (with
     batches of 512 items instead of 1,024, one of 37,200 lists at 10x
     did: BLAS may sum in another order for a block of another shape).
+
+    ``load_index``: a callable ``(*, n_items, dim) -> index`` (as
+    :func:`transforms.item_index.load_item_index` with its path bound),
+    called once in ``setup``; the neighbours are then searched in that
+    approximate index (:func:`transforms.item_index.search_similar`,
+    ``nprobe`` clusters a query) instead of among all items.
     """
 
-    def __init__(self, load, k: int, *, block_rows: int = 1024, max_block_scores: int = 1 << 22, unit_t: bool = False):
+    def __init__(
+        self,
+        load,
+        k: int,
+        *,
+        block_rows: int = 1024,
+        max_block_scores: int = 1 << 22,
+        unit_t: bool = False,
+        load_index=None,
+        nprobe: int | None = None,
+    ):
         if block_rows < 1 or max_block_scores < 1:
             raise ConfigError(f"block_rows and max_block_scores must be >= 1, got {block_rows} and {max_block_scores}")
         self._load, self.k, self.block_rows, self.max_block_scores = load, k, block_rows, max_block_scores
         self.unit_t = unit_t
+        self._load_index, self.nprobe = load_index, nprobe
 
     def setup(self):
         ids, emb = self._load()
@@ -900,6 +917,7 @@ class NearestNeighboursFn(beam.DoFn):
         del emb
         self._index = {item: i for i, item in enumerate(self._ids)}
         self._block_rows = max(1, min(self.block_rows, self.max_block_scores // max(1, len(self._ids))))
+        self._ann = None if self._load_index is None else self._load_index(n_items=len(self._ids), dim=self._emb_t.shape[0])
 
     def process(self, batch: Sequence[str]):
         known = [item for item in batch if item in self._index]
@@ -908,7 +926,15 @@ class NearestNeighboursFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("unknown", item)
         if not known:
             return
-        idx, val = top_k_similar_t(self._emb_t, self.k, rows=[self._index[i] for i in known], block_rows=self._block_rows)
+        rows = [self._index[i] for i in known]
+        if self._ann is None:
+            idx, val = top_k_similar_t(self._emb_t, self.k, rows=rows, block_rows=self._block_rows)
+        else:
+            from transforms.item_index import DEFAULT_NPROBE, search_similar
+
+            idx, val = search_similar(
+                self._ann, self._emb_t, rows, self.k, nprobe=self.nprobe or DEFAULT_NPROBE, exact_block_rows=self._block_rows
+            )
         for item, row_i, row_s in zip(known, idx, val):
             yield item, tuple((self._ids[j], float(s)) for j, s in zip(row_i, row_s))
 
