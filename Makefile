@@ -54,6 +54,9 @@ bench-recommend: venv ## recommendation baselines and candidates on the retail t
 bench-scale: venv ## enrich (NER half) and recommend at 1x/3x/10x the retail volume: in-process, 1 and 2 worker processes (about 45 min)
 	$(PY) -m benchmarks.scale --json benchmarks/results/scale.json
 
+bench-item-index: venv ## similar items: exact search vs the approximate item index (faiss IVF) at 37,200 and 372,000 items (about 10 min)
+	$(PY) -m benchmarks.item_index --data ../shared/data/retail/online_retail_2010-12_2011-09.csv --json benchmarks/results/item_index.json
+
 bench-local-runner: venv ## joins planned as Beam's local runner plans them and as aisle's does, in-process and with 2 workers (about 3 min)
 	$(PY) -m benchmarks.local_runner --json benchmarks/results/local_runner.json
 
@@ -70,4 +73,4 @@ finetune-ocr: venv ## fine-tune the OCR recognizer's head on SROIE receipts 160-
 clean: ## remove outputs (keeps .venv)
 	rm -rf out .pytest_cache
 
-.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ocr bench-ner bench-recommend bench-scale bench-local-runner train-ner finetune-ocr clean
+.PHONY: help venv demo test checkov-venv tf-check bench-ingest bench-ocr bench-ner bench-recommend bench-scale bench-item-index bench-local-runner train-ner finetune-ocr clean
