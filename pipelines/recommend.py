@@ -68,7 +68,7 @@ from transforms.inference.recommend import (
     load_item_embeddings,
     load_vocab,
 )
-from transforms.item_index import INDEX_FILE, load_item_index
+from transforms.item_index import DEFAULT_NPROBE, INDEX_FILE, load_item_index
 from transforms.records import DEAD_LETTER_SCHEMA
 from transforms.recommend import (
     RECOMMENDATION_SCHEMA,
@@ -392,6 +392,8 @@ def add_recommend_steps(
 
     if neighbours not in ("exact", "index"):
         raise ConfigError(f"neighbours must be 'exact' or 'index' (run() resolves 'auto'), got {neighbours!r}")
+    if nprobe is not None and nprobe < 1:
+        raise ConfigError(f"nprobe must be >= 1, got {nprobe}")
     load_index = None
     if neighbours == "index":
         load_index = functools.partial(load_item_index, FileSystems.join(model_dir, INDEX_FILE))
@@ -584,6 +586,7 @@ def run(
         "trained_here": trained_here,
         "engine": options["engine"],
         "neighbours": options["neighbours"],
+        "nprobe": (options.get("nprobe") or DEFAULT_NPROBE) if options["neighbours"] == "index" else None,
         "train_seconds": round(train_secs, 2),
         "seconds": round(time.perf_counter() - start, 2),
         **accounting,

@@ -160,3 +160,19 @@ def test_the_neighbours_dofn_searches_the_index_it_is_given():
     assert exhaustive.keys() == exact.keys() == set(ids[:300])
     assert all([i for i, _ in exhaustive[key]] == [i for i, _ in exact[key]] for key in exact)
     assert any([i for i, _ in one_probe[key]] != [i for i, _ in exact[key]] for key in exact)
+
+
+def test_an_index_of_other_embeddings_is_refused_when_the_job_loads_it():
+    unit_t = _clustered(1000, dim=16)
+    ids = [f"i{j}" for j in range(1000)]
+    retrained = _clustered(1000, dim=16, seed=1)  # as many items, other vectors: a model retrained in place
+    index = build_item_index(unit_t.T)
+
+    def make(matrix):
+        fn = NearestNeighboursFn(lambda: (ids, matrix), 5, unit_t=True, load_index=lambda **_: index)
+        fn.setup()
+        return fn
+
+    assert make(unit_t)._ann is index
+    with pytest.raises(ModelLoadError, match="built from other item embeddings"):
+        make(retrained)

@@ -223,6 +223,12 @@ def test_bad_options_are_config_errors(toy, tmp_path):
     with pytest.raises(ConfigError, match="fbt_alpha"):
         add_recommend_steps(beam.Pipeline(), events=str(root / "events"), catalog=None, model_dir=str(root / "model"),
                             out_dir=str(tmp_path), fbt_alpha=2.0)
+    with pytest.raises(ConfigError, match="neighbours must be"):
+        add_recommend_steps(beam.Pipeline(), events=str(root / "events"), catalog=None, model_dir=str(root / "model"),
+                            out_dir=str(tmp_path), neighbours="auto")
+    with pytest.raises(ConfigError, match="nprobe must be"):
+        add_recommend_steps(beam.Pipeline(), events=str(root / "events"), catalog=None, model_dir=str(root / "model"),
+                            out_dir=str(tmp_path), neighbours="index", nprobe=0)
 
 
 def test_a_transaction_split_over_events_merges_into_one_basket_whatever_its_ids():
@@ -291,5 +297,23 @@ def test_the_job_searches_the_model_index_when_it_has_one(toy, tmp_path):
         summary = run(events=str(root / "events"), catalog=str(root / "products"), out_dir=str(out),
                       model_dir=str(model), neighbours=neighbours, k=3, echo=lambda *_: None)
         lists[summary["neighbours"]] = {r["key"]: [x["id"] for x in r["results"]] for r in _read(out / "similar_items")}
+        assert summary["nprobe"] == (16 if summary["neighbours"] == "index" else None)
     assert lists.keys() == {"exact", "index"}
     assert lists["index"] == lists["exact"]  # one cluster: the index search is exhaustive
+
+
+def test_the_export_builds_the_index_from_its_threshold(tmp_path):
+    pytest.importorskip("faiss")
+    from components.recommend_model import TrainedModel, build_model
+    from transforms.inference.recommend import load_item_embeddings
+    from transforms.item_index import INDEX_FILE, check_index_vectors, load_item_index
+
+    vocab = ItemVocab.build([[f"{i:05d}" for i in range(200)]])
+    trained = TrainedModel(build_model(len(vocab), dim=8, max_query_items=4), vocab, TrainConfig(dim=8, max_query_items=4))
+    small = export_model(trained, str(tmp_path / "small"), index_min_items=201)
+    assert "index" not in small and not (tmp_path / "small" / INDEX_FILE).exists()
+    large = export_model(trained, str(tmp_path / "large"), index_min_items=200)
+    assert large["index"] == str(tmp_path / "large" / INDEX_FILE)
+    ids, unit_t = load_item_embeddings(str(tmp_path / "large"), unit_t=True)
+    index = load_item_index(large["index"], n_items=len(ids), dim=8)
+    check_index_vectors(index, unit_t)  # built from the exported embeddings

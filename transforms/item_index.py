@@ -39,6 +39,7 @@ __all__ = [
     "INDEX_MIN_ITEMS",
     "build_item_index",
     "build_model_index",
+    "check_index_vectors",
     "default_nlist",
     "load_item_index",
     "search_similar",
@@ -125,6 +126,24 @@ def load_item_index(path: str, *, n_items: int, dim: int, sha256: str | None = N
             f"{n_items} items of {dim}: it was built for another version of the model; rebuild it with `aisle index`"
         )
     return index
+
+
+def check_index_vectors(index, unit_t: np.ndarray, *, path: str = "item index", sample: int = 64, seed: int = 0) -> None:
+    """ModelLoadError unless ``index`` holds the vectors of ``unit_t`` (``dim x items``) for a sample of items.
+
+    An inverted-file index of flat vectors stores each item's vector as it
+    was given; one built from other embeddings (a model retrained in place,
+    with as many items) gives neighbours of other items, so it is refused.
+    """
+    n = unit_t.shape[1]
+    ids = np.unique(np.random.default_rng(seed).integers(0, n, min(sample, n)))
+    index.make_direct_map()
+    stored = np.stack([index.reconstruct(int(i)) for i in ids])
+    if not np.allclose(stored, unit_t[:, ids].T, rtol=0, atol=1e-6):
+        raise ModelLoadError(
+            f"{path!r} was built from other item embeddings than the model's item_embeddings.npy "
+            "(the model was retrained or replaced after the index was built): rebuild it with `aisle index`"
+        )
 
 
 def search_similar(

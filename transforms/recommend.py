@@ -881,7 +881,8 @@ class NearestNeighboursFn(beam.DoFn):
 
     ``load_index``: a callable ``(*, n_items, dim) -> index`` (as
     :func:`transforms.item_index.load_item_index` with its path bound),
-    called once in ``setup``; the neighbours are then searched in that
+    called once in ``setup``, which checks that the index holds this
+    matrix's vectors; the neighbours are then searched in that
     approximate index (:func:`transforms.item_index.search_similar`,
     ``nprobe`` clusters a query) instead of among all items.
     """
@@ -917,7 +918,12 @@ class NearestNeighboursFn(beam.DoFn):
         del emb
         self._index = {item: i for i, item in enumerate(self._ids)}
         self._block_rows = max(1, min(self.block_rows, self.max_block_scores // max(1, len(self._ids))))
-        self._ann = None if self._load_index is None else self._load_index(n_items=len(self._ids), dim=self._emb_t.shape[0])
+        self._ann = None
+        if self._load_index is not None:
+            from transforms.item_index import check_index_vectors
+
+            self._ann = self._load_index(n_items=len(self._ids), dim=self._emb_t.shape[0])
+            check_index_vectors(self._ann, self._emb_t)
 
     def process(self, batch: Sequence[str]):
         known = [item for item in batch if item in self._index]
