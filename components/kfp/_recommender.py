@@ -7,7 +7,8 @@ later baskets, for ``evaluate``) and ``heldout/calibration_queries.json``
 calibration). A candidate is the SavedModel (``saved_model``) or one of its
 TFLite conversions (``fp32``, ``fp16``, ``dynamic``, ``int8``); the chosen
 one becomes a serving folder: the exported model (``saved_model/``,
-``vocab.json``, ``item_embeddings.npy``, ``model.json``), the chosen
+``vocab.json``, ``item_embeddings.npy``, ``model.json``, and
+``item_index.faiss`` for a catalog large enough to have one), the chosen
 ``.tflite`` file, and ``serving.json`` naming the engine ``aisle recommend``
 uses with it.
 """
