@@ -618,13 +618,8 @@ def run(
     show_default=True,
     help="auto: the model's INT8 TFLite file (model_int8.tflite) when it has one, else its SavedModel.",
 )
-@click.option(
-    "--neighbours",
-    type=click.Choice(["auto", "exact", "index"]),
-    default="auto",
-    show_default=True,
-    help="Similar items: auto = the model's approximate index (item_index.faiss, `aisle index`) when it has one, else exact.",
-)
+@click.option("--neighbours", type=click.Choice(["auto", "exact", "index"]), default="auto", show_default=True,
+              help="Similar items: auto = the model's approximate index (item_index.faiss, `aisle index`) when it has one, else exact.")
 @click.option("--nprobe", default=None, type=int, help="Clusters an index query searches (default 16; more: slower, closer to exact).")
 @click.option("--tflite", "tflite_path", default=None, help="TFLite model for --engine tflite (default <model>/model_int8.tflite).")
 @click.option("--epochs", default=None, type=int, help="Training epochs when no --model is given.")
