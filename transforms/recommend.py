@@ -57,6 +57,7 @@ import pyarrow as pa
 
 from transforms.counts import sum_counts
 from transforms.errors import ConfigError
+from transforms.item_index import DEFAULT_NPROBE, check_index_vectors, search_similar
 from transforms.recommend_vocab import is_product_code
 from transforms.shards import RowLayout
 
@@ -920,8 +921,6 @@ class NearestNeighboursFn(beam.DoFn):
         self._block_rows = max(1, min(self.block_rows, self.max_block_scores // max(1, len(self._ids))))
         self._ann = None
         if self._load_index is not None:
-            from transforms.item_index import check_index_vectors
-
             self._ann = self._load_index(n_items=len(self._ids), dim=self._emb_t.shape[0])
             check_index_vectors(self._ann, self._emb_t)
 
@@ -936,8 +935,6 @@ class NearestNeighboursFn(beam.DoFn):
         if self._ann is None:
             idx, val = top_k_similar_t(self._emb_t, self.k, rows=rows, block_rows=self._block_rows)
         else:
-            from transforms.item_index import DEFAULT_NPROBE, search_similar
-
             idx, val = search_similar(
                 self._ann, self._emb_t, rows, self.k, nprobe=self.nprobe or DEFAULT_NPROBE, exact_block_rows=self._block_rows
             )
