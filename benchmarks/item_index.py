@@ -35,11 +35,10 @@ import time
 import numpy as np
 
 from transforms.item_index import build_item_index, default_nlist, search_similar, write_item_index
-from transforms.recommend import top_k_similar_t, unit_transposed
+from transforms.recommend import score_block_rows, top_k_similar_t, unit_transposed
 
 K = 10
 NPROBES = (8, 16, 32)
-MAX_BLOCK_SCORES = 1 << 22  # as NearestNeighboursFn sizes a block of scores
 
 
 def _cpu(fn):
@@ -75,7 +74,7 @@ def measure(emb: np.ndarray, *, queries: int, rounds: int, seed: int) -> dict:
     unit_t = unit_transposed(emb)
     n = unit_t.shape[1]
     rows = np.sort(np.random.default_rng(seed).choice(n, min(queries, n), replace=False))
-    block = max(1, min(1024, MAX_BLOCK_SCORES // n))
+    block = score_block_rows(n)  # as the job's NearestNeighboursFn sizes a block of scores
     index, build_cpu = _cpu(lambda: build_item_index(unit_t.T, threads=1))
     with tempfile.TemporaryDirectory() as tmp:
         size = os.path.getsize(write_item_index(index, os.path.join(tmp, "item_index.faiss")))

@@ -486,6 +486,8 @@ def resolve_engine(engine: str, model_dir: str, tflite_path: str | None = None) 
 def resolve_neighbours(neighbours: str, model_dir: str) -> str:
     """What ``neighbours="auto"`` stands for: ``"index"`` when ``<model_dir>/item_index.faiss`` exists, else
     ``"exact"``; ``"index"`` without that file is a ConfigError; other values pass through."""
+    if neighbours == "exact":
+        return neighbours
     has_index = FileSystems.exists(FileSystems.join(model_dir, INDEX_FILE))
     if neighbours == "auto":
         return "index" if has_index else "exact"

@@ -91,39 +91,39 @@ def test_the_index_file_round_trips_and_bad_files_name_the_path_and_cause(tmp_pa
     unit_t = _clustered(800, dim=16)
     index = build_item_index(unit_t.T)
     path = write_item_index(index, str(tmp_path / "item_index.faiss"))
-    loaded = load_item_index(path, n_items=800, dim=16)
+    loaded = load_item_index(path, unit_t)
     rows = np.arange(0, 800, 3)
     np.testing.assert_array_equal(search_similar(loaded, unit_t, rows, 5)[0], search_similar(index, unit_t, rows, 5)[0])
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    assert load_item_index(path, n_items=800, dim=16, sha256=digest).ntotal == 800
+    assert load_item_index(path, unit_t, sha256=digest).ntotal == 800
 
     with pytest.raises(ModelLoadError, match="another version of the model"):
-        load_item_index(path, n_items=801, dim=16)
+        load_item_index(path, _clustered(801, dim=16))
     with pytest.raises(ModelLoadError, match="another version of the model"):
-        load_item_index(path, n_items=800, dim=32)
+        load_item_index(path, _clustered(800, dim=32))
     with pytest.raises(ChecksumMismatch):
-        load_item_index(path, n_items=800, dim=16, sha256="0" * 64)
+        load_item_index(path, unit_t, sha256="0" * 64)
     bad = tmp_path / "bad.faiss"
     bad.write_bytes(b"not an index at all")
     with pytest.raises(ModelLoadError, match=r"bad\.faiss.*not a faiss index"):
-        load_item_index(str(bad), n_items=800, dim=16)
+        load_item_index(str(bad), unit_t)
     empty = tmp_path / "empty.faiss"
     empty.write_bytes(b"")
     with pytest.raises(ModelLoadError, match="empty"):
-        load_item_index(str(empty), n_items=800, dim=16)
+        load_item_index(str(empty), unit_t)
     flat = faiss.IndexFlatIP(16)
     flat.add(np.ascontiguousarray(unit_t.T))
     write_item_index(flat, str(tmp_path / "flat.faiss"))
     with pytest.raises(ModelLoadError, match="not an inverted-file index"):
-        load_item_index(str(tmp_path / "flat.faiss"), n_items=800, dim=16)
+        load_item_index(str(tmp_path / "flat.faiss"), unit_t)
     l2 = faiss.IndexIVFFlat(faiss.IndexFlatL2(16), 16, 4)
     l2.train(np.ascontiguousarray(unit_t.T))
     l2.add(np.ascontiguousarray(unit_t.T))
     write_item_index(l2, str(tmp_path / "l2.faiss"))
     with pytest.raises(ModelLoadError, match="inner product"):
-        load_item_index(str(tmp_path / "l2.faiss"), n_items=800, dim=16)
+        load_item_index(str(tmp_path / "l2.faiss"), unit_t)
     with pytest.raises(ModelLoadError, match="missing.faiss"):
-        load_item_index(str(tmp_path / "missing.faiss"), n_items=800, dim=16)
+        load_item_index(str(tmp_path / "missing.faiss"), unit_t)
 
 
 def test_bad_parameters_are_config_errors():
@@ -143,8 +143,8 @@ def test_the_neighbours_dofn_searches_the_index_it_is_given():
     index = build_item_index(unit_t.T)
     calls = []
 
-    def load_index(*, n_items, dim):
-        calls.append((n_items, dim))
+    def load_index(matrix):
+        calls.append(matrix.shape)
         return index
 
     def make(**kw):
@@ -156,23 +156,25 @@ def test_the_neighbours_dofn_searches_the_index_it_is_given():
     exact = dict(x for x in make().process(batch) if isinstance(x, tuple))
     exhaustive = dict(x for x in make(load_index=load_index, nprobe=index.nlist).process(batch) if isinstance(x, tuple))
     one_probe = dict(x for x in make(load_index=load_index, nprobe=1).process(batch) if isinstance(x, tuple))
-    assert calls == [(2000, 16), (2000, 16)]
+    assert calls == [(16, 2000), (16, 2000)]
     assert exhaustive.keys() == exact.keys() == set(ids[:300])
     assert all([i for i, _ in exhaustive[key]] == [i for i, _ in exact[key]] for key in exact)
     assert any([i for i, _ in one_probe[key]] != [i for i, _ in exact[key]] for key in exact)
 
 
-def test_an_index_of_other_embeddings_is_refused_when_the_job_loads_it():
+def test_an_index_of_other_embeddings_is_refused_when_the_job_loads_it(tmp_path):
+    import functools
+
     unit_t = _clustered(1000, dim=16)
     ids = [f"i{j}" for j in range(1000)]
     retrained = _clustered(1000, dim=16, seed=1)  # as many items, other vectors: a model retrained in place
-    index = build_item_index(unit_t.T)
+    path = write_item_index(build_item_index(unit_t.T), str(tmp_path / "item_index.faiss"))
 
     def make(matrix):
-        fn = NearestNeighboursFn(lambda: (ids, matrix), 5, unit_t=True, load_index=lambda **_: index)
+        fn = NearestNeighboursFn(lambda: (ids, matrix), 5, unit_t=True, load_index=functools.partial(load_item_index, path))
         fn.setup()
         return fn
 
-    assert make(unit_t)._ann is index
-    with pytest.raises(ModelLoadError, match="built from other item embeddings"):
+    assert make(unit_t)._ann.ntotal == 1000
+    with pytest.raises(ModelLoadError, match=r"item_index\.faiss.*built from other item embeddings"):
         make(retrained)

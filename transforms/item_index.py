@@ -101,12 +101,16 @@ def write_item_index(index, path: str) -> str:
     return path
 
 
-def load_item_index(path: str, *, n_items: int, dim: int, sha256: str | None = None):
-    """The index at ``path``, checked against the embeddings it must index; ModelLoadError naming the path otherwise.
+def load_item_index(path: str, unit_t: np.ndarray, *, sha256: str | None = None):
+    """The index at ``path``, checked against the model's embeddings ``unit_t`` (``dim x items``, unit length, as
+    :func:`transforms.inference.recommend.load_item_embeddings` gives them with ``unit_t=True``); ModelLoadError
+    naming the path otherwise.
 
     faiss reads the file's own format (no pickle). The index must be an
-    inverted-file index of inner products over ``n_items`` vectors of
-    ``dim``: one built for another version of the model is refused.
+    inverted-file index of inner products over as many vectors of as many
+    values as ``unit_t`` has, and hold ``unit_t``'s vectors
+    (:func:`check_index_vectors`): one built for another version of the
+    model is refused.
     """
     from transforms.inference import read_model_bytes
 
@@ -120,15 +124,17 @@ def load_item_index(path: str, *, n_items: int, dim: int, sha256: str | None = N
         raise ModelLoadError(f"item index {path!r} is not an inverted-file index ({type(index).__name__})")
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise ModelLoadError(f"item index {path!r} does not rank by inner product: rebuild it with `aisle index`")
+    dim, n_items = unit_t.shape
     if index.ntotal != n_items or index.d != dim:
         raise ModelLoadError(
             f"item index {path!r} holds {index.ntotal} vectors of {index.d} values, but the model has "
             f"{n_items} items of {dim}: it was built for another version of the model; rebuild it with `aisle index`"
         )
+    check_index_vectors(index, unit_t, path=path)
     return index
 
 
-def check_index_vectors(index, unit_t: np.ndarray, *, path: str = "item index", sample: int = 64, seed: int = 0) -> None:
+def check_index_vectors(index, unit_t: np.ndarray, *, path: str, sample: int = 64, seed: int = 0) -> None:
     """ModelLoadError unless ``index`` holds the vectors of ``unit_t`` (``dim x items``) for a sample of items.
 
     An inverted-file index of flat vectors stores each item's vector as it
@@ -141,7 +147,7 @@ def check_index_vectors(index, unit_t: np.ndarray, *, path: str = "item index", 
     stored = np.stack([index.reconstruct(int(i)) for i in ids])
     if not np.allclose(stored, unit_t[:, ids].T, rtol=0, atol=1e-6):
         raise ModelLoadError(
-            f"{path!r} was built from other item embeddings than the model's item_embeddings.npy "
+            f"item index {path!r} was built from other item embeddings than the model's item_embeddings.npy "
             "(the model was retrained or replaced after the index was built): rebuild it with `aisle index`"
         )
 
@@ -161,8 +167,8 @@ def search_similar(
     :func:`~transforms.recommend.top_k_similar_t`'s layout (``dim x items``);
     the queries are their columns ``rows``. Lists as
     :func:`~transforms.recommend.top_k_similar_t` gives them: the item
-    itself left out, best first, ties by the lower index, ``k`` items (at
-    most ``n_items - 1``). Rows whose probed clusters hold too few items
+    itself left out, best first, ties by the lower index among the ``k + 1``
+    candidates faiss returns, ``k`` items (at most ``n_items - 1``). Rows whose probed clusters hold too few items
     are answered exactly.
     """
     from transforms.recommend import top_k_similar_t
@@ -184,12 +190,12 @@ def search_similar(
     order_scores = np.where(valid, -scores, np.inf)
     order = np.lexsort((np.where(valid, found, np.iinfo(np.int64).max), order_scores), axis=1)[:, :k]
     out_i = np.take_along_axis(found, order, axis=1)
-    out_s = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+    out_s = np.take_along_axis(scores, order, axis=1)
     short = np.nonzero(np.take_along_axis(valid, order, axis=1).sum(axis=1) < k)[0]
     if short.size:  # the probed clusters held fewer than k other items
         ei, es = top_k_similar_t(unit_t, k, rows=rows[short], block_rows=exact_block_rows)
         out_i[short], out_s[short] = ei, es
-    return out_i.astype(np.int64), out_s
+    return out_i, out_s
 
 
 def build_model_index(model_dir: str, *, nlist: int | None = None, seed: int = 0, threads: int | None = None) -> dict:

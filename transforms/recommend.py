@@ -57,7 +57,7 @@ import pyarrow as pa
 
 from transforms.counts import sum_counts
 from transforms.errors import ConfigError
-from transforms.item_index import DEFAULT_NPROBE, check_index_vectors, search_similar
+from transforms.item_index import DEFAULT_NPROBE, search_similar
 from transforms.recommend_vocab import is_product_code
 from transforms.shards import RowLayout
 
@@ -89,7 +89,9 @@ __all__ = [
     "ItemTable",
     "CooccurrenceCounts",
     "ItemCounts",
+    "MAX_BLOCK_SCORES",
     "NearestNeighboursFn",
+    "score_block_rows",
     "ApplyFallback",
     "SimilarItemsFn",
     "TitleIndex",
@@ -860,6 +862,15 @@ def top_cooccurring(
     return tuple((ids[p], float(s)) for p, s in zip(positions, scores))
 
 
+# The most scores a block of the exact nearest-neighbour search holds (16 MiB of float32).
+MAX_BLOCK_SCORES = 1 << 22
+
+
+def score_block_rows(n_items: int, block_rows: int = 1024, max_block_scores: int = MAX_BLOCK_SCORES) -> int:
+    """Rows of a block of scores against ``n_items`` items: at most ``block_rows``, and ``max_block_scores`` scores."""
+    return max(1, min(block_rows, max_block_scores // max(1, n_items)))
+
+
 class NearestNeighboursFn(beam.DoFn):
     """Batches of item ids -> ``(item, ((neighbour, cosine), ...))`` over an embedding matrix.
 
@@ -880,10 +891,10 @@ class NearestNeighboursFn(beam.DoFn):
     batches of 512 items instead of 1,024, one of 37,200 lists at 10x
     did: BLAS may sum in another order for a block of another shape).
 
-    ``load_index``: a callable ``(*, n_items, dim) -> index`` (as
-    :func:`transforms.item_index.load_item_index` with its path bound),
-    called once in ``setup``, which checks that the index holds this
-    matrix's vectors; the neighbours are then searched in that
+    ``load_index``: a callable ``(unit_t) -> index`` of this matrix (as
+    :func:`transforms.item_index.load_item_index` with its path bound, which
+    checks that the index holds the matrix's vectors), called once in
+    ``setup``; the neighbours are then searched in that
     approximate index (:func:`transforms.item_index.search_similar`,
     ``nprobe`` clusters a query) instead of among all items.
     """
@@ -894,7 +905,7 @@ class NearestNeighboursFn(beam.DoFn):
         k: int,
         *,
         block_rows: int = 1024,
-        max_block_scores: int = 1 << 22,
+        max_block_scores: int = MAX_BLOCK_SCORES,
         unit_t: bool = False,
         load_index=None,
         nprobe: int | None = None,
@@ -918,11 +929,10 @@ class NearestNeighboursFn(beam.DoFn):
         self._emb_t = np.ascontiguousarray(emb, np.float32) if self.unit_t else unit_transposed(emb)
         del emb
         self._index = {item: i for i, item in enumerate(self._ids)}
-        self._block_rows = max(1, min(self.block_rows, self.max_block_scores // max(1, len(self._ids))))
+        self._block_rows = score_block_rows(len(self._ids), self.block_rows, self.max_block_scores)
         self._ann = None
         if self._load_index is not None:
-            self._ann = self._load_index(n_items=len(self._ids), dim=self._emb_t.shape[0])
-            check_index_vectors(self._ann, self._emb_t)
+            self._ann = self._load_index(self._emb_t)
 
     def process(self, batch: Sequence[str]):
         known = [item for item in batch if item in self._index]
