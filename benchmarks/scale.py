@@ -31,7 +31,11 @@ from ``--workers 2``); ``speedup_2_vs_1_processes`` compares ``2`` with
   unless ``--dim``), served as the job
   serves a trained one: its full-INT8 TFLite file through LiteRT
   (``--engine auto``; ``--engine saved_model`` measures the FP32
-  SavedModel through TensorFlow instead). Rows: purchase events.
+  SavedModel through TensorFlow instead). The model is exported as
+  training exports it: with the similar-items index from 100,000 items
+  (``transforms.item_index.INDEX_MIN_ITEMS``: 30x), which the job then
+  searches (``model.item_index`` and each run's ``neighbours`` say so).
+  Rows: purchase events.
 
 ``--threads-per-worker T`` gives every configuration's worker(s), the
 in-process one included, ``T`` threads for BLAS, OpenMP and TensorFlow /
@@ -90,6 +94,7 @@ def _model(ingest_dir: str, model_dir: str, dim: int) -> dict:
     from components.recommend_data import read_event_baskets
     from components.recommend_model import TrainConfig, TrainedModel, build_model, export_model
     from components.recommend_quantize import write_serving_tflite
+    from transforms.item_index import INDEX_FILE
     from transforms.recommend_vocab import ItemVocab
 
     baskets = read_event_baskets(os.path.join(ingest_dir, "events"))
@@ -107,6 +112,8 @@ def _model(ingest_dir: str, model_dir: str, dim: int) -> dict:
     return {
         "vocab_items": len(vocab),
         "dim": dim,
+        # export_model builds the similar-items index from INDEX_MIN_ITEMS items: the job then searches it
+        "item_index": os.path.exists(os.path.join(model_dir, INDEX_FILE)),
         "side_inputs": {
             "item_counts": {"entries": len(counts), "pickled_bytes": len(pickle.dumps(counts))},
             "known_titles": {"entries": len(titles), "pickled_bytes": len(pickle.dumps(titles))},
@@ -148,7 +155,8 @@ def _recommend(ingest_dir: str, out: str, workers: str, model_dir: str, engine: 
     summary = run(events=os.path.join(ingest_dir, "events"), catalog=os.path.join(ingest_dir, "products"), out_dir=out,
                   model_dir=model_dir, workers=n, beam_args=beam_args, echo=lambda *_: None, engine=engine)
     secs = time.perf_counter() - t0
-    return {"job_secs": secs, "rows": rows, "outputs": summary["outputs"], "engine": summary["engine"]}
+    return {"job_secs": secs, "rows": rows, "outputs": summary["outputs"], "engine": summary["engine"],
+            "neighbours": summary.get("neighbours")}
 
 
 def _tiny_ner(folder: str) -> str:
