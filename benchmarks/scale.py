@@ -34,7 +34,7 @@ from ``--workers 2``); ``speedup_2_vs_1_processes`` compares ``2`` with
   SavedModel through TensorFlow instead). The model is exported as
   training exports it: with the similar-items index from 100,000 items
   (``transforms.item_index.INDEX_MIN_ITEMS``: 30x), which the job then
-  searches (``model.item_index`` and each run's ``neighbours`` say so).
+  searches (``model.item_index`` and ``neighbours``, what the runs searched, say so).
   Rows: purchase events.
 
 ``--threads-per-worker T`` gives every configuration's worker(s), the
@@ -311,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                         "cpu_secs_all": [round(m["cpu_secs"], 1) for m in runs],
                         "steal_secs_all": [None if m["steal_secs"] is None else round(m["steal_secs"], 1) for m in runs],
                     }
+                if job == "recommend":  # what the runs searched for similar items: "index" or "exact"
+                    entry["neighbours"] = sorted({str(m["result"].get("neighbours")) for runs in by_workers.values() for m in runs})
                 secs = {w: fig["job_secs_median"] for w, fig in entry["workers"].items()}
                 if "1" in secs and "2" in secs:
                     entry["speedup_2_vs_1_workers"] = round(secs["1"] / secs["2"], 2)
