@@ -156,7 +156,7 @@ def _recommend(ingest_dir: str, out: str, workers: str, model_dir: str, engine: 
                   model_dir=model_dir, workers=n, beam_args=beam_args, echo=lambda *_: None, engine=engine)
     secs = time.perf_counter() - t0
     return {"job_secs": secs, "rows": rows, "outputs": summary["outputs"], "engine": summary["engine"],
-            "neighbours": summary.get("neighbours")}
+            "neighbours": summary["neighbours"]}
 
 
 def _tiny_ner(folder: str) -> str:
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                         "steal_secs_all": [None if m["steal_secs"] is None else round(m["steal_secs"], 1) for m in runs],
                     }
                 if job == "recommend":  # what the runs searched for similar items: "index" or "exact"
-                    entry["neighbours"] = sorted({str(m["result"].get("neighbours")) for runs in by_workers.values() for m in runs})
+                    entry["neighbours"] = sorted({m["result"]["neighbours"] for runs in by_workers.values() for m in runs})
                 secs = {w: fig["job_secs_median"] for w, fig in entry["workers"].items()}
                 if "1" in secs and "2" in secs:
                     entry["speedup_2_vs_1_workers"] = round(secs["1"] / secs["2"], 2)

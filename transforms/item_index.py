@@ -26,7 +26,6 @@ in another order than BLAS).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -202,12 +201,13 @@ def build_model_index(model_dir: str, *, nlist: int | None = None, seed: int = 0
     """Build ``item_index.faiss`` beside the model's ``item_embeddings.npy``; returns what was built."""
     import time
 
+    from transforms.inference import usable_cores
     from transforms.inference.recommend import load_item_embeddings
     from transforms.io import join_path
 
     start = time.perf_counter()
     ids, unit_t = load_item_embeddings(model_dir, unit_t=True)
-    index = build_item_index(unit_t.T, nlist=nlist, seed=seed, threads=threads or os.cpu_count())
+    index = build_item_index(unit_t.T, nlist=nlist, seed=seed, threads=threads or usable_cores())
     path = write_item_index(index, join_path(model_dir, INDEX_FILE))
     return {"path": path, "items": len(ids), "dim": int(unit_t.shape[0]), "nlist": int(index.nlist),
             "seconds": round(time.perf_counter() - start, 2)}
