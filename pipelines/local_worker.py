@@ -39,6 +39,18 @@ stage's DoFns and buffers freed stays in the process otherwise, and the
 next stage seldom reuses all of it. Recommend at 10x with two workers, two
 alternating runs each: the largest worker peaked at 727 / 706 MiB without
 it and 670 / 655 MiB with it, in 39.1 / 39.8 and 38.0 / 42.1 s.
+
+Every bundle, in-process or not, also has a state sampler: a thread that
+wakes now and then to note which step the bundle is in (Beam's processing
+time per step). The end of a bundle joins that thread, so it waits out the
+thread's sleep under way, up to Beam's sampling period of 200 ms, with the
+core idle. Its workers' samplers wake every :data:`STATE_SAMPLING_PERIOD_MS`
+instead (:func:`prompt_state_sampling`). Recommend at 10x on the 2-core
+Xeon: in-process, the ends of its 48 bundles waited 2.03 s in all with
+Beam's period and 0.08 s with 5 ms; with two workers, 1.44 and 1.15 s
+(49 bundles each) against 0.19 and 0.21 s. Three alternating pairs of
+runs: in-process 40.8 / 39.8 / 39.7 s against 39.0 / 38.2 / 39.0 s, two
+workers 27.1 / 24.7 / 25.8 s against 25.3 / 24.2 / 24.4 s.
 """
 
 from __future__ import annotations
@@ -51,8 +63,10 @@ import sys
 
 __all__ = [
     "BUNDLE_PROCESSOR_IDLE_S",
+    "STATE_SAMPLING_PERIOD_MS",
     "exit_without_heap_teardown",
     "glibc",
+    "prompt_state_sampling",
     "release_idle_bundle_processors",
     "trim_after_dropping_processors",
 ]
@@ -65,6 +79,11 @@ FORK_SERVER_MAIN = "pipelines.worker_pool"
 # Seconds a worker keeps an idle stage's bundle processor (Beam's default: 60); also the period of
 # the worker's clean-up thread, which therefore drops one 0.5-1 s after its bundle.
 BUNDLE_PROCESSOR_IDLE_S = 0.5
+
+
+# Milliseconds between a bundle's state samples (Beam's default: 200): also the longest a bundle's end waits
+# for its sampling thread (prompt_state_sampling). A wake-up takes the sampler's lock and adds to a counter.
+STATE_SAMPLING_PERIOD_MS = 5
 
 
 def release_idle_bundle_processors(seconds: float = BUNDLE_PROCESSOR_IDLE_S) -> None:
@@ -90,6 +109,33 @@ def glibc():
     except OSError:
         return None
     return libc if all(hasattr(libc, name) for name in ("mallopt", "malloc_trim")) else None
+
+
+def prompt_state_sampling(period_ms: int = STATE_SAMPLING_PERIOD_MS) -> bool:
+    """State samplers created after this call sample every ``period_ms`` milliseconds (Beam's default: 200).
+
+    Each bundle has a state sampler: a thread that sleeps between samples
+    of the step the bundle is in (the steps' processing times), from a
+    hundredth of its period (at least 1 ms), each sleep 1.2 times the one
+    before, up to the period. The bundle's end stops the sampler and joins its thread, so it
+    waits out the sleep under way: up to 200 ms, once a bundle has run
+    a second or more, with its core idle. Beam reads the period as a
+    default argument of ``StateSampler``; there is no pipeline option for it.
+
+    Returns whether it applies: False, and Beam's period kept, where
+    ``StateSampler`` no longer takes the period as its only default
+    argument.
+    """
+    import inspect
+
+    from apache_beam.runners.worker import statesampler
+
+    init = statesampler.StateSampler.__init__
+    defaulted = [p.name for p in inspect.signature(init).parameters.values() if p.default is not inspect.Parameter.empty]
+    if defaulted != ["sampling_period_ms"] or init.__defaults__ is None or len(init.__defaults__) != 1:
+        return False
+    init.__defaults__ = (period_ms,)
+    return True
 
 
 def _is_worker_process() -> bool:
@@ -172,5 +218,6 @@ def trim_after_dropping_processors() -> bool:
 
 
 release_idle_bundle_processors()
+prompt_state_sampling()
 exit_without_heap_teardown()
 trim_after_dropping_processors()

@@ -114,7 +114,8 @@ class _LocalPipeline(beam.Pipeline):
     start BLAS and TensorFlow thread pools as wide as the machine: N workers
     on C cores run N x C busy threads. Each worker gets ``C // N`` threads.
     Workers, in-process or not, drop a stage's bundle processor once the
-    stage is done (:mod:`pipelines.local_worker`). Worker processes are
+    stage is done, and end a bundle without waiting out a long sleep of its
+    state sampler (:mod:`pipelines.local_worker`). Worker processes are
     forked from a server started with the pipeline, which imports Beam's SDK
     worker while the graph is built (:mod:`pipelines.worker_pool`).
     """
@@ -142,10 +143,11 @@ class _LocalPipeline(beam.Pipeline):
         return workers, max(1, cores // max(1, workers))
 
     def run(self, test_runner_api="AUTO"):
-        from pipelines.local_worker import release_idle_bundle_processors
+        from pipelines.local_worker import prompt_state_sampling, release_idle_bundle_processors
         from pipelines.worker_pool import serving
 
         release_idle_bundle_processors()  # in-process and threaded workers; worker processes import WORKER_PLUGIN
+        prompt_state_sampling()
         processes = self._worker_processes()
         if processes is None:
             return super().run(test_runner_api)

@@ -279,7 +279,7 @@ def test_recommend_two_worker_processes_write_what_one_does(retail_events, tmp_p
 def _worker_env(_):
     import os
 
-    from apache_beam.runners.worker import sdk_worker
+    from apache_beam.runners.worker import sdk_worker, statesampler
 
     yield (
         os.getpid(),
@@ -289,16 +289,18 @@ def _worker_env(_):
         sdk_worker.DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S,
         getattr(sdk_worker.SdkHarness.run, "_exits_fast", False),
         getattr(sdk_worker.BundleProcessorCache._shutdown_cached_bundle_processors, "_trims", False),
+        statesampler.get_current_tracker().sampling_period_ms,  # the sampler of the bundle running this
     )
 
 
 def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
     """Two worker processes each size their BLAS and TensorFlow pools to half the cores, keep malloc to two
-    arenas and drop an idle stage's bundle processor after BUNDLE_PROCESSOR_IDLE_S (Beam's default: 60 s);
-    the launcher's environment is restored."""
+    arenas, drop an idle stage's bundle processor after BUNDLE_PROCESSOR_IDLE_S (Beam's default: 60 s) and
+    sample a bundle's steps every STATE_SAMPLING_PERIOD_MS (Beam's default: 200 ms); the launcher's
+    environment is restored."""
     import os
 
-    from pipelines.local_worker import BUNDLE_PROCESSOR_IDLE_S
+    from pipelines.local_worker import BUNDLE_PROCESSOR_IDLE_S, STATE_SAMPLING_PERIOD_MS
     from pipelines.options import THREAD_ENV, make_pipeline, pipeline_options
 
     for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"):
@@ -315,10 +317,50 @@ def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
             | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
         )
     seen = json.loads(out.read_text())
-    assert {tuple(row[1:]) for row in seen} == {(str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S, True, True)}
-    assert BUNDLE_PROCESSOR_IDLE_S != 60
+    assert {tuple(row[1:]) for row in seen} == {
+        (str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S, True, True, STATE_SAMPLING_PERIOD_MS)}
+    assert BUNDLE_PROCESSOR_IDLE_S != 60 and STATE_SAMPLING_PERIOD_MS != 200
     assert all(pid != os.getpid() for pid, *_ in seen)
     assert not any(name in os.environ for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"))
+
+
+def _sampling_period(_):
+    from apache_beam.runners.worker import statesampler
+
+    yield statesampler.get_current_tracker().sampling_period_ms
+
+
+def test_in_process_bundles_sample_promptly_too(tmp_path):
+    """The in-process worker's bundles also sample every STATE_SAMPLING_PERIOD_MS, so a bundle's end waits at
+    most that long for its sampling thread."""
+    from pipelines.local_worker import STATE_SAMPLING_PERIOD_MS
+    from pipelines.options import make_pipeline, pipeline_options
+
+    out = tmp_path / "period.json"
+    with make_pipeline(pipeline_options([], workers=1)) as p:
+        _ = (
+            p
+            | beam.Create(range(8))
+            | beam.FlatMap(_sampling_period)
+            | beam.combiners.ToList()
+            | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
+        )
+    assert json.loads(out.read_text()) == [STATE_SAMPLING_PERIOD_MS]
+
+
+def test_state_sampling_keeps_beams_period_where_its_signature_changed(monkeypatch):
+    """Where Beam's StateSampler no longer takes the period as its only default argument, nothing is changed."""
+    from apache_beam.runners.worker import statesampler
+
+    from pipelines.local_worker import prompt_state_sampling
+
+    class Changed:
+        def __init__(self, prefix, counter_factory, sampling_period_ms=200, sampling_period_ratio=1.2):
+            pass
+
+    monkeypatch.setattr(statesampler, "StateSampler", Changed)
+    assert prompt_state_sampling(5) is False
+    assert Changed.__init__.__defaults__ == (200, 1.2)
 
 
 def _register_exit_marker(folder):
