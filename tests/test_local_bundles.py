@@ -94,11 +94,28 @@ def test_plan_deals_every_nonempty_piece_to_one_bundle(sizes, workers, target):
     full = len(dealt)
     if full:
         total = sum(sizes)
-        assert len(plan) == min(full, max(workers, -(-total // target)))
+        n = min(full, max(workers, -(-total // target)))
         assert all(group for group in plan)
-        assert max(len(g) for g in plan) - min(len(g) for g in plan) <= 1  # round-robin: about as many pieces each
+        if total <= target or full < 2 * n:
+            assert len(plan) == n
+            assert max(len(g) for g in plan) - min(len(g) for g in plan) <= 1  # round-robin: about as many pieces each
+        else:  # the last `workers` bundles' worth cut in two: whole bundles first, then 2 * workers halves
+            whole, halves = plan[: n - workers], plan[n - workers :]
+            assert len(halves) == 2 * workers
+            assert max(len(g) for g in halves) - min(len(g) for g in halves) <= 1
+            assert all(len(w) >= len(h) for w in whole for h in halves)
+            assert all(2 * min(len(h) for h in halves) - 2 <= len(w) <= 2 * max(len(h) for h in halves) + 2 for w in whole)
     else:
         assert plan == [[]]
+
+
+def test_plan_ends_a_stage_with_half_bundles():
+    """Ten bundles' worth over two workers: eight whole bundles, then four of half the size, so that neither
+    worker takes a last whole bundle alone."""
+    sizes = [1000] * 200  # 200 kB over bundles of 20 kB
+    plan = plan_bundles(sizes, workers=2, target=20_000)
+    assert [sum(sizes[i] for i in group) for group in plan] == [20_000] * 8 + [10_000] * 4
+    assert plan_bundles([1000] * 20, workers=2, target=20_000) == [list(range(0, 20, 2)), list(range(1, 20, 2))]  # one bundle's worth: as many as workers
 
 
 def test_plan_refuses_nonsense():
