@@ -73,10 +73,10 @@ def plan_bundles(sizes: Sequence[int], workers: int, target: int = BUNDLE_BYTES)
     Empty pieces are left out. The input makes ``ceil(total / target)``
     bundles' worth, but at least ``workers`` and at most one per piece.
     Where it holds more than ``target`` bytes and pieces enough (two per
-    bundle), the last ``workers`` of them are each cut in two: the workers then finish the
-    stage within about half a bundle of each other, as a worker that takes
-    the last whole bundle alone would leave the others idle for most of it
-    (guided self-scheduling). Pieces are dealt round-robin, a whole bundle
+    bundle), the last ``workers`` of them are each cut in two: the workers
+    then finish the stage within about half a bundle of each other, where a
+    worker that took the last whole bundle alone would leave the others
+    idle for most of it (guided self-scheduling). Pieces are dealt round-robin, a whole bundle
     taking two for each one a half bundle takes, so bundles get pieces from
     the whole input. The bundles run in the order given.
 
