@@ -76,9 +76,10 @@ def plan_bundles(sizes: Sequence[int], workers: int, target: int = BUNDLE_BYTES)
     bundle), the last ``workers`` of them are each cut in two: the workers
     then finish the stage within about half a bundle of each other, where a
     worker that took the last whole bundle alone would leave the others
-    idle for most of it (guided self-scheduling). Pieces are dealt round-robin, a whole bundle
-    taking two for each one a half bundle takes, so bundles get pieces from
-    the whole input. The bundles run in the order given.
+    idle for most of it (guided self-scheduling). Pieces are dealt
+    round-robin, a whole bundle taking two for each one a half bundle
+    takes, so bundles get pieces from the whole input. The bundles run in
+    the order given.
 
     >>> plan_bundles([5, 0, 5, 5, 5], workers=2, target=20)
     [[0, 3], [2, 4]]

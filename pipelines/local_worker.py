@@ -44,9 +44,10 @@ Every bundle, in-process or not, also has a state sampler: a thread that
 wakes now and then to note which step the bundle is in (Beam's processing
 time per step). The end of a bundle joins that thread, so it waits out the
 thread's sleep under way, up to Beam's sampling period of 200 ms, with the
-core idle. Its workers' samplers wake every :data:`STATE_SAMPLING_PERIOD_MS`
-instead (:func:`prompt_state_sampling`). Recommend at 10x on the 2-core
-Xeon: in-process, the ends of its 48 bundles waited 2.03 s in all with
+core idle. The local runner's samplers, in-process and in worker
+processes, wake every :data:`STATE_SAMPLING_PERIOD_MS` instead
+(:func:`prompt_state_sampling`). Recommend at 10x on the 2-core Xeon:
+in-process, the ends of its 48 bundles waited 2.03 s in all with
 Beam's period and 0.08 s with 5 ms; with two workers, 1.44 and 1.15 s
 (49 bundles each) against 0.19 and 0.21 s. Three alternating pairs of
 runs: in-process 40.8 / 39.8 / 39.7 s against 39.0 / 38.2 / 39.0 s, two
@@ -117,10 +118,11 @@ def prompt_state_sampling(period_ms: int = STATE_SAMPLING_PERIOD_MS) -> bool:
     Each bundle has a state sampler: a thread that sleeps between samples
     of the step the bundle is in (the steps' processing times), from a
     hundredth of its period (at least 1 ms), each sleep 1.2 times the one
-    before, up to the period. The bundle's end stops the sampler and joins its thread, so it
-    waits out the sleep under way: up to 200 ms, once a bundle has run
-    a second or more, with its core idle. Beam reads the period as a
-    default argument of ``StateSampler``; there is no pipeline option for it.
+    before, up to the period. The bundle's end stops the sampler and joins
+    its thread, so it waits out the sleep under way, with its core idle: up
+    to 200 ms once a bundle has run a second or more. Beam reads the period
+    as a default argument of ``StateSampler``; there is no pipeline option
+    for it.
 
     Returns whether it applies: False, and Beam's period kept, where
     ``StateSampler`` no longer takes the period as its only default
@@ -132,7 +134,7 @@ def prompt_state_sampling(period_ms: int = STATE_SAMPLING_PERIOD_MS) -> bool:
 
     init = statesampler.StateSampler.__init__
     defaulted = [p.name for p in inspect.signature(init).parameters.values() if p.default is not inspect.Parameter.empty]
-    if defaulted != ["sampling_period_ms"] or init.__defaults__ is None or len(init.__defaults__) != 1:
+    if defaulted != ["sampling_period_ms"] or init.__defaults__ is None:  # None: the period became keyword-only
         return False
     init.__defaults__ = (period_ms,)
     return True
