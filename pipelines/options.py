@@ -114,8 +114,8 @@ class _LocalPipeline(beam.Pipeline):
     start BLAS and TensorFlow thread pools as wide as the machine: N workers
     on C cores run N x C busy threads. Each worker gets ``C // N`` threads.
     Workers, in-process or not, drop a stage's bundle processor once the
-    stage is done, and end a bundle without waiting out a long sleep of its
-    state sampler (:mod:`pipelines.local_worker`). Worker processes are
+    stage is done, end a bundle without waiting out a long sleep of its
+    state sampler and collect garbage less often (:mod:`pipelines.local_worker`). Worker processes are
     forked from a server started with the pipeline, which imports Beam's SDK
     worker while the graph is built (:mod:`pipelines.worker_pool`).
     """
@@ -143,18 +143,19 @@ class _LocalPipeline(beam.Pipeline):
         return workers, max(1, cores // max(1, workers))
 
     def run(self, test_runner_api="AUTO"):
-        from pipelines.local_worker import prompt_state_sampling, release_idle_bundle_processors
+        from pipelines.local_worker import collecting_less, prompt_state_sampling, release_idle_bundle_processors
         from pipelines.worker_pool import serving
 
         release_idle_bundle_processors()  # in-process and threaded workers; worker processes import WORKER_PLUGIN
         prompt_state_sampling()
         processes = self._worker_processes()
         if processes is None:
-            return super().run(test_runner_api)
+            with collecting_less():  # the graph built and the modules imported live through the run
+                return super().run(test_runner_api)
         _limit_malloc_arenas()  # this process is the runner: it buffers every shuffle between stages
         mark = _LostWorkers.mark()
         try:
-            with worker_threads(processes[1]), serving(self._fork_server):
+            with worker_threads(processes[1]), serving(self._fork_server), collecting_less():
                 return super().run(test_runner_api)
         except Exception as exc:
             named = _named_lost_worker(exc, mark)

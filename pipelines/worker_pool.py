@@ -280,13 +280,14 @@ def main(argv: list[str]) -> int:
     pids = os.fdopen(int(argv[2]), "w")
     import apache_beam.runners.worker.sdk_worker_main as sdk_worker_main
 
-    import pipelines.local_worker  # noqa: F401  the workers' plugin, applied here once for all of them
+    import pipelines.local_worker  # the workers' plugin, applied here once for all of them
 
     for name in argv[3:]:  # the job's modules, which its DoFns' functions live in
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001  the worker that needs it imports it again, and reports the error
             pass
+    pipelines.local_worker.collect_less()  # what is imported now lives as long as the workers: none of it is collected
     for line in requests:
         pids.write(f"{_fork_worker(requests, pids, sdk_worker_main, json.loads(line))}\n")
         pids.flush()

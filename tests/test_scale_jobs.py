@@ -277,6 +277,7 @@ def test_recommend_two_worker_processes_write_what_one_does(retail_events, tmp_p
 
 
 def _worker_env(_):
+    import gc
     import os
 
     from apache_beam.runners.worker import sdk_worker, statesampler
@@ -290,17 +291,19 @@ def _worker_env(_):
         getattr(sdk_worker.SdkHarness.run, "_exits_fast", False),
         getattr(sdk_worker.BundleProcessorCache._shutdown_cached_bundle_processors, "_trims", False),
         statesampler.get_current_tracker().sampling_period_ms,  # the sampler of the bundle running this
+        ",".join(map(str, gc.get_threshold())),
+        gc.get_freeze_count() > 10_000,  # at least Beam's SDK worker, imported before the freeze
     )
 
 
 def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
     """Two worker processes each size their BLAS and TensorFlow pools to half the cores, keep malloc to two
-    arenas, drop an idle stage's bundle processor after BUNDLE_PROCESSOR_IDLE_S (Beam's default: 60 s) and
-    sample a bundle's steps every STATE_SAMPLING_PERIOD_MS (Beam's default: 200 ms); the launcher's
-    environment is restored."""
+    arenas, drop an idle stage's bundle processor after BUNDLE_PROCESSOR_IDLE_S (Beam's default: 60 s),
+    sample a bundle's steps every STATE_SAMPLING_PERIOD_MS (Beam's default: 200 ms) and collect garbage at
+    GC_THRESHOLDS with their imports frozen; the launcher's environment is restored."""
     import os
 
-    from pipelines.local_worker import BUNDLE_PROCESSOR_IDLE_S, STATE_SAMPLING_PERIOD_MS
+    from pipelines.local_worker import BUNDLE_PROCESSOR_IDLE_S, GC_THRESHOLDS, STATE_SAMPLING_PERIOD_MS
     from pipelines.options import THREAD_ENV, make_pipeline, pipeline_options
 
     for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"):
@@ -318,8 +321,9 @@ def test_worker_processes_share_the_cores(tmp_path, monkeypatch):
         )
     seen = json.loads(out.read_text())
     assert {tuple(row[1:]) for row in seen} == {
-        (str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S, True, True, STATE_SAMPLING_PERIOD_MS)}
-    assert BUNDLE_PROCESSOR_IDLE_S != 60 and STATE_SAMPLING_PERIOD_MS != 200
+        (str(max(1, cores // 2)), str(max(1, cores // 2)), "2", BUNDLE_PROCESSOR_IDLE_S, True, True, STATE_SAMPLING_PERIOD_MS,
+         ",".join(map(str, GC_THRESHOLDS)), True)}
+    assert BUNDLE_PROCESSOR_IDLE_S != 60 and STATE_SAMPLING_PERIOD_MS != 200 and GC_THRESHOLDS[0] != 700
     assert all(pid != os.getpid() for pid, *_ in seen)
     assert not any(name in os.environ for name in (*THREAD_ENV, "MALLOC_ARENA_MAX"))
 
@@ -346,6 +350,56 @@ def test_in_process_bundles_sample_promptly_too(tmp_path):
             | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
         )
     assert json.loads(out.read_text()) == [STATE_SAMPLING_PERIOD_MS]
+
+
+def _collector(_):
+    import gc
+
+    yield list(gc.get_threshold()), gc.get_freeze_count()
+
+
+def test_in_process_runs_collect_less_then_restore_the_collector(tmp_path):
+    """An in-process job collects garbage at GC_THRESHOLDS with what existed when it started frozen; when it
+    ends, the launcher's thresholds are back and nothing it froze stays frozen."""
+    import gc
+
+    from pipelines.local_worker import GC_THRESHOLDS
+    from pipelines.options import make_pipeline, pipeline_options
+
+    before = gc.get_threshold(), gc.get_freeze_count()
+    assert before[1] == 0 and before[0] != GC_THRESHOLDS
+    out = tmp_path / "gc.json"
+    with make_pipeline(pipeline_options([], workers=1)) as p:
+        _ = (
+            p
+            | beam.Create(range(8))
+            | beam.FlatMap(_collector)
+            | beam.combiners.ToList()
+            | beam.Map(lambda rows: out.write_text(json.dumps(rows)))
+        )
+    seen = json.loads(out.read_text())
+    assert {tuple(t) for t, _ in seen} == {GC_THRESHOLDS}
+    assert min(frozen for _, frozen in seen) > 10_000  # Beam and the job's graph
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+
+
+def test_collecting_less_leaves_an_earlier_freeze_frozen():
+    """Objects frozen before the block stay frozen after it: the block cannot tell them from its own."""
+    import gc
+
+    from pipelines.local_worker import collecting_less
+
+    threshold = gc.get_threshold()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with collecting_less((5_000, 5, 5)):
+            assert gc.get_threshold() == (5_000, 5, 5)
+            assert gc.get_freeze_count() >= frozen
+        assert gc.get_threshold() == threshold
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_state_sampling_keeps_beams_period_where_its_signature_changed(monkeypatch):
