@@ -171,6 +171,57 @@ class _OneWorker:
         return getattr(self._context, name)
 
 
+class _Once:
+    """Calls ``fn`` on the first call only, whichever thread makes it."""
+
+    def __init__(self, fn):
+        self._fn, self._lock, self.called = fn, threading.Lock(), False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self.called:
+                return
+            self.called = True
+        self._fn()
+
+
+class _ControlReleasing:
+    """A worker's control connection that calls ``release`` once the worker has answered a bundle without error."""
+
+    def __init__(self, conn, release: _Once):
+        self._conn, self._release = conn, release
+
+    def push(self, request):
+        future = self._conn.push(request)
+        if request.HasField("process_bundle"):
+            answered = future.set  # called by the connection's reader thread with the worker's response
+
+            def set_then_release(response):
+                answered(response)
+                if not response.error:
+                    self._release()
+
+            future.set = set_then_release
+            if future.is_done() and not future.get().error:  # answered before set_then_release was in place
+                self._release()
+        return future
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+class _HandlerReleasing:
+    """A worker handler whose worker is handed back (``release``) as soon as it has finished its bundle, while
+    the runner still reads the bundle's outputs."""
+
+    def __init__(self, handler, release: _Once):
+        self._handler = handler
+        self.control_conn = _ControlReleasing(handler.control_conn, release)
+
+    def __getattr__(self, name):
+        return getattr(self._handler, name)
+
+
 class _Workers:
     """A run's free workers, shared by its stages that run at once (:mod:`pipelines.local_schedule`), so that a
     worker runs one bundle at a time; once a bundle has failed, no other is sent (its worker may be gone)."""
@@ -213,11 +264,13 @@ class SizedBundleManager(fn_runner.ParallelBundleManager):
             with lock:  # encoded here, while the workers run the bundles before it
                 bundle = {name: part.take(plan[ix]) for name, part in parted.items()}
             handler = pool_of_workers.free.get()
+            release = _Once(lambda: pool_of_workers.free.put(handler))
             try:
                 if pool_of_workers.failed.is_set():
                     raise BundleNotStarted(f"bundle {ix + 1} of {len(plan)} was not started: another bundle failed")
-                manager = fn_runner.BundleManager(_OneWorker(self.bundle_context_manager, handler), self._progress_frequency,
-                                                  cache_token_generator=self._cache_token_generator)
+                # the worker takes its next bundle once it has answered this one, while its outputs are still read
+                manager = fn_runner.BundleManager(_OneWorker(self.bundle_context_manager, _HandlerReleasing(handler, release)),
+                                                  self._progress_frequency, cache_token_generator=self._cache_token_generator)
                 # timers go with the first bundle only, as Beam's parallel manager sends them to its first worker
                 return manager.process_bundle(bundle, expected_outputs, fired_timers if ix == 0 else {},
                                               expected_output_timers, dry_run)
@@ -225,7 +278,7 @@ class SizedBundleManager(fn_runner.ParallelBundleManager):
                 pool_of_workers.failed.set()
                 raise
             finally:
-                pool_of_workers.free.put(handler)
+                release()  # a failed bundle's worker only now: no bundle is sent to it once failed is set
 
         # one thread more than workers: the next bundle is encoded while every worker is busy
         with ThreadPoolExecutor(workers + 1, thread_name_prefix="aisle-bundle") as pool:

@@ -179,3 +179,64 @@ def test_an_empty_shuffle_has_no_pieces():
     buffer, _ = _shuffle({})
     shuffle = _Input(buffer, workers=2)
     assert shuffle.sizes == [] and shuffle.take([]) == []
+
+
+class _Conn:
+    """A control connection whose answers the test gives, as a worker's reader thread would."""
+
+    def __init__(self, answered: bool = False):
+        self.answered = answered
+
+    def push(self, request):
+        from apache_beam.portability.api import beam_fn_api_pb2
+        from apache_beam.runners.portability.fn_api_runner.worker_handlers import ControlFuture
+
+        response = beam_fn_api_pb2.InstructionResponse(instruction_id=request.instruction_id) if self.answered else None
+        return ControlFuture(request.instruction_id, response)
+
+
+class _Handler:
+    def __init__(self, conn):
+        self.control_conn, self.data_conn = conn, object()
+
+
+def _bundle_request(name="bundle_1"):
+    from apache_beam.portability.api import beam_fn_api_pb2
+
+    return beam_fn_api_pb2.InstructionRequest(instruction_id=name, process_bundle=beam_fn_api_pb2.ProcessBundleRequest())
+
+
+def test_a_worker_is_handed_back_once_when_it_answers_its_bundle():
+    """The worker goes back to the pool when its answer arrives (the runner may still be reading the bundle's
+    outputs), once only, and not for an answer with an error or for other requests."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+
+    from pipelines.local_bundles import _HandlerReleasing, _Once
+
+    released: list[str] = []
+    handler = _Handler(_Conn())
+    wrapped = _HandlerReleasing(handler, _Once(lambda: released.append("w")))
+    assert wrapped.data_conn is handler.data_conn
+    other = wrapped.control_conn.push(beam_fn_api_pb2.InstructionRequest(
+        instruction_id="f1", finalize_bundle=beam_fn_api_pb2.FinalizeBundleRequest(instruction_id="bundle_0")))
+    other.set(beam_fn_api_pb2.InstructionResponse(instruction_id="f1"))
+    assert released == []
+    future = wrapped.control_conn.push(_bundle_request())
+    assert released == []
+    future.set(beam_fn_api_pb2.InstructionResponse(instruction_id="bundle_1"))
+    assert released == ["w"] and future.get().instruction_id == "bundle_1"
+    wrapped.control_conn.push(_bundle_request("bundle_2")).set(beam_fn_api_pb2.InstructionResponse(instruction_id="bundle_2"))
+    assert released == ["w"]  # once
+
+    failed: list[str] = []
+    wrapped = _HandlerReleasing(_Handler(_Conn()), _Once(lambda: failed.append("w")))
+    wrapped.control_conn.push(_bundle_request()).set(beam_fn_api_pb2.InstructionResponse(instruction_id="bundle_1", error="boom"))
+    assert failed == []  # the bundle's thread hands it back once the failure is recorded
+
+
+def test_a_worker_that_answered_before_the_hook_was_set_is_handed_back_too():
+    from pipelines.local_bundles import _HandlerReleasing, _Once
+
+    released: list[str] = []
+    _HandlerReleasing(_Handler(_Conn(answered=True)), _Once(lambda: released.append("w"))).control_conn.push(_bundle_request())
+    assert released == ["w"]
