@@ -34,6 +34,16 @@ machine's idle time in that stage fell from 0.42-0.83 to 0.29-0.35
 core-seconds (four alternating pairs of runs; the jobs took 23.5-24.8 s
 against 23.4-24.6 s, within the machine's noise).
 
+A worker takes its next bundle as soon as it has answered one, while
+the runner still reads the finished bundle's outputs into the next
+stages' buffers (decoding each element of a shuffle): the worker used to
+wait for that. Recommend at 10x with two workers, the runner read on
+for 1.1 s in all after its 123 bundles' answers; the machine's idle time
+while bundles ran, six alternating pairs of runs, was 1.58-1.95
+core-seconds (median 1.70) before and 1.24-1.66 (median 1.47) after.
+A failed bundle's worker is handed back only once the failure is
+recorded, so no bundle is sent to it.
+
 Stateful stages keep Beam's own manager (a key's state must stay on one
 worker), and so do runs with one worker; timers go with the first
 bundle, as in Beam's.
