@@ -61,9 +61,9 @@ youngest generation is collected every :data:`GC_THRESHOLDS` ``[0]``
 allocations instead of 700. Those objects never become garbage while the
 job runs, yet each full collection walked them all, in every process.
 Recommend at 10x on the 2-core Xeon, seconds inside collections
-(``gc.callbacks``): in-process 1.98 s with Python's defaults, 0.44 s
-after; two workers 3.05 s in all (runner 1.06, fork server 0.30, workers
-0.76 and 0.93), 0.46 s after. The launcher restores its own settings when
+(``gc.callbacks``): in-process 1.96 s with Python's defaults, 0.46 s
+after; two workers 3.02 s in all (runner 0.98, fork server 0.32, workers
+0.74 and 0.98), 0.50 s after. The launcher restores its own settings when
 the job ends (:func:`collecting_less`).
 """
 
