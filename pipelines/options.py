@@ -115,9 +115,10 @@ class _LocalPipeline(beam.Pipeline):
     on C cores run N x C busy threads. Each worker gets ``C // N`` threads.
     Workers, in-process or not, drop a stage's bundle processor once the
     stage is done, end a bundle without waiting out a long sleep of its
-    state sampler and collect garbage less often (:mod:`pipelines.local_worker`). Worker processes are
-    forked from a server started with the pipeline, which imports Beam's SDK
-    worker while the graph is built (:mod:`pipelines.worker_pool`).
+    state sampler, and collect garbage less often
+    (:mod:`pipelines.local_worker`). Worker processes are forked from a
+    server started with the pipeline, which imports Beam's SDK worker while
+    the graph is built (:mod:`pipelines.worker_pool`).
     """
 
     def __init__(self, *args, preload: Sequence[str] = (), **kwargs):

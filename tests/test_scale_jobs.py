@@ -334,22 +334,28 @@ def _sampling_period(_):
     yield statesampler.get_current_tracker().sampling_period_ms
 
 
-def test_in_process_bundles_sample_promptly_too(tmp_path):
-    """The in-process worker's bundles also sample every STATE_SAMPLING_PERIOD_MS, so a bundle's end waits at
-    most that long for its sampling thread."""
-    from pipelines.local_worker import STATE_SAMPLING_PERIOD_MS
+def _in_process_rows(tmp_path, fn) -> list:
+    """What ``fn`` yields for eight elements in an in-process job, as JSON gives it back."""
     from pipelines.options import make_pipeline, pipeline_options
 
-    out = tmp_path / "period.json"
+    out = tmp_path / "rows.json"
     with make_pipeline(pipeline_options([], workers=1)) as p:
         _ = (
             p
             | beam.Create(range(8))
-            | beam.FlatMap(_sampling_period)
+            | beam.FlatMap(fn)
             | beam.combiners.ToList()
-            | beam.Map(lambda rows: out.write_text(json.dumps(sorted(set(rows)))))
+            | beam.Map(lambda rows: out.write_text(json.dumps(rows)))
         )
-    assert json.loads(out.read_text()) == [STATE_SAMPLING_PERIOD_MS]
+    return json.loads(out.read_text())
+
+
+def test_in_process_bundles_sample_promptly_too(tmp_path):
+    """The in-process worker's bundles also sample every STATE_SAMPLING_PERIOD_MS, so a bundle's end waits at
+    most that long for its sampling thread."""
+    from pipelines.local_worker import STATE_SAMPLING_PERIOD_MS
+
+    assert set(_in_process_rows(tmp_path, _sampling_period)) == {STATE_SAMPLING_PERIOD_MS}
 
 
 def _collector(_):
@@ -364,20 +370,10 @@ def test_in_process_runs_collect_less_then_restore_the_collector(tmp_path):
     import gc
 
     from pipelines.local_worker import GC_THRESHOLDS
-    from pipelines.options import make_pipeline, pipeline_options
 
     before = gc.get_threshold(), gc.get_freeze_count()
     assert before[1] == 0 and before[0] != GC_THRESHOLDS
-    out = tmp_path / "gc.json"
-    with make_pipeline(pipeline_options([], workers=1)) as p:
-        _ = (
-            p
-            | beam.Create(range(8))
-            | beam.FlatMap(_collector)
-            | beam.combiners.ToList()
-            | beam.Map(lambda rows: out.write_text(json.dumps(rows)))
-        )
-    seen = json.loads(out.read_text())
+    seen = _in_process_rows(tmp_path, _collector)
     assert {tuple(t) for t, _ in seen} == {GC_THRESHOLDS}
     assert min(frozen for _, frozen in seen) > 10_000  # Beam and the job's graph
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
