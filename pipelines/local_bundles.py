@@ -185,13 +185,13 @@ class _Once:
     """Calls ``fn`` on the first call only, whichever thread makes it."""
 
     def __init__(self, fn):
-        self._fn, self._lock, self.called = fn, threading.Lock(), False
+        self._fn, self._lock, self._called = fn, threading.Lock(), False
 
     def __call__(self) -> None:
         with self._lock:
-            if self.called:
+            if self._called:
                 return
-            self.called = True
+            self._called = True
         self._fn()
 
 
@@ -212,7 +212,9 @@ class _ControlReleasing:
                     self._release()
 
             future.set = set_then_release
-            if future.is_done() and not future.get().error:  # answered before set_then_release was in place
+            # answered before set_then_release was in place; an answer still being set now is missed here,
+            # and the worker goes back when the bundle's thread ends, as it did before
+            if future.is_done() and not future.get().error:
                 self._release()
         return future
 

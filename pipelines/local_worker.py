@@ -53,7 +53,7 @@ Beam's period and 0.08 s with 5 ms; with two workers, 1.44 and 1.15 s
 runs: in-process 40.8 / 39.8 / 39.7 s against 39.0 / 38.2 / 39.0 s, two
 workers 27.1 / 24.7 / 25.8 s against 25.3 / 24.2 / 24.4 s.
 
-Python's cyclic garbage collector, last, runs less in these processes
+Last, Python's cyclic garbage collector runs less in these processes
 (:func:`collect_less`): the objects that exist once the modules are
 imported (Beam, TensorFlow, the job's code, and in the launcher the job's
 graph) are left out of every later collection (``gc.freeze``), and the

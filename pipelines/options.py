@@ -150,19 +150,19 @@ class _LocalPipeline(beam.Pipeline):
         release_idle_bundle_processors()  # in-process and threaded workers; worker processes import WORKER_PLUGIN
         prompt_state_sampling()
         processes = self._worker_processes()
-        if processes is None:
-            with collecting_less():  # the graph built and the modules imported live through the run
+        with collecting_less():  # the graph built and the modules imported live through the run
+            if processes is None:
                 return super().run(test_runner_api)
-        _limit_malloc_arenas()  # this process is the runner: it buffers every shuffle between stages
-        mark = _LostWorkers.mark()
-        try:
-            with worker_threads(processes[1]), serving(self._fork_server), collecting_less():
-                return super().run(test_runner_api)
-        except Exception as exc:
-            named = _named_lost_worker(exc, mark)
-            if named is None:
-                raise
-            raise named from exc
+            _limit_malloc_arenas()  # this process is the runner: it buffers every shuffle between stages
+            mark = _LostWorkers.mark()
+            try:
+                with worker_threads(processes[1]), serving(self._fork_server):
+                    return super().run(test_runner_api)
+            except Exception as exc:
+                named = _named_lost_worker(exc, mark)
+                if named is None:
+                    raise
+                raise named from exc
 
 
 def _limit_malloc_arenas() -> bool:
